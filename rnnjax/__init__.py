@@ -1,0 +1,17 @@
+"""rnnjax: recurrent neural networks in JAX you can trust, take apart and measure."""
+
+from rnnjax import init
+from rnnjax.bptt import bptt_scan
+from rnnjax.bptt import reference_elman_grads
+from rnnjax.cells import Cell
+from rnnjax.cells import ElmanParams
+from rnnjax.cells import GRUParams
+from rnnjax.cells import LSTMCarry
+from rnnjax.cells import LSTMParams
+from rnnjax.cells import elman
+from rnnjax.cells import gru
+from rnnjax.cells import lstm
+from rnnjax.scan import flip
+from rnnjax.scan import scan
+
+__version__ = "0.1.0"

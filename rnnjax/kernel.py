@@ -1,0 +1,64 @@
+"""The one forward scan kernel every cell and every backward mode shares.
+
+Data flow (time-major, valid steps a prefix of each sequence)::
+
+    xs [T, B, I] --(one matmul over all T·B rows)--> zx [T, B, kH]
+    zx --lax.scan(cell.fast_step, masked hold)--> carries [T, ...], residuals [T, ...]
+
+Past a sequence's length the carry is held (``carry_t = carry_{t-1}``), so the
+last carry is the carry at each sequence's last valid step, and the output is
+zero.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from rnnjax.cells import base
+
+
+def project(cell: base.Cell, params, xs):
+  """The hoisted input projection ``zx = xs @ w_x + b``: ``[T, B, I] -> [T, B, kH]``."""
+  T, B, I = xs.shape
+  cdt, acc = base.compute_dtypes(cell.dtype, xs, params.w_x)
+  zx = base.mm(xs.reshape(T * B, I).astype(cdt), params.w_x.astype(cdt), acc)
+  return (zx + base.bias(params.b, zx, acc)).reshape(T, B, -1)      # [T, B, kH]
+
+
+def hold(m, new, old):
+  """``new`` where the step is valid (``m: [B]``), else ``old``; ``m=None``: new."""
+  if m is None:
+    return new
+  return jax.tree.map(lambda a, b: jnp.where(m[:, None], a, b), new, old)
+
+
+def masked_step(cell: base.Cell, params, carry, zx_t, m_t):
+  """One fast step that holds the carry where ``m_t`` is False."""
+  new, res = cell.fast_step(params, carry, zx_t)
+  return hold(m_t, new, carry), res
+
+
+def mask_outputs(hs, mask):
+  """Zero the outputs ``hs: [T, B, H]`` past each length (``mask: [T, B]``)."""
+  return hs if mask is None else jnp.where(mask[..., None], hs, jnp.zeros((), hs.dtype))
+
+
+def forward(cell: base.Cell, params, zx, carry0, mask, unroll=1, keep=False):
+  """Run the kernel over ``zx: [T, B, kH]``.
+
+  Returns ``(carry_T, ys)`` and, with ``keep=True``, also the stacked carries
+  and residuals the hand-written backward needs.
+  """
+
+  def body(carry, inp):
+    zx_t, m_t = inp
+    new, res = masked_step(cell, params, carry, zx_t, m_t)
+    return new, ((new, res) if keep else cell.output(new))
+
+  carry_T, out = lax.scan(body, carry0, (zx, mask), unroll=unroll)
+  if keep:
+    carries, res = out
+    return carry_T, mask_outputs(cell.output(carries), mask), carries, res
+  return carry_T, mask_outputs(out, mask)
