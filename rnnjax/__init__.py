@@ -1,6 +1,7 @@
 """rnnjax: recurrent neural networks in JAX you can trust, take apart and measure."""
 
 from rnnjax import init
+from rnnjax import interop
 from rnnjax.bptt import bptt_scan
 from rnnjax.bptt import reference_elman_grads
 from rnnjax.cells import Cell
@@ -11,6 +12,13 @@ from rnnjax.cells import LSTMParams
 from rnnjax.cells import elman
 from rnnjax.cells import gru
 from rnnjax.cells import lstm
+from rnnjax.layers import Embedding
+from rnnjax.layers import EmbeddingParams
+from rnnjax.layers import bidirectional
+from rnnjax.layers import dropout
+from rnnjax.layers import embedding
+from rnnjax.layers import init_stacked
+from rnnjax.layers import stacked
 from rnnjax.scan import flip
 from rnnjax.scan import scan
 

@@ -1,0 +1,99 @@
+"""Deep, bidirectional, residual, dropout and embedding layers against plain compositions."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rnnjax as rj
+from tests.helpers import assert_trees_close, f64, loop_reference
+
+T, B, I, H = 6, 3, 4, 5
+LENGTHS = jnp.array([6, 4, 1])
+
+
+def test_stacked_equals_chained_scans(key):
+  cells = [rj.lstm(H), rj.gru(H), rj.elman(H)]
+  layers = [(c, f64(p)) for c, p in rj.init_stacked(key, cells, I)]
+  xs = jax.random.normal(key, (T, B, I))
+  carries, ys = rj.stacked(layers, xs, lengths=LENGTHS)
+  h = xs
+  for (cell, p), carry in zip(layers, carries):
+    ref_c, h = loop_reference(cell, p, h, cell.initial_carry((B,), jnp.float64), LENGTHS)
+    assert_trees_close(carry, ref_c, rtol=1e-12)
+  np.testing.assert_allclose(ys, h, rtol=1e-12)
+
+
+def test_residual_and_dropout(key):
+  cells = [rj.gru(H), rj.gru(H)]
+  layers = [(c, f64(p)) for c, p in rj.init_stacked(key, cells, I)]
+  xs = jax.random.normal(key, (T, B, I))
+  _, ys = rj.stacked(layers, xs, residual=True)
+  _, h1 = rj.scan(*layers[0], xs)
+  _, h2 = rj.scan(*layers[1], h1)
+  np.testing.assert_allclose(ys, h2 + h1, rtol=1e-12)
+  # dropout between layers: same key, same mask; zeros appear in the layer-2 input
+  k = jax.random.key(3)
+  _, yd = rj.stacked(layers, xs, dropout_rate=0.5, key=k)
+  mask_in = rj.dropout(jax.random.split(k, 2)[0], h1, 0.5)
+  _, ref = rj.scan(*layers[1], mask_in)
+  np.testing.assert_allclose(yd, ref, rtol=1e-12)
+  assert 0.3 < float(jnp.mean(mask_in == 0)) < 0.7
+  with pytest.raises(ValueError, match=r"dropout_rate > 0 needs key=...; pass dropout_rate=0.0"):
+    rj.stacked(layers, xs, dropout_rate=0.1)
+  with pytest.raises(ValueError, match=r"residual connection at layer 1 needs equal input and "
+                                       r"output shapes, got \(6, 3, 5\) -> \(6, 3, 7\)"):
+    bad = rj.init_stacked(key, [rj.gru(H), rj.gru(7)], I)
+    rj.stacked(bad, xs, residual=True)
+
+
+@pytest.mark.parametrize("merge", ["concat", "sum"])
+def test_bidirectional_over_padded_batch(merge, key):
+  cell = rj.lstm(H)
+  kf, kb = jax.random.split(key)
+  fwd, bwd = (cell, f64(cell.init(kf, I))), (cell, f64(cell.init(kb, I)))
+  xs = jax.random.normal(key, (T, B, I))
+  (cf, cb), ys = rj.bidirectional(fwd, bwd, xs, lengths=LENGTHS, merge=merge)
+  c0 = cell.initial_carry((B,), jnp.float64)
+  ref_cf, yf = loop_reference(cell, fwd[1], xs, c0, LENGTHS)
+  ref_cb, yb = loop_reference(cell, bwd[1], xs, c0, LENGTHS, reverse=True)
+  expect = jnp.concatenate([yf, yb], -1) if merge == "concat" else yf + yb
+  np.testing.assert_allclose(ys, expect, rtol=1e-12)
+  assert_trees_close((cf, cb), (ref_cf, ref_cb), rtol=1e-12)
+  with pytest.raises(ValueError, match=r"unknown merge 'max'"):
+    rj.bidirectional(fwd, bwd, xs, merge="max")
+
+
+def test_stacked_bidirectional_gradients_flow(key):
+  layers = rj.init_stacked(key, [rj.gru(H), rj.lstm(H)], I, bidirectional=True)
+  xs = jax.random.normal(key, (T, B, I), jnp.float32)
+  cells = [((f[0], b[0])) for f, b in layers]
+  params = [(f[1], b[1]) for f, b in layers]
+
+  def loss(params, x, backward):
+    L = [((cf, pf), (cb, pb)) for (cf, cb), (pf, pb) in zip(cells, params)]
+    return jnp.sum(rj.stacked(L, x, lengths=LENGTHS, backward=backward)[1] ** 2)
+
+  _, ys = rj.stacked(layers, xs, lengths=LENGTHS)
+  assert ys.shape == (T, B, 2 * H)
+  params64, xs64 = f64(params), xs.astype(jnp.float64)
+  g_bptt = jax.grad(loss, (0, 1))(params64, xs64, "bptt")
+  g_ad = jax.grad(loss, (0, 1))(params64, xs64, "autodiff")
+  assert_trees_close(g_bptt, g_ad, rtol=1e-10, atol=1e-12)
+  assert all(float(jnp.max(jnp.abs(g))) > 0 for g in jax.tree.leaves(g_bptt))
+
+
+def test_embedding(key):
+  emb = rj.embedding(10, 3)
+  p = emb.init(key)
+  ids = jnp.array([[1, 2], [9, 1]])
+  out = emb.apply(p, ids)
+  assert out.shape == (2, 2, 3)
+  np.testing.assert_array_equal(out[1, 1], p.table[1])
+  # the gradient is a scatter-add into the used rows (one-hot times E)
+  g = jax.grad(lambda P: jnp.sum(emb.apply(P, ids)))(p).table
+  np.testing.assert_array_equal(np.asarray(g)[:, 0], [0, 2, 1, 0, 0, 0, 0, 0, 0, 1])
+  with pytest.raises(TypeError, match=r"ids must be integers, got dtype float32"):
+    emb.apply(p, jnp.zeros((2,), jnp.float32))
+  with pytest.raises(ValueError, match=r"ids must lie in \[0, V=10\), got min 0 and max 10"):
+    emb.apply(p, jnp.array([0, 10]))
