@@ -1,0 +1,5 @@
+import sys
+
+from rnnjax.cli import main
+
+sys.exit(main())
