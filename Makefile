@@ -26,7 +26,7 @@ demo: $(VENV)/.core
 	$(PY) -m rnnjax demo $(ARGS)
 
 test: $(VENV)/.test
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n 2 --durations=15 $(ARGS)
 
 bench: $(VENV)/.bench
 	$(PY) benchmarks/bench_kernels.py $(ARGS)

@@ -40,7 +40,8 @@ def _add_demo(sub):
   p.add_argument("--batch", type=_positive_int, default=32, help="parallel streams (default 32)")
   p.add_argument("--seq-len", type=_positive_int, default=64,
                  help="truncated-BPTT window (default 64)")
-  p.add_argument("--lr", type=_positive_float, default=3e-3, help="Adam learning rate")
+  p.add_argument("--lr", type=_positive_float, default=5e-3,
+                 help="peak Adam learning rate (cosine decay over the budget; default 5e-3)")
   p.add_argument("--max-steps", type=_positive_int, default=None,
                  help="stop after this many steps (overrides the time budget)")
   p.add_argument("--sample-chars", type=_positive_int, default=500)
@@ -61,7 +62,7 @@ def _run_demo(args):
       corpus, hidden=args.hidden, batch=args.batch, seq_len=args.seq_len, lr=args.lr,
       minutes=args.minutes, max_steps=args.max_steps, seed=args.seed,
       temperature=args.temperature, sample_chars=args.sample_chars,
-      progress=not args.no_progress)
+      progress=not args.no_progress, out_dir=args.out)
   summary = dict(
       val_bpc=round(run.val_bpc, 4), baseline_bpc=round(run.baseline_bpc, 4),
       steps=run.steps, train_seconds=round(run.train_seconds, 2), sample=run.sample,
@@ -78,6 +79,130 @@ def _run_demo(args):
   return 0
 
 
+def _corpus_args(p):
+  p.add_argument("--text", type=Path, default=None,
+                 help="UTF-8 text file to train on (default: the embedded stdlib corpus)")
+
+
+def _add_train(sub):
+  p = sub.add_parser(
+      "train", help="train a char-level language model with checkpoints and --resume",
+      description="Deterministic, resumable training of a char-level LM for --steps steps: "
+                  "checkpoints (params, optimizer state, data position, RNG) every "
+                  "--checkpoint-every steps, written atomically; metrics to metrics.jsonl; "
+                  "a BPC plot; --resume continues a killed run to the same loss curve.")
+  _corpus_args(p)
+  p.add_argument("--steps", type=_positive_int, default=2000, help="training steps (default 2000)")
+  p.add_argument("--out", type=Path, default=Path("runs/train"))
+  p.add_argument("--checkpoint-every", type=_positive_int, default=100)
+  p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.ckpt")
+  p.add_argument("--cell", choices=["lstm", "gru", "elman"], default="lstm")
+  p.add_argument("--hidden", type=_positive_int, default=256)
+  p.add_argument("--layers", type=_positive_int, default=1)
+  p.add_argument("--batch", type=_positive_int, default=32)
+  p.add_argument("--seq-len", type=_positive_int, default=64)
+  p.add_argument("--lr", type=_positive_float, default=5e-3)
+  p.add_argument("--clip", type=_positive_float, default=1.0,
+                 help="global-norm gradient clipping threshold (Pascanu et al. 2013)")
+  p.add_argument("--log-every", type=_positive_int, default=10)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--no-progress", action="store_true")
+  p.set_defaults(func=_run_train)
+
+
+def _run_train(args):
+  from rnnjax import data, io, plot, train
+
+  corpus = data.text_corpus(args.text) if args.text else data.python_source_corpus()
+  run = train.train_char_lm(
+      corpus, hidden=args.hidden, layers=args.layers, cell=args.cell, batch=args.batch,
+      seq_len=args.seq_len, lr=args.lr, clip=args.clip, max_steps=args.steps, minutes=0,
+      seed=args.seed, out_dir=args.out, checkpoint_every=args.checkpoint_every,
+      resume=args.resume, log_every=args.log_every, progress=not args.no_progress)
+  io.write_json(args.out / "summary.json", dict(
+      val_bpc=run.val_bpc, baseline_bpc=run.baseline_bpc, steps=run.steps,
+      train_seconds=run.train_seconds, sample=run.sample, config=run.model.config))
+  plot.loss_curve(run.history, args.out / "bpc.png", "bpc", "training bits per character")
+  print(f"step {run.steps}: validation {run.val_bpc:.3f} bits/char (baseline "
+        f"{run.baseline_bpc:.3f}); wrote {args.out}/checkpoint.ckpt, metrics.jsonl, bpc.png")
+  return 0
+
+
+def _add_generate(sub):
+  p = sub.add_parser("generate", help="sample text from a trained char model",
+                     description="Load OUT/checkpoint.ckpt of a `demo` or `train` run and sample.")
+  p.add_argument("--run", type=Path, default=Path("runs/demo"),
+                 help="run folder with checkpoint.ckpt (default runs/demo)")
+  p.add_argument("--prime", default="def ", help="text to start from (default 'def ')")
+  p.add_argument("--chars", type=_positive_int, default=500)
+  p.add_argument("--temperature", type=_positive_float, default=0.8)
+  p.add_argument("--seed", type=int, default=0)
+  p.set_defaults(func=_run_generate)
+
+
+def _run_generate(args):
+  from rnnjax import train
+
+  model, params, vocab, _ = train.restore_model(args.run)
+  print(train.generate(model, params, vocab, args.prime, args.chars, args.temperature, args.seed))
+  return 0
+
+
+def _add_jacobian(sub):
+  p = sub.add_parser(
+      "jacobian", help="diagnose exploding/vanishing gradients of a cell at initialisation",
+      description="Step Jacobians, their norms and the lecture's bound, products by lag, "
+                  "gradient norms by lag and the largest Lyapunov exponent of a cell driven by "
+                  "random inputs; writes report.json and PNG plots.")
+  p.add_argument("--cell", choices=["elman", "gru", "lstm"], default="elman")
+  p.add_argument("--activation", choices=["tanh", "relu", "sigmoid", "linear"], default="tanh",
+                 help="elman only")
+  p.add_argument("--init", choices=["orthogonal", "identity", "gaussian"], default="orthogonal",
+                 help="recurrent initialiser")
+  p.add_argument("--gain", type=_positive_float, default=1.0,
+                 help="scale of the recurrent matrix (gaussian: g in N(0, g²/H))")
+  p.add_argument("--hidden", type=_positive_int, default=128)
+  p.add_argument("--input-size", type=_positive_int, default=8)
+  p.add_argument("--T", type=_positive_int, default=200, help="sequence length")
+  p.add_argument("--input-scale", type=float, default=1.0, help="std of the random inputs")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--out", type=Path, default=Path("runs/jacobian"))
+  p.set_defaults(func=_run_jacobian)
+
+
+def _run_jacobian(args):
+  import jax
+  import jax.numpy as jnp
+
+  import rnnjax as rj
+  from rnnjax import io, jacobian, plot
+
+  g = args.gain
+  rec = {"orthogonal": rj.init.orthogonal(g), "identity": rj.init.identity(g),
+         "gaussian": rj.init.gaussian(g)}[args.init]
+  if args.cell == "elman":
+    cell = rj.elman(args.hidden, args.activation, recurrent_init=rec)
+  else:
+    cell = {"gru": rj.gru, "lstm": rj.lstm}[args.cell](args.hidden, recurrent_init=rec)
+  kp, kx = jax.random.split(jax.random.key(args.seed))
+  params = cell.init(kp, args.input_size)
+  xs = args.input_scale * jax.random.normal(kx, (args.T, args.input_size))
+  report = jacobian.diagnose(cell, params, xs)
+  report["config"] = vars(args) | {"out": str(args.out), "func": None}
+  path = io.write_json(args.out / "report.json", report)
+  figs = plot.jacobian_figures(report, args.out)
+  ev = report["evidence"]
+  print(f"{report['cell']}: verdict {report['verdict']}; λ₁ = {ev['lyapunov_max']:.4f}/step, "
+        f"log‖∏J‖₂ per step = {ev['log_product_norm_per_step']:.4f}, mean ‖J_t‖₂ = "
+        f"{ev['mean_step_spectral_norm']:.3f}")
+  if "pascanu" in report:
+    pc = report["pascanu"]
+    print(f"Pascanu et al.: σ_max(W) = {pc['sigma_max']:.3f}, 1/γ = {pc['threshold']:.2f}: "
+          f"{'vanishing guaranteed' if pc['vanishing_sufficient'] else 'explosion possible'}")
+  print(f"wrote {path} and {', '.join(str(f) for f in figs)}")
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="rnnjax", description="Recurrent neural networks in JAX.",
@@ -89,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
   sub = parser.add_subparsers(dest="command", metavar="COMMAND")
   sub.required = True
   _add_demo(sub)
+  _add_train(sub)
+  _add_generate(sub)
+  _add_jacobian(sub)
   return parser
 
 

@@ -98,17 +98,31 @@ def text_corpus(path, val_fraction: float = 0.1) -> Corpus:
   return Corpus(text[:cut], text[cut:], str(path))
 
 
-def stream_batches(ids: np.ndarray, batch: int, seq_len: int):
-  """Split ``ids`` into ``batch`` parallel streams and yield consecutive
-  ``(inputs [T, B], targets [T, B])`` windows, forever, for truncated BPTT with
-  the carry passed from one window to the next. Yields ``(step_in_epoch, x, y)``."""
+def stream_batches(ids: np.ndarray, batch: int, seq_len: int, forever: bool = True):
+  """``batch`` parallel streams over ``ids`` cut into consecutive windows, for
+  truncated BPTT with the carry passed from one window to the next.
+
+  With ``forever=False`` returns ``window(w) -> (inputs [T, B], targets [T, B])``
+  (with ``window.count`` windows), so a run can resume at any data position;
+  with ``forever=True`` a generator of ``(w, inputs, targets)`` that cycles.
+  """
   n = (len(ids) - 1) // batch
   if n < seq_len:
     raise ValueError(f"text of {len(ids)} characters is too short for batch {batch} x "
                      f"seq_len {seq_len}; lower --batch or --seq-len")
   streams = np.stack([ids[b * n:(b + 1) * n + 1] for b in range(batch)], axis=1)  # [n+1, B]
-  windows = n // seq_len
-  while True:
-    for w in range(windows):
-      s = w * seq_len
-      yield w, streams[s:s + seq_len], streams[s + 1:s + seq_len + 1]
+  count = n // seq_len
+
+  def window(w: int):
+    s = w * seq_len
+    return streams[s:s + seq_len], streams[s + 1:s + seq_len + 1]
+
+  window.count = count
+  if not forever:
+    return window
+
+  def cycle():
+    while True:
+      for w in range(count):
+        yield (w, *window(w))
+  return cycle()

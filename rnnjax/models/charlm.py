@@ -65,8 +65,8 @@ def char_lm(vocab_size: int, hidden: int = 256, *, embed: int = 64, layers: int 
     return CharLMParams(
         embed=emb.init(ke),
         rnn=tuple(c.init(k, s) for c, k, s in zip(cells, kl, sizes)),
-        w_out=inits.lecun_normal()(ko, (hidden, vocab_size)),
-        b_out=jnp.zeros((vocab_size,)))
+        w_out=inits.lecun_normal()(ko, (hidden, vocab_size), jnp.float32),
+        b_out=jnp.zeros((vocab_size,), jnp.float32))
 
   def initial_carry(batch: int):
     return [c.initial_carry((batch,)) for c in cells]

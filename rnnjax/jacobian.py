@@ -1,0 +1,387 @@
+"""Jacobian tools: why gradients explode or vanish, measured.
+
+The lecture's chain: ``h_j = f(z_j)``, ``z_j = V x_j + W h_{j-1} + b``::
+
+    ∂h_j/∂h_{j-1} = diag(f'(z_j)) W                       (the step Jacobian J_j)
+    ‖J_j‖ ≤ ‖diag f'(z_j)‖ · ‖W‖                           (the lecture's bound)
+    ∂L_T/∂h_k = ∂L_T/∂h_T · J_T J_{T-1} ⋯ J_{k+1}           (products over the lag T − k)
+
+Products of norms above 1 explode, below 1 vanish. Pascanu, Mikolov & Bengio
+(2013): with ``|f'| ≤ γ`` (γ = 1 for tanh, 1/4 for sigmoid), ``σ_max(W) < 1/γ``
+is sufficient for vanishing and ``σ_max(W) > 1/γ`` necessary for exploding.
+
+Everything here works on one sequence (``xs: [T, I]``); vmap for batches.
+States are flattened: ``s = h`` (S = H), or ``s = [h; c]`` for the LSTM (S = 2H).
+Products of many Jacobians are never formed naively: norms are carried in log
+space with a running normalisation, and the Lyapunov spectrum uses the QR
+(Benettin) method.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from rnnjax.cells import base
+
+Array = Any
+GAMMA = {"tanh": 1.0, "sigmoid": 0.25, "relu": 1.0, "linear": 1.0}
+
+
+# ----------------------------------------------------------------- states
+
+
+def flatten_state(cell: base.Cell, carry) -> Array:
+  """The carry as one vector ``s`` of size ``cell.state_size``."""
+  leaves = jax.tree.leaves(carry)
+  return leaves[0] if len(leaves) == 1 else jnp.concatenate(leaves, axis=-1)
+
+
+def unflatten_state(cell: base.Cell, s, like):
+  """Inverse of `flatten_state`, shaped like the carry ``like``."""
+  leaves, tree = jax.tree.flatten(like)
+  sizes = np.cumsum([l.shape[-1] for l in leaves])[:-1]
+  return jax.tree.unflatten(tree, jnp.split(s, sizes, axis=-1))
+
+
+def _check(cell, params, xs, carry, what):
+  if not isinstance(cell, base.Cell):
+    raise TypeError(f"{what}: cell must be an rnnjax Cell, got {type(cell).__name__}")
+  if cell.state_jacobian is None:
+    raise ValueError(f"{what}: cell {cell!r} has no state Jacobian; give it a "
+                     f"state_jacobian(params, carry, x) rule")
+  xs = jnp.asarray(xs)
+  if xs.ndim != 2:
+    raise ValueError(f"{what}: xs must be one sequence [T, I], got shape {tuple(xs.shape)}; "
+                     f"use jax.vmap over the batch axis (in_axes=1)")
+  if xs.shape[-1] != params.w_x.shape[0]:
+    raise ValueError(f"{what}: xs has feature size {xs.shape[-1]} but params expect "
+                     f"input_size {params.w_x.shape[0]}")
+  if xs.shape[0] < 1:
+    raise ValueError(f"{what}: xs has no steps (T=0)")
+  if carry is None:
+    carry = cell.initial_carry((), jnp.result_type(xs, params.w_x))
+  return xs, carry
+
+
+@partial(jax.jit, static_argnums=0)
+def trajectory(cell, params, xs, carry=None):
+  """The carries before each step, ``[T, ...]``, and the final carry."""
+  xs, carry = _check(cell, params, xs, carry, "rnnjax.jacobian.trajectory")
+
+  def body(c, x):
+    new, _ = cell.step(params, c, x)
+    return new, c
+
+  final, prevs = lax.scan(body, carry, xs)
+  return prevs, final
+
+
+# ----------------------------------------------------------------- step Jacobians
+
+
+@partial(jax.jit, static_argnums=0, static_argnames="method")
+def step_jacobians(cell, params, xs, carry=None, *, method: str = "closed"):
+  """``J_t = ∂s_t/∂s_{t-1}`` for every step: ``[T, S, S]``.
+
+  ``method="closed"`` uses the cell's closed form (elman:
+  ``diag(f'(z_t)) W``, with ``W = w_hᵀ``); ``"jacfwd"`` differentiates
+  ``cell.step``. Tests hold them equal.
+  """
+  if method not in ("closed", "jacfwd"):
+    raise ValueError(f"step_jacobians: unknown method {method!r}; expected 'closed' or 'jacfwd'")
+  xs, carry = _check(cell, params, xs, carry, "rnnjax.jacobian.step_jacobians")
+  prevs, _ = trajectory(cell, params, xs, carry)
+  if method == "closed":
+    return jax.vmap(lambda c, x: cell.state_jacobian(params, c, x))(prevs, xs)
+
+  def flat_step(s, x):
+    new, _ = cell.step(params, unflatten_state(cell, s, carry), x)
+    return flatten_state(cell, new)
+
+  return jax.vmap(lambda c, x: jax.jacfwd(flat_step)(flatten_state(cell, c), x))(prevs, xs)
+
+
+def norms(Js):
+  """Per-step spectral (largest singular value) and Frobenius norms of ``Js: [T, S, S]``."""
+  return dict(spectral=jnp.linalg.norm(Js, ord=2, axis=(-2, -1)),
+              frobenius=jnp.linalg.norm(Js, ord="fro", axis=(-2, -1)))
+
+
+def _activation(cell):
+  opts = dict(cell.options)
+  if cell.name != "elman":
+    raise ValueError(f"the lecture's bound ‖diag f'‖·‖W‖ is for the vanilla RNN; {cell!r} is "
+                     f"gated (use step_jacobians and norms instead)")
+  return opts["activation"]
+
+
+def lecture_bound(cell, params, xs, carry=None):
+  """``‖diag f'(z_t)‖₂ · ‖W‖₂`` per step, for the vanilla RNN: ``[T]``."""
+  from rnnjax.cells.elman import _ACTIVATIONS
+  act = _activation(cell)
+  xs, carry = _check(cell, params, xs, carry, "rnnjax.jacobian.lecture_bound")
+  prevs, final = trajectory(cell, params, xs, carry)
+  hs = jnp.concatenate([prevs[1:], final[None]])               # h_t, t = 1..T
+  fprime = _ACTIVATIONS[act][1](hs)                             # f'(z_t) from h_t
+  return jnp.max(jnp.abs(fprime), axis=-1) * jnp.linalg.norm(params.w_h, ord=2)
+
+
+class PascanuConditions(NamedTuple):
+  sigma_max: float         # largest singular value of W
+  gamma: float             # bound on |f'|
+  threshold: float         # 1/γ
+  vanishing_sufficient: bool   # σ_max < 1/γ: gradients vanish for any inputs
+  exploding_necessary: bool    # σ_max > 1/γ: explosion is possible (not guaranteed)
+
+
+def pascanu_conditions(cell, params) -> PascanuConditions:
+  """Pascanu et al. (2013), Sec. 3.1, for the vanilla RNN."""
+  act = _activation(cell)
+  sigma = float(jnp.linalg.norm(params.w_h, ord=2))
+  gamma = GAMMA[act]
+  return PascanuConditions(sigma, gamma, 1 / gamma, sigma < 1 / gamma, sigma > 1 / gamma)
+
+
+# ----------------------------------------------------------------- gradients by lag
+
+
+@partial(jax.jit, static_argnums=0)
+def gradient_norms_vs_lag(cell, params, xs, carry=None, dL_dsT=None):
+  """``‖∂L_T/∂s_k‖₂`` for every k = 0..T in one reverse pass: ``[T + 1]``.
+
+  ``L_T`` is a loss on the last state only, with ``∂L_T/∂s_T = dL_dsT``
+  (default: the all-ones vector over ``h``, divided by √H). Entry ``k`` is at
+  lag ``T − k``; entry ``T`` is ``‖dL_dsT‖``.
+  """
+  xs, carry = _check(cell, params, xs, carry, "rnnjax.jacobian.gradient_norms_vs_lag")
+  S = cell.state_size
+  dtype = jnp.result_type(xs, params.w_x)
+  if dL_dsT is None:
+    H = cell.hidden_size
+    dL_dsT = jnp.concatenate([jnp.ones(H), jnp.zeros(S - H)]).astype(dtype) / math.sqrt(H)
+
+  def run(eps):                          # s_t + eps_t: ∂L/∂eps_t = ∂L/∂s_t
+    def body(c, inp):
+      x, e = inp
+      new, _ = cell.step(params, c, x)
+      return unflatten_state(cell, flatten_state(cell, new) + e, carry), None
+    c0 = unflatten_state(cell, flatten_state(cell, carry) + eps[0], carry)
+    final, _ = lax.scan(body, c0, (xs, eps[1:]))
+    return jnp.vdot(dL_dsT, flatten_state(cell, final))
+
+  grads = jax.grad(run)(jnp.zeros((xs.shape[0] + 1, S), dtype))
+  return jnp.linalg.norm(grads, axis=-1)
+
+
+@jax.jit
+def log_product_norms(Js):
+  """``log ‖J_T J_{T-1} ⋯ J_{k+1}‖₂`` for k = T−1 .. 0, i.e. lags 1..T: ``[T]``.
+
+  Accumulated right to left with a running normalisation, so no product ever
+  overflows or underflows; entry ``lag − 1`` is for that lag.
+  """
+  S = Js.shape[-1]
+
+  def body(carry, J):
+    P, logscale = carry
+    P = P @ J                                       # J_T ⋯ J_{k+1}
+    s = jnp.linalg.norm(P)
+    s = jnp.where(s > 0, s, 1.0)
+    P = P / s
+    logscale = logscale + jnp.log(s)
+    return (P, logscale), logscale + jnp.log(jnp.linalg.norm(P, ord=2))
+
+  _, out = lax.scan(body, (jnp.eye(S, dtype=Js.dtype), jnp.zeros((), Js.dtype)), Js[::-1])
+  return out
+
+
+@partial(jax.jit, static_argnums=0, static_argnames=("start", "iters"))
+def product_norm_power(cell, params, xs, carry=None, *, start: int = 0, iters: int = 50,
+                       key=None):
+  """``‖J_T ⋯ J_{start+1}‖₂`` without forming any S×S matrix: power iteration
+  on ``PᵀP`` with one JVP (``P v``) and one VJP (``Pᵀ u``) per iteration.
+  Returns the log of the norm."""
+  xs, carry = _check(cell, params, xs, carry, "rnnjax.jacobian.product_norm_power")
+  prevs, _ = trajectory(cell, params, xs, carry)
+  c_start = jax.tree.map(lambda a: a[start], prevs)
+
+  def flow(s):                            # s_start -> s_T along the trajectory
+    def body(c, x):
+      return cell.step(params, c, x)[0], None
+    final, _ = lax.scan(body, unflatten_state(cell, s, carry), xs[start:])
+    return flatten_state(cell, final)
+
+  s0 = flatten_state(cell, c_start)
+  _, vjp = jax.vjp(flow, s0)
+  key = jax.random.key(0) if key is None else key
+  v = jax.random.normal(key, s0.shape, s0.dtype)
+  v = v / jnp.linalg.norm(v)
+
+  def it(v, _):
+    u = jax.jvp(flow, (s0,), (v,))[1]     # P v
+    w = vjp(u)[0]                         # Pᵀ P v
+    n = jnp.linalg.norm(w)
+    return w / n, n
+
+  v, ns = lax.scan(it, v, None, length=iters)
+  return 0.5 * jnp.log(ns[-1])             # ‖P‖² = λ_max(PᵀP)
+
+
+# ----------------------------------------------------------------- spectra
+
+
+@jax.jit
+def log_singular_values(Js):
+  """Log singular values of the product ``J_T ⋯ J_1`` (``Js: [T, S, S]``),
+  descending. The product is carried with a running scalar normalisation, so
+  it never overflows."""
+  S = Js.shape[-1]
+
+  def body(carry, J):
+    P, logscale = carry
+    P = J @ P
+    s = jnp.linalg.norm(P)
+    s = jnp.where(s > 0, s, 1.0)
+    return (P / s, logscale + jnp.log(s)), None
+
+  (P, logscale), _ = lax.scan(body, (jnp.eye(S, dtype=Js.dtype), jnp.zeros((), Js.dtype)), Js)
+  return logscale + jnp.log(jnp.linalg.svd(P, compute_uv=False))
+
+
+def window_spectra(Js, window: int):
+  """Log singular values of the products over consecutive windows of
+  ``window`` steps: ``[T // window, S]``."""
+  T, S, _ = Js.shape
+  if not 1 <= window <= T:
+    raise ValueError(f"window_spectra: window must lie in [1, T={T}], got {window}")
+  n = T // window
+  return jax.vmap(log_singular_values)(Js[:n * window].reshape(n, window, S, S))
+
+
+def isometry(log_sv):
+  """Dynamical isometry metrics of a product from its log singular values:
+  mean and variance of the squared singular values (Pennington et al. 2017)."""
+  sq = jnp.exp(2 * log_sv)
+  return dict(mean_sq=jnp.mean(sq), var_sq=jnp.var(sq))
+
+
+@partial(jax.jit, static_argnums=(0, 4), static_argnames=("k", "transient"))
+def lyapunov_spectrum(cell, params, xs, carry=None, k: Optional[int] = None, *,
+                      transient: int = 0, key=None):
+  """The ``k`` leading Lyapunov exponents (per step, natural log), by the
+  QR (Benettin) method inside ``lax.scan``::
+
+    Q_0 random orthonormal [S, k];   J_t Q_{t-1} = Q_t R_t;
+    λ_i = (1 / (T − transient)) Σ_{t > transient} log |R_t[i, i]|
+
+  Args:
+    xs: the driving inputs ``[T, I]`` (zeros for an autonomous system).
+    k: how many exponents (default all, S).
+    transient: steps run first and discarded (the state settles onto its
+      attractor; the basis aligns).
+  """
+  xs, carry = _check(cell, params, xs, carry, "rnnjax.jacobian.lyapunov_spectrum")
+  S = cell.state_size
+  k = S if k is None else k
+  if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= S:
+    raise ValueError(f"lyapunov_spectrum: k must lie in [1, S={S}] (the state size), got {k!r}")
+  T = xs.shape[0]
+  if not 0 <= transient < T:
+    raise ValueError(f"lyapunov_spectrum: T={T} steps leave nothing after discarding a "
+                     f"transient of {transient}; use a longer xs or a shorter transient")
+  dtype = jnp.result_type(xs, params.w_x)
+  key = jax.random.key(0) if key is None else key
+  Q0, _ = jnp.linalg.qr(jax.random.normal(key, (S, k), dtype))
+
+  def body(state, inp):
+    c, Q, acc = state
+    x, t = inp
+    J = cell.state_jacobian(params, c, x)
+    Q, R = jnp.linalg.qr(J @ Q)
+    d = jnp.diag(R)
+    Q = Q * jnp.where(d < 0, -1.0, 1.0).astype(Q.dtype)[None]    # keep Q continuous
+    acc = acc + jnp.where(t >= transient, jnp.log(jnp.abs(d)), 0.0)
+    c, _ = cell.step(params, c, x)
+    return (c, Q, acc), None
+
+  (_, _, acc), _ = lax.scan(body, (carry, Q0, jnp.zeros((k,), dtype)), (xs, jnp.arange(T)))
+  return jnp.sort(acc / (T - transient))[::-1]
+
+
+@partial(jax.jit, static_argnums=0, static_argnames=("eps", "transient"))
+def max_lyapunov_perturbation(cell, params, xs, carry=None, *, eps: float = 1e-7,
+                              transient: int = 0, key=None):
+  """The largest Lyapunov exponent by direct simulation: a second trajectory
+  ``ε`` away, its separation measured and renormalised to ``ε`` every step."""
+  xs, carry = _check(cell, params, xs, carry, "rnnjax.jacobian.max_lyapunov_perturbation")
+  T = xs.shape[0]
+  key = jax.random.key(1) if key is None else key
+  s = flatten_state(cell, carry)
+  d = jax.random.normal(key, s.shape, s.dtype)
+  c2 = unflatten_state(cell, s + eps * d / jnp.linalg.norm(d), carry)
+
+  def body(state, inp):
+    c1, c2, acc = state
+    x, t = inp
+    c1, _ = cell.step(params, c1, x)
+    c2, _ = cell.step(params, c2, x)
+    s1, s2 = flatten_state(cell, c1), flatten_state(cell, c2)
+    dist = jnp.linalg.norm(s2 - s1)
+    acc = acc + jnp.where(t >= transient, jnp.log(dist / eps), 0.0)
+    c2 = unflatten_state(cell, s1 + (s2 - s1) * (eps / dist), carry)
+    return (c1, c2, acc), None
+
+  (_, _, acc), _ = lax.scan(body, (carry, c2, jnp.zeros((), s.dtype)), (xs, jnp.arange(T)))
+  return acc / (T - transient)
+
+
+# ----------------------------------------------------------------- diagnosis
+
+
+def diagnose(cell, params, xs, carry=None, *, lyapunov_transient: Optional[int] = None,
+             tol: float = 0.01) -> dict:
+  """One structured report on gradient flow along ``xs``.
+
+  Returns a dict (JSON-ready) with per-step spectral norms, the lecture's
+  bound (vanilla RNN), Pascanu's conditions, ``log ‖∏ J‖₂`` by lag,
+  ``‖∂L_T/∂s_k‖`` by lag, the largest Lyapunov exponent ``λ₁``, and a verdict:
+  ``"exploding"`` if products grow (``λ₁ > tol`` or the log product norm
+  rises by more than ``tol`` per step), ``"vanishing"`` if they shrink by more
+  than ``tol`` per step, else ``"stable"``; with the evidence.
+  """
+  xs, carry = _check(cell, params, xs, carry, "rnnjax.diagnose")
+  T = xs.shape[0]
+  Js = step_jacobians(cell, params, xs, carry)
+  n = norms(Js)
+  logprod = log_product_norms(Js)
+  grads = gradient_norms_vs_lag(cell, params, xs, carry)
+  transient = T // 4 if lyapunov_transient is None else lyapunov_transient
+  lam1 = float(lyapunov_spectrum(cell, params, xs, carry, k=1, transient=transient)[0])
+  rate = float(logprod[-1]) / T                  # mean log growth per step over the longest lag
+  if lam1 > tol or rate > tol:
+    verdict = "exploding"
+  elif rate < -tol:
+    verdict = "vanishing"
+  else:
+    verdict = "stable"
+  report = dict(
+      cell=repr(cell), T=T, state_size=cell.state_size, verdict=verdict,
+      evidence=dict(lyapunov_max=lam1, log_product_norm_per_step=rate,
+                    log_product_norm_at_max_lag=float(logprod[-1]),
+                    mean_step_spectral_norm=float(jnp.mean(n["spectral"])), tol=tol),
+      step_spectral_norm=np.asarray(n["spectral"]).tolist(),
+      step_frobenius_norm=np.asarray(n["frobenius"]).tolist(),
+      log_product_norm_by_lag=np.asarray(logprod).tolist(),
+      grad_norm_by_lag=np.asarray(grads[::-1]).tolist(),
+  )
+  if cell.name == "elman":
+    report["lecture_bound"] = np.asarray(lecture_bound(cell, params, xs, carry)).tolist()
+    report["pascanu"] = pascanu_conditions(cell, params)._asdict()
+  return report

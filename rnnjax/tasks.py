@@ -1,0 +1,67 @@
+"""Long-range synthetic tasks with their analytic baselines (Arjovsky et al. 2016).
+
+* **Adding problem**: two length-T channels: values ``U[0, 1]`` and a marker
+  with one 1 in each half; the target is the sum of the two marked values.
+  Predicting the mean, 1, gives ``MSE = Var(X₁ + X₂) = 2/12 = 1/6``.
+* **Copy memory**: 10 symbols from an alphabet of 8, ``T − 1`` blanks, a
+  delimiter, 10 blanks; the output is blank for ``T + 10`` steps, then the 10
+  symbols. A memoryless model outputs blanks, then uniform guesses:
+  ``CE = 10 · ln 8 / (T + 20)`` per step.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+ADDING_BASELINE = 1.0 / 6.0
+COPY_SYMBOLS, COPY_LENGTH = 8, 10
+BLANK, DELIMITER = 0, COPY_SYMBOLS + 1
+COPY_CLASSES = COPY_SYMBOLS + 2     # blank, 8 symbols, delimiter
+
+
+class Batch(NamedTuple):
+  xs: jax.Array        # [T', B, I]
+  targets: jax.Array   # adding: [B]; copy: [T', B] int
+
+
+def _check_T(T, minimum, what):
+  if isinstance(T, bool) or not isinstance(T, int) or T < minimum:
+    raise ValueError(f"{what}: T must be an int >= {minimum}, got {T!r}")
+
+
+def adding(key, batch: int, T: int) -> Batch:
+  """An adding-problem batch: ``xs: [T, B, 2]``, ``targets: [B]``."""
+  _check_T(T, 2, "adding")
+  kv, k1, k2 = jax.random.split(key, 3)
+  values = jax.random.uniform(kv, (T, batch))
+  half = T // 2
+  i1 = jax.random.randint(k1, (batch,), 0, half)
+  i2 = jax.random.randint(k2, (batch,), half, T)
+  t = jnp.arange(T)[:, None]
+  marker = ((t == i1[None]) | (t == i2[None])).astype(values.dtype)
+  return Batch(jnp.stack([values, marker], -1), jnp.sum(values * marker, 0))
+
+
+def adding_baseline(T: int) -> float:
+  return ADDING_BASELINE
+
+
+def copy_memory(key, batch: int, T: int) -> Batch:
+  """A copy-memory batch of ``T + 20`` steps: one-hot ``xs: [T+20, B, 10]``,
+  integer ``targets: [T+20, B]``."""
+  _check_T(T, 1, "copy_memory")
+  L = COPY_LENGTH
+  symbols = jax.random.randint(key, (L, batch), 1, COPY_SYMBOLS + 1)
+  blanks = jnp.zeros((T - 1, batch), jnp.int32)
+  inputs = jnp.concatenate([symbols, blanks, jnp.full((1, batch), DELIMITER),
+                            jnp.zeros((L, batch), jnp.int32)])
+  targets = jnp.concatenate([jnp.zeros((T + L, batch), jnp.int32), symbols])
+  return Batch(jax.nn.one_hot(inputs, COPY_CLASSES), targets)
+
+
+def copy_baseline(T: int) -> float:
+  return COPY_LENGTH * math.log(COPY_SYMBOLS) / (T + 2 * COPY_LENGTH)

@@ -1,0 +1,205 @@
+"""The Jacobian tools against closed forms and the papers' checkable claims."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rnnjax as rj
+from rnnjax import jacobian as jac
+from tests.helpers import CELLS, f64
+
+
+def _elman(H, act, W, I=3, seed=0):
+  cell = rj.elman(H, act)
+  p = f64(cell.init(jax.random.key(seed), I))
+  return cell, p._replace(w_h=jnp.asarray(W, jnp.float64))
+
+
+def _orthogonal(H, seed=0):
+  q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(H, H)))
+  return q
+
+
+@pytest.mark.parametrize("name", sorted(CELLS) + ["elman-sigmoid", "elman-linear"])
+def test_closed_form_equals_jacfwd(name):
+  cell = CELLS[name](6) if name in CELLS else rj.elman(6, name.split("-")[1])
+  p = f64(cell.init(jax.random.key(0), 3))
+  p = p._replace(b=p.b + 0.3 * jax.random.normal(jax.random.key(4), p.b.shape))
+  if getattr(p, "b_hn", None) is not None:
+    p = p._replace(b_hn=0.3 * jax.random.normal(jax.random.key(5), p.b_hn.shape))
+  xs = jax.random.normal(jax.random.key(1), (8, 3))
+  carry = jax.tree.map(lambda c: 0.5 * jax.random.normal(jax.random.key(2), c.shape),
+                       cell.initial_carry((), jnp.float64))
+  closed = jac.step_jacobians(cell, p, xs, carry)
+  auto = jac.step_jacobians(cell, p, xs, carry, method="jacfwd")
+  assert closed.shape == (8, cell.state_size, cell.state_size)
+  np.testing.assert_allclose(closed, auto, rtol=1e-12, atol=1e-12)
+
+
+def test_elman_step_jacobian_is_diag_fprime_W():
+  cell, p = _elman(5, "tanh", 0.7 * _orthogonal(5))
+  xs = jax.random.normal(jax.random.key(1), (4, 3))
+  Js = jac.step_jacobians(cell, p, xs)
+  prevs, final = jac.trajectory(cell, p, xs)
+  hs = np.concatenate([np.asarray(prevs[1:]), np.asarray(final)[None]])
+  for t in range(4):
+    np.testing.assert_allclose(Js[t], np.diag(1 - hs[t] ** 2) @ np.asarray(p.w_h).T, rtol=1e-12)
+
+
+def test_tanh_products_bounded_by_norm_power():
+  """‖W‖₂ = 0.9 and |tanh'| ≤ 1: ‖J_T ⋯ J_{T-k+1}‖₂ ≤ 0.9^k for every k."""
+  H, T = 32, 120
+  cell, p = _elman(H, "tanh", 0.9 * _orthogonal(H))
+  xs = jax.random.normal(jax.random.key(1), (T, 3))
+  logp = jac.log_product_norms(jac.step_jacobians(cell, p, xs))
+  k = np.arange(1, T + 1)
+  assert np.all(np.asarray(logp) <= k * math.log(0.9) + 1e-10)
+  # the lecture's bound per step holds too
+  n = jac.norms(jac.step_jacobians(cell, p, xs))["spectral"]
+  assert np.all(np.asarray(n) <= np.asarray(jac.lecture_bound(cell, p, xs)) + 1e-12)
+  c = jac.pascanu_conditions(cell, p)
+  assert c.sigma_max == pytest.approx(0.9) and c.vanishing_sufficient and not c.exploding_necessary
+
+
+def test_sigmoid_products_decay_like_quarter_norm():
+  """|σ'| ≤ 1/4: with ‖W‖₂ = 3 the products decay at least like (3/4)^k."""
+  H, T = 32, 80
+  cell, p = _elman(H, "sigmoid", 3.0 * _orthogonal(H))
+  xs = jax.random.normal(jax.random.key(1), (T, 3))
+  logp = np.asarray(jac.log_product_norms(jac.step_jacobians(cell, p, xs)))
+  assert np.all(logp <= np.arange(1, T + 1) * math.log(0.75) + 1e-10)
+  c = jac.pascanu_conditions(cell, p)
+  assert c.gamma == 0.25 and c.threshold == 4.0 and c.vanishing_sufficient
+
+
+def test_linear_orthogonal_rnn_is_an_isometry():
+  """A linear RNN with orthogonal W: every singular value of a 200-step product
+  is 1 and every Lyapunov exponent is 0."""
+  H, T = 16, 200
+  cell, p = _elman(H, "linear", _orthogonal(H, 3))
+  xs = jax.random.normal(jax.random.key(1), (T, 3))
+  Js = jac.step_jacobians(cell, p, xs)
+  np.testing.assert_allclose(np.exp(jac.log_singular_values(Js)), 1.0, atol=1e-10)
+  np.testing.assert_allclose(jac.lyapunov_spectrum(cell, p, xs), 0.0, atol=1e-10)
+  iso = jac.isometry(jac.log_singular_values(Js))
+  assert float(iso["mean_sq"]) == pytest.approx(1.0, abs=1e-9)
+  assert float(iso["var_sq"]) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_gaussian_products_free_probability():
+  """L Gaussian N(0, 1/N) matrices: mean squared singular value ≈ 1, variance ≈ L."""
+  N = 200
+  rng = np.random.default_rng(0)
+  for L in (2, 4):
+    means, variances = [], []
+    for _ in range(4):
+      Js = jnp.asarray(rng.normal(size=(L, N, N)) / math.sqrt(N))
+      m = jac.isometry(jac.log_singular_values(Js))
+      means.append(float(m["mean_sq"]))
+      variances.append(float(m["var_sq"]))
+    assert np.mean(means) == pytest.approx(1.0, rel=0.05)
+    assert np.mean(variances) == pytest.approx(L, rel=0.15)
+
+
+def _gain_rnn(N, g, seed=0):
+  """h_t = tanh(W h_{t-1}), W_ij ~ N(0, g²/N): an elman cell with zero input weights."""
+  cell = rj.elman(N, recurrent_init=rj.init.gaussian(g))
+  p = f64(cell.init(jax.random.key(seed), 1))
+  return cell, p._replace(w_x=jnp.zeros_like(p.w_x))
+
+
+def test_lyapunov_below_the_transition_is_log_spectral_radius():
+  N, g = 200, 0.7
+  cell, p = _gain_rnn(N, g)
+  rho = np.max(np.abs(np.linalg.eigvals(np.asarray(p.w_h))))
+  xs = jnp.zeros((1500, 1))
+  lam = jac.lyapunov_spectrum(cell, p, xs, k=1, transient=100)
+  assert float(lam[0]) == pytest.approx(math.log(rho), abs=0.02)
+  assert abs(math.log(rho) - math.log(g)) < 0.1      # ≈ ln g at large N
+
+
+def test_lyapunov_chaos_above_the_transition_and_perturbation_check():
+  N, g = 200, 2.5
+  cell, p = _gain_rnn(N, g, seed=1)
+  h0 = jax.random.normal(jax.random.key(3), (N,))
+  xs = jnp.zeros((1500, 1))
+  lam = jac.lyapunov_spectrum(cell, p, xs, h0, k=3, transient=300)
+  assert float(lam[0]) > 0.1                           # chaos
+  assert np.all(np.diff(np.asarray(lam)) <= 0)         # sorted, descending
+  direct = jac.max_lyapunov_perturbation(cell, p, xs, h0, transient=300)
+  assert float(direct) == pytest.approx(float(lam[0]), abs=0.03)
+
+
+def test_gradient_norms_vs_lag_equal_explicit_products():
+  H, T = 8, 30
+  cell, p = _elman(H, "tanh", 1.1 * _orthogonal(H))
+  xs = jax.random.normal(jax.random.key(1), (T, 3))
+  g = np.asarray(jac.gradient_norms_vs_lag(cell, p, xs))
+  Js = np.asarray(jac.step_jacobians(cell, p, xs))
+  v = np.ones(H) / math.sqrt(H)
+  assert g[T] == pytest.approx(1.0)
+  for k in (0, 7, 29):
+    P = np.eye(H)
+    for t in range(T - 1, k - 1, -1):
+      P = P @ Js[t]                                   # J_T ⋯ J_{k+1}
+    assert g[k] == pytest.approx(np.linalg.norm(v @ P), rel=1e-10)
+
+
+def test_power_iteration_product_norm_matches_explicit():
+  cell = rj.lstm(12)
+  p = f64(cell.init(jax.random.key(0), 3))
+  xs = jax.random.normal(jax.random.key(1), (25, 3))
+  logp = jac.log_product_norms(jac.step_jacobians(cell, p, xs))
+  for start in (0, 10, 20):
+    lag = 25 - start
+    power = jac.product_norm_power(cell, p, xs, start=start, iters=200)
+    assert float(power) == pytest.approx(float(logp[lag - 1]), abs=1e-6)
+
+
+def test_gated_cells_keep_gradients_alive_at_lag_100():
+  """At initialisation on the same inputs, LSTM (forget bias 1) and GRU keep
+  ‖∂L_T/∂h_k‖ orders of magnitude above the vanilla tanh RNN at lag 100."""
+  H, I, T = 64, 8, 101
+  xs = jax.random.normal(jax.random.key(7), (T, I))
+  out = {}
+  for name, cell in [("elman", rj.elman(H)), ("lstm", rj.lstm(H)), ("gru", rj.gru(H))]:
+    p = f64(cell.init(jax.random.key(0), I))
+    out[name] = float(jac.gradient_norms_vs_lag(cell, p, xs)[T - 100])
+  assert out["lstm"] > 100 * out["elman"]
+  assert out["gru"] > 100 * out["elman"]
+
+
+def test_diagnose_verdicts():
+  T = 120
+  xs = jax.random.normal(jax.random.key(1), (T, 3))
+  cell, p = _elman(16, "tanh", 0.5 * _orthogonal(16))
+  r = jac.diagnose(cell, p, xs)
+  assert r["verdict"] == "vanishing" and r["evidence"]["log_product_norm_per_step"] < -0.5
+  assert len(r["grad_norm_by_lag"]) == T + 1 and r["pascanu"]["vanishing_sufficient"]
+  cell, p = _gain_rnn(64, 3.0)
+  r = jac.diagnose(cell, p, jnp.zeros((T, 1)), 0.5 * jnp.ones(64))
+  assert r["verdict"] == "exploding" and r["evidence"]["lyapunov_max"] > 0.1
+  cell, p = _elman(16, "linear", _orthogonal(16))
+  assert jac.diagnose(cell, p, xs)["verdict"] == "stable"
+
+
+def test_bad_input():
+  cell = rj.elman(4)
+  p = cell.init(jax.random.key(0), 3)
+  xs = jnp.zeros((10, 3))
+  no_jac = cell._replace(state_jacobian=None)
+  with pytest.raises(ValueError, match=r"has no state Jacobian; give it a state_jacobian"):
+    jac.step_jacobians(no_jac, p, xs)
+  with pytest.raises(ValueError, match=r"k must lie in \[1, S=4\] \(the state size\), got 5"):
+    jac.lyapunov_spectrum(cell, p, xs, k=5)
+  with pytest.raises(ValueError, match=r"T=10 steps leave nothing after discarding a transient of 10"):
+    jac.lyapunov_spectrum(cell, p, xs, transient=10)
+  with pytest.raises(ValueError, match=r"xs must be one sequence \[T, I\], got shape \(10, 2, 3\)"):
+    jac.step_jacobians(cell, p, jnp.zeros((10, 2, 3)))
+  with pytest.raises(ValueError, match=r"the lecture's bound .* is for the vanilla RNN"):
+    jac.lecture_bound(rj.lstm(4), rj.lstm(4).init(jax.random.key(0), 3), xs)
+  with pytest.raises(ValueError, match=r"window must lie in \[1, T=10\], got 11"):
+    jac.window_spectra(jnp.zeros((10, 4, 4)), 11)

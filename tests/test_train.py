@@ -1,0 +1,116 @@
+"""Training runs researchers can trust: atomic checkpoints, exact resume after
+a kill, clear errors for damaged or mismatched checkpoints, metrics and plots."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rnnjax import checkpoint, cli
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--hidden", "16", "--batch", "4", "--seq-len", "16", "--log-every", "5",
+         "--checkpoint-every", "10", "--no-progress", "--lr", "1e-2"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+  rng = np.random.default_rng(1)
+  words = ["for i in range(n):\n", "    x += i\n", "if x:\n", "    print(x)\n", "# note\n"]
+  path = tmp_path_factory.mktemp("c") / "corpus.txt"
+  path.write_text("".join(words[i] for i in rng.integers(0, 5, 3000)), encoding="utf-8")
+  return path
+
+
+def _metrics(out):
+  return [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(corpus, tmp_path_factory):
+  out = tmp_path_factory.mktemp("full")
+  assert cli.main(["train", "--text", str(corpus), "--steps", "300", "--out", str(out)] + SMALL) == 0
+  return out
+
+
+def test_run_writes_checkpoint_metrics_and_plot(uninterrupted):
+  rows = _metrics(uninterrupted)
+  assert [r["step"] for r in rows] == [1] + list(range(5, 301, 5))
+  assert all(r["grad_norm"] > 0 and np.isfinite(r["grad_norm"]) for r in rows)
+  assert rows[-1]["loss"] < 0.5 * rows[0]["loss"]
+  assert (uninterrupted / "bpc.png").stat().st_size > 1000
+  summary = json.loads((uninterrupted / "summary.json").read_text())
+  assert summary["steps"] == 300 and summary["val_bpc"] < summary["baseline_bpc"]
+  assert checkpoint.read_meta(uninterrupted / "checkpoint.ckpt")["train"]["max_steps"] == 300
+  assert not list(uninterrupted.glob(".*.tmp"))
+
+
+def test_killed_run_resumes_to_the_same_loss_curve(corpus, uninterrupted, tmp_path):
+  out = tmp_path / "killed"
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  proc = subprocess.Popen([sys.executable, "-m", "rnnjax", "train", "--text", str(corpus),
+                           "--steps", "300", "--out", str(out)] + SMALL, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 120
+  while time.time() < deadline:
+    if (out / "checkpoint.ckpt").exists() and (out / "metrics.jsonl").exists():
+      rows = (out / "metrics.jsonl").read_text().splitlines()
+      if len(rows) >= 6:
+        break
+    time.sleep(0.02)
+  assert proc.poll() is None, "the run finished before it could be killed"
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert checkpoint.read_meta(out / "checkpoint.ckpt")["train"]["max_steps"] == 300
+  assert _metrics(out)[-1]["step"] < 300
+  assert cli.main(["train", "--text", str(corpus), "--steps", "300", "--out", str(out),
+                   "--resume"] + SMALL) == 0
+  resumed, full = _metrics(out), _metrics(uninterrupted)
+  assert [r["step"] for r in resumed] == [r["step"] for r in full]
+  assert [r["loss"] for r in resumed] == [r["loss"] for r in full]          # exactly
+  assert [r["grad_norm"] for r in resumed] == [r["grad_norm"] for r in full]
+
+
+def test_corrupted_checkpoint_is_a_clear_error(corpus, uninterrupted, tmp_path, capsys):
+  out = tmp_path / "bad"
+  out.mkdir()
+  data = bytearray((uninterrupted / "checkpoint.ckpt").read_bytes())
+  data[len(data) // 2] ^= 0xFF
+  (out / "checkpoint.ckpt").write_bytes(bytes(data))
+  with pytest.raises(SystemExit) as e:
+    cli.main(["train", "--text", str(corpus), "--steps", "300", "--out", str(out), "--resume"] + SMALL)
+  assert e.value.code == 2
+  err = capsys.readouterr().err
+  assert f"checkpoint {out / 'checkpoint.ckpt'} is corrupted" in err
+  (out / "checkpoint.ckpt").write_bytes(bytes(data[:50]))
+  with pytest.raises(checkpoint.CheckpointError, match="is corrupted"):
+    checkpoint.read_meta(out / "checkpoint.ckpt")
+  with pytest.raises(checkpoint.CheckpointError, match="no such file"):
+    checkpoint.read_meta(out / "missing.ckpt")
+
+
+def test_mismatched_checkpoint_names_what_differs(corpus, uninterrupted, tmp_path, capsys):
+  out = tmp_path / "other"
+  out.mkdir()
+  (out / "checkpoint.ckpt").write_bytes((uninterrupted / "checkpoint.ckpt").read_bytes())
+  args = ["train", "--text", str(corpus), "--steps", "300", "--out", str(out), "--resume"]
+  with pytest.raises(SystemExit):
+    cli.main(args + [a if a != "16" else "24" for a in SMALL])
+  err = capsys.readouterr().err
+  assert "does not match the model" in err and "file has float32[16, 64], model expects float32[24, 96]" in err
+  with pytest.raises(SystemExit):
+    cli.main(args + SMALL[:-2] + ["--lr", "3e-3"])
+  err = capsys.readouterr().err
+  assert "was written by a different run" in err and "'lr': 0.01" in err
+
+
+def test_generate_from_a_run(uninterrupted, capsys):
+  assert cli.main(["generate", "--run", str(uninterrupted), "--prime", "for ", "--chars", "30"]) == 0
+  text = capsys.readouterr().out
+  assert text.startswith("for ") and len(text.rstrip("\n")) >= 30
