@@ -174,8 +174,9 @@ def embedding(vocab_size: int, features: int, *, scale: float = 1.0,
     if not jnp.issubdtype(ids.dtype, jnp.integer):
       raise TypeError(f"rnnjax.embedding: ids must be integers, got dtype {ids.dtype} "
                       f"(shape {tuple(ids.shape)}); use ids.astype(jnp.int32)")
-    if not isinstance(ids, jax.core.Tracer) and ids.size:
-      lo, hi = int(np.min(ids)), int(np.max(ids))
+    values = base.concrete(ids)
+    if values is not None and values.size:
+      lo, hi = int(values.min()), int(values.max())
       if lo < 0 or hi >= vocab_size:
         raise ValueError(f"rnnjax.embedding: ids must lie in [0, V={vocab_size}), got min "
                          f"{lo} and max {hi}")

@@ -189,8 +189,8 @@ def check_lengths(lengths, T, B, what):
   if tuple(lengths.shape) != (B,):
     raise ValueError(f"{what}: lengths must have shape (B,) = ({B},), got "
                      f"{tuple(lengths.shape)}; one length per sequence in the batch")
-  if not isinstance(lengths, jax.core.Tracer):
-    values = np.asarray(lengths)
+  values = base.concrete(lengths)
+  if values is not None:
     if values.size and (values.min() < 0 or values.max() > T):
       raise ValueError(f"{what}: lengths must lie in [0, T={T}], got min "
                        f"{values.min()} and max {values.max()}; clip them or pad "

@@ -65,3 +65,35 @@ def copy_memory(key, batch: int, T: int) -> Batch:
 
 def copy_baseline(T: int) -> float:
   return COPY_LENGTH * math.log(COPY_SYMBOLS) / (T + 2 * COPY_LENGTH)
+
+
+# ----------------------------------------------------------------- sequence transduction
+DIGIT0 = 3                      # token of digit 0 (0 pad, 1 BOS, 2 EOS)
+REVERSE_VOCAB = DIGIT0 + 10
+
+
+class Seq2SeqBatch(NamedTuple):
+  src: jax.Array        # [L, B] tokens, padded with 0
+  src_len: jax.Array    # [B]
+  tgt: jax.Array        # [L + 1, B]: the reversed digits, then EOS, padded
+  tgt_len: jax.Array    # [B] = src_len + 1
+
+
+def reverse_digits(key, batch: int, max_len: int, min_len: int = 1) -> Seq2SeqBatch:
+  """Digit strings of random length in ``[min_len, max_len]`` and their reversals."""
+  _check_T(max_len, 1, "reverse_digits")
+  if not 1 <= min_len <= max_len:
+    raise ValueError(f"reverse_digits: need 1 <= min_len <= max_len, got {min_len}, {max_len}")
+  kl, kd = jax.random.split(key)
+  lengths = jax.random.randint(kl, (batch,), min_len, max_len + 1)
+  digits = jax.random.randint(kd, (max_len, batch), 0, 10)
+  t = jnp.arange(max_len)[:, None]
+  valid = t < lengths[None]
+  src = jnp.where(valid, digits + DIGIT0, 0)
+  idx = jnp.where(valid, lengths[None] - 1 - t, t)                 # reverse inside each length
+  rev = jnp.take_along_axis(src, idx, axis=0)
+  rev = jnp.where(valid, rev, 0)
+  eos = (t == lengths[None]).astype(src.dtype) * 2                 # EOS right after the digits
+  tgt = jnp.concatenate([rev, jnp.zeros((1, batch), src.dtype)]) + \
+      jnp.concatenate([eos, (max_len == lengths)[None].astype(src.dtype) * 2])
+  return Seq2SeqBatch(src, lengths, tgt, lengths + 1)

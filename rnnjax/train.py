@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from rnnjax import checkpoint, io
 from rnnjax.data import Corpus, Vocab, stream_batches

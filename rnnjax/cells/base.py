@@ -30,7 +30,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = Any
 PyTree = Any
@@ -85,6 +87,15 @@ def hidden_output(carry):
 
 def hidden_add_grad(dcarry, dy):
   return dcarry + dy
+
+
+def concrete(x):
+  """``x`` as a NumPy array when its value is known at trace time, else None."""
+  try:
+    return np.asarray(x)
+  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError,
+          jax.errors.TracerIntegerConversionError):
+    return None
 
 
 def check_positive_int(name, value, what):
