@@ -135,8 +135,10 @@ ax.legend(); plt.show()"""),
         ("md", """# Gradient flow in RNN vs GRU vs LSTM
 
 `‖∂L_T/∂h_k‖` against the lag `T − k`, at initialisation and after training on the adding
-problem (Arjovsky et al. 2016; baseline MSE 1/6). Gates give the gradient a path whose
-Jacobian is close to a (data-dependent) diagonal near 1, so it survives long lags."""),
+problem (Arjovsky et al. 2016; baseline MSE 1/6). The LSTM's cell path `c_t = f ⊙ c_{t-1} + …`
+has the Jacobian `diag(f)`, close to the identity when the forget gate is open (forget bias 1
+at initialisation), so its gradient survives long lags; the GRU's path `z ⊙ h_{t-1}` starts
+half-open (`z ≈ 0.5` with zero biases) and training opens it; the vanilla RNN has no such path."""),
         ("code", SETUP),
         ("code", """from rnnjax import experiment, tasks
 T = 30 if SMALL else 100
