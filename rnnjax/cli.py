@@ -47,13 +47,15 @@ def _add_demo(sub):
   p.add_argument("--sample-chars", type=_positive_int, default=500)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+  p.add_argument("--no-report", action="store_true", help="skip the report (cells, embeddings, "
+                 "gradient flow)")
   p.set_defaults(func=_run_demo)
 
 
 def _run_demo(args):
   import jax
 
-  from rnnjax import data, io, train
+  from rnnjax import data, io, plot, report, train
 
   corpus = data.text_corpus(args.text) if args.text else data.python_source_corpus()
   print(f"corpus: {corpus.source}: {len(corpus.train):,} train / {len(corpus.val):,} "
@@ -70,12 +72,26 @@ def _run_demo(args):
       batch=args.batch, seq_len=args.seq_len, lr=args.lr, seed=args.seed,
       temperature=args.temperature, history=run.history)
   path = io.write_json(args.out / "summary.json", summary)
+  plot.loss_curve(run.history, args.out / "bpc.png", "bpc", "training bits per character")
+  if not args.no_report:
+    findings = report.analyse(run.model, run.params, run.vocab, corpus.val[:3000], args.out)
+    summary["report"] = dict(best_cells=findings["best_cells"],
+                             verdict=findings["diagnosis"]["verdict"],
+                             embedding_clusters=findings["embeddings"]["cluster"])
+    path = io.write_json(args.out / "summary.json", summary)
+    md = report.write_markdown(summary, findings, args.out)
   print(f"\n{run.steps} steps in {run.train_seconds:.0f} s; validation "
         f"{run.val_bpc:.3f} bits/char (uniform baseline log2(V={run.vocab.size}) = "
         f"{run.baseline_bpc:.3f})")
   print(f"\nsample (temperature {args.temperature}):\n" + "-" * 72)
   print(run.sample)
   print("-" * 72 + f"\nwrote {path}")
+  if not args.no_report:
+    print("cells best correlated with features of held-out code:")
+    for name, v in findings["best_cells"].items():
+      print(f"  {name:12s} cell {v[0]['cell']:4d}  r = {v[0]['r']:+.3f}")
+    print(f"gradient flow of the trained LSTM: {findings['diagnosis']['verdict']}")
+    print(f"report: {md}")
   return 0
 
 
@@ -145,6 +161,44 @@ def _run_generate(args):
 
   model, params, vocab, _ = train.restore_model(args.run)
   print(train.generate(model, params, vocab, args.prime, args.chars, args.temperature, args.seed))
+  return 0
+
+
+def _add_visualize(sub):
+  p = sub.add_parser(
+      "visualize", help="colour text by the activations of a trained char model's cells",
+      description="Run a trained char model (a `demo` or `train` run) over a text, find the "
+                  "cells best correlated with inside-quotes, bracket depth, indentation, "
+                  "column and inside-comment, and write an HTML page and PNGs.")
+  p.add_argument("--run", type=Path, default=Path("runs/demo"))
+  p.add_argument("--text", type=Path, default=None,
+                 help="text to show (default: held-out standard-library code)")
+  p.add_argument("--chars", type=_positive_int, default=3000, help="characters to use")
+  p.add_argument("--cell", type=int, default=None, help="show this cell (default: the best per feature)")
+  p.add_argument("--out", type=Path, default=None, help="output folder (default RUN/visualize)")
+  p.set_defaults(func=_run_visualize)
+
+
+def _run_visualize(args):
+  from rnnjax import data, interpret, io, train
+
+  model, params, vocab, _ = train.restore_model(args.run)
+  text = (data.text_corpus(args.text).train if args.text else data.python_source_corpus().val)
+  text = text[:args.chars]
+  out = args.out or args.run / "visualize"
+  states = interpret.char_states(model, params, vocab, text)
+  if args.cell is not None and not 0 <= args.cell < states.shape[1]:
+    raise ValueError(f"--cell {args.cell} is out of range: the model has {states.shape[1]} cells")
+  best = interpret.best_cells(states, interpret.text_features(text), top=3)
+  cells = ({f"cell {args.cell}": args.cell} if args.cell is not None else
+           {f"{k} (r = {v[0]['r']:+.2f})": v[0]["cell"] for k, v in best.items()})
+  io.atomic_write_text(out / "visualize.html", interpret.html_page(text, states, cells))
+  for label, k in cells.items():
+    interpret.cell_png(text, states[:, k], out / f"cell_{k}.png", f"cell {k}: {label}")
+  io.write_json(out / "features.json", best)
+  for name, v in best.items():
+    print(f"{name:12s} " + "  ".join(f"cell {c['cell']:4d} r={c['r']:+.3f}" for c in v))
+  print(f"wrote {out / 'visualize.html'}, features.json and {len(cells)} PNGs")
   return 0
 
 
@@ -266,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
   _add_train(sub)
   _add_generate(sub)
   _add_experiment(sub)
+  _add_visualize(sub)
   _add_jacobian(sub)
   return parser
 

@@ -75,7 +75,40 @@ def test_demo_learns_and_writes_summary(pattern_text, tmp_path, capsys):
   assert summary["sample"].startswith("def ") and len(summary["sample"]) == 44
   printed = capsys.readouterr().out
   assert "bits/char" in printed and "uniform baseline" in printed
-  assert not list(out.glob("*.tmp"))
+  assert not list(out.glob(".*.tmp"))
+  # the report: BPC curve, sample, interpretable cells, embeddings, gradient flow
+  md = (out / "report.md").read_text()
+  for section in ("bits per character", "## Sample", "## Cells that track features",
+                  "## Character embeddings", "## Gradient flow of the trained LSTM"):
+    assert section in md
+  for png in ("bpc.png", "embeddings.png", "step_norms.png", "products_by_lag.png"):
+    assert (out / png).read_bytes()[:4] == b"\x89PNG"
+  assert summary["report"]["verdict"] in ("vanishing", "stable", "exploding")
+  assert set(summary["report"]["best_cells"]) <= {"in_quotes", "in_brackets", "indent", "column",
+                                                   "in_comment"}
+  assert "report: " in printed
+
+
+def test_cli_experiment_and_visualize(pattern_text, tmp_path, capsys):
+  js = tmp_path / "adding.json"
+  assert cli.main(["experiment", "adding", "--cell", "gru", "--T", "8", "--hidden", "16",
+                   "--steps", "30", "--json", str(js), "--no-progress"]) == 0
+  r = json.loads(js.read_text())
+  assert {"loss_curve", "final_test_loss", "baseline"} <= set(r) and r["baseline"] == 1 / 6
+  assert "vs baseline 0.1667" in capsys.readouterr().out
+  run = tmp_path / "run"
+  cli.main(["demo", "--text", str(pattern_text), "--out", str(run), "--max-steps", "5",
+            "--hidden", "16", "--batch", "4", "--seq-len", "16", "--no-progress", "--no-report"])
+  capsys.readouterr()
+  assert cli.main(["visualize", "--run", str(run), "--text", str(pattern_text),
+                   "--chars", "400"]) == 0
+  out = capsys.readouterr().out
+  assert "in_quotes" not in out or "cell" in out
+  assert (run / "visualize" / "visualize.html").exists()
+  assert json.loads((run / "visualize" / "features.json").read_text())
+  with pytest.raises(SystemExit):
+    cli.main(["visualize", "--run", str(run), "--text", str(pattern_text), "--cell", "99"])
+  assert "--cell 99 is out of range: the model has 16 cells" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("content,message", [
@@ -95,6 +128,14 @@ def test_bad_text_files(tmp_path, content, message, capsys):
     cli.main(["demo", "--text", str(path), "--max-steps", "1"])
   assert e.value.code == 2
   assert message in capsys.readouterr().err
+
+
+def test_every_subcommand_has_help(capsys):
+  for cmd in ("demo", "train", "generate", "experiment", "visualize", "jacobian"):
+    with pytest.raises(SystemExit) as e:
+      cli.main([cmd, "--help"])
+    assert e.value.code == 0
+    assert "usage: rnnjax " + cmd in capsys.readouterr().out
 
 
 def test_cli_rejects_bad_arguments(capsys):

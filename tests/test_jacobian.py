@@ -203,3 +203,17 @@ def test_bad_input():
     jac.lecture_bound(rj.lstm(4), rj.lstm(4).init(jax.random.key(0), 3), xs)
   with pytest.raises(ValueError, match=r"window must lie in \[1, T=10\], got 11"):
     jac.window_spectra(jnp.zeros((10, 4, 4)), 11)
+
+
+def test_jacobian_cli_writes_report_and_plots(tmp_path, capsys):
+  import json
+  from rnnjax import cli
+  out = tmp_path / "jac"
+  assert cli.main(["jacobian", "--cell", "elman", "--init", "gaussian", "--gain", "0.5",
+                   "--hidden", "16", "--T", "40", "--out", str(out)]) == 0
+  report = json.loads((out / "report.json").read_text())
+  assert report["verdict"] == "vanishing" and len(report["step_spectral_norm"]) == 40
+  assert report["pascanu"]["vanishing_sufficient"] in (True, False)
+  for png in ("step_norms.png", "products_by_lag.png"):
+    assert (out / png).read_bytes()[:4] == b"\x89PNG"
+  assert "verdict vanishing" in capsys.readouterr().out

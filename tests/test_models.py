@@ -1,0 +1,88 @@
+"""The lecture's other RNN shapes: many-to-one with lengths, a bidirectional
+tagger, and an encoder-decoder with teacher forcing and greedy decoding."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import rnnjax as rj
+from rnnjax import experiment, tasks
+from rnnjax.models.heads import classifier, tagger
+from rnnjax.models.seq2seq import seq2seq
+
+
+def _fit(model, batch_fn, steps, lr=1e-2, seed=0):
+  params = model.init(jax.random.key(seed))
+  opt = optax.adam(lr)
+  state = opt.init(params)
+
+  @jax.jit
+  def step(params, state, k):
+    loss, g = jax.value_and_grad(model.loss)(params, *batch_fn(k))
+    u, state = opt.update(g, state, params)
+    return optax.apply_updates(params, u), state, loss
+
+  for i in range(steps):
+    params, state, loss = step(params, state, jax.random.key(1000 + i))
+  return params
+
+
+def _majority_batch(k, B=64, T=12, V=4):
+  """Variable-length sequences over 1..V-1 (0 = pad); label: the most frequent symbol."""
+  kl, kx = jax.random.split(k)
+  lengths = jax.random.randint(kl, (B,), 3, T + 1)
+  ids = jax.random.randint(kx, (T, B), 1, V)
+  ids = jnp.where(jnp.arange(T)[:, None] < lengths[None], ids, 0)
+  counts = jnp.stack([jnp.sum(ids == v, 0) for v in range(1, V)], -1)
+  return ids, lengths, jnp.argmax(counts, -1)
+
+
+def test_classifier_learns_with_lengths_and_ignores_padding():
+  model = classifier(rj.gru(32), 4, 3, embed=8)
+  params = _fit(model, _majority_batch, 300)
+  ids, lengths, labels = _majority_batch(jax.random.key(7), B=500)
+  acc = float(jnp.mean(model.predict(params, ids, lengths) == labels))
+  assert acc > 0.85
+  garbage = jnp.where(jnp.arange(12)[:, None] < lengths[None], ids, 3)   # padding changed
+  np.testing.assert_allclose(model.apply(params, garbage, lengths), model.apply(params, ids, lengths),
+                             rtol=1e-6)
+
+
+def _next_token_batch(k, B=64, T=10, V=6):
+  """Tag each position with the *next* token (0 at the end): needs the future."""
+  kl, kx = jax.random.split(k)
+  lengths = jax.random.randint(kl, (B,), 2, T + 1)
+  ids = jax.random.randint(kx, (T, B), 1, V)
+  valid = jnp.arange(T)[:, None] < lengths[None]
+  ids = jnp.where(valid, ids, 0)
+  tags = jnp.concatenate([ids[1:], jnp.zeros((1, B), ids.dtype)])
+  tags = jnp.where(jnp.arange(T)[:, None] < (lengths - 1)[None], tags, 0)
+  return ids, lengths, tags
+
+
+def test_bidirectional_tagger_uses_the_future():
+  model = tagger(rj.lstm(24), rj.lstm(24), 6, 6, embed=8)
+  params = _fit(model, _next_token_batch, 300)
+  ids, lengths, tags = _next_token_batch(jax.random.key(9), B=300)
+  pred = model.predict(params, ids, lengths)
+  mask = jnp.arange(10)[:, None] < lengths[None]
+  acc = float(jnp.sum((pred == tags) & mask) / jnp.sum(mask))
+  assert acc > 0.95
+
+
+def test_seq2seq_greedy_decoding_and_errors():
+  r = experiment.run_seq2seq("gru", 4, hidden=64, steps=600, lr=1e-2, progress=False,
+                             test_size=300, log_every=100)
+  assert r["exact_match"] > 0.9
+  with pytest.raises(ValueError, match=r"both cells must be of one kind and size"):
+    seq2seq(rj.gru(8), rj.lstm(8), 13)
+
+
+def test_exact_match_counts_up_to_eos():
+  b = tasks.reverse_digits(jax.random.key(0), 3, 3)
+  toks = jnp.concatenate([b.tgt, jnp.full((2, 3), 7)])      # junk after EOS is fine
+  assert bool(jnp.all(experiment.exact_match(toks, b)))
+  wrong = toks.at[0, 1].set(12 if int(toks[0, 1]) != 12 else 11)
+  np.testing.assert_array_equal(experiment.exact_match(wrong, b), [True, False, True])
