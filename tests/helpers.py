@@ -25,7 +25,7 @@ def loop_reference(cell, params, xs, carry0, lengths=None, reverse=False):
   Returns ``(carry, ys)`` laid out like ``rj.scan``'s ([T, B, H], zeros past
   each length; ys[t] belongs to xs[t])."""
   T, B, _ = xs.shape
-  lengths = [T] * B if lengths is None else [int(l) for l in lengths]
+  lengths = [T] * B if lengths is None else [int(l) for l in np.asarray(lengths)]
   carries, ys = [], []
   for b in range(B):
     carry = jax.tree.map(lambda c: c[b], carry0)

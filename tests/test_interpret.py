@@ -13,9 +13,11 @@ def test_text_features_by_hand():
   t = 'x = f("a(b", [1])  # c\n    y = 2\n'
   f = interpret.text_features(t)
   q = "".join(str(int(v)) for v in f["in_quotes"])
-  assert q == "0000001111000000000000000000000000"
-  assert list(f["in_brackets"][:17]) == [0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 1, 0]
-  assert "".join(str(int(v)) for v in f["in_comment"]) == "0000000000000000001111000000000000"
+  assert q == "0" * 6 + "1" * 5 + "0" * (len(t) - 11)        # '"a(b"', quotes included
+  #                      x     =     f  (  "  a  (  b  "  ,     [  1  ]  )
+  assert list(f["in_brackets"][:17]) == [0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 1]
+  c = t.index("#")
+  assert "".join(str(int(v)) for v in f["in_comment"]) == "0" * c + "111" + "0" * (len(t) - c - 3)
   assert f["indent"][t.index("y")] == 4 and f["indent"][0] == 0
   assert f["column"][t.index("y")] == 4
 
