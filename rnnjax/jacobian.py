@@ -353,8 +353,9 @@ def diagnose(cell, params, xs, carry=None, *, lyapunov_transient: Optional[int] 
   bound (vanilla RNN), Pascanu's conditions, ``log ‖∏ J‖₂`` by lag,
   ``‖∂L_T/∂s_k‖`` by lag, the largest Lyapunov exponent ``λ₁``, and a verdict:
   ``"exploding"`` if products grow (``λ₁ > tol`` or the log product norm
-  rises by more than ``tol`` per step), ``"vanishing"`` if they shrink by more
-  than ``tol`` per step, else ``"stable"``; with the evidence.
+  rises by more than ``tol`` per step over the longer half of the lags, past
+  any transient), ``"vanishing"`` if it falls by more than ``tol`` per step
+  there, else ``"stable"``; with the evidence.
   """
   xs, carry = _check(cell, params, xs, carry, "rnnjax.diagnose")
   T = xs.shape[0]
@@ -364,7 +365,8 @@ def diagnose(cell, params, xs, carry=None, *, lyapunov_transient: Optional[int] 
   grads = gradient_norms_vs_lag(cell, params, xs, carry)
   transient = T // 4 if lyapunov_transient is None else lyapunov_transient
   lam1 = float(lyapunov_spectrum(cell, params, xs, carry, k=1, transient=transient)[0])
-  rate = float(logprod[-1]) / T                  # mean log growth per step over the longest lag
+  half = T // 2                                  # asymptotic growth: the slope over the longer
+  rate = float(logprod[-1] - logprod[half - 1]) / (T - half) if T > 1 else float(logprod[-1])
   if lam1 > tol or rate > tol:
     verdict = "exploding"
   elif rate < -tol:
