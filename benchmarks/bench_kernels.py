@@ -16,7 +16,6 @@ markdown table to ``--out`` (default ``benchmarks/results``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -26,7 +25,6 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import rnnjax as rj  # noqa: E402

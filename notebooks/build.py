@@ -10,7 +10,6 @@ Each notebook reads ``RNNJAX_NOTEBOOK_SCALE`` (``full`` or ``small``) to size it
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 

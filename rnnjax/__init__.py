@@ -2,6 +2,9 @@
 
 from rnnjax import init
 from rnnjax import interop
+from rnnjax import jacobian
+from rnnjax import tasks
+from rnnjax import tbptt
 from rnnjax.bptt import bptt_scan
 from rnnjax.bptt import reference_elman_grads
 from rnnjax.cells import Cell
@@ -23,3 +26,10 @@ from rnnjax.scan import flip
 from rnnjax.scan import scan
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "Cell", "ElmanParams", "Embedding", "EmbeddingParams", "GRUParams", "LSTMCarry",
+    "LSTMParams", "bidirectional", "bptt_scan", "dropout", "elman", "embedding", "flip", "gru",
+    "init", "init_stacked", "interop", "jacobian", "lstm", "reference_elman_grads", "scan",
+    "stacked", "tasks", "tbptt",
+]

@@ -275,7 +275,6 @@ def _add_jacobian(sub):
 
 def _run_jacobian(args):
   import jax
-  import jax.numpy as jnp
 
   import rnnjax as rj
   from rnnjax import io, jacobian, plot

@@ -14,7 +14,6 @@ Features, one value per character:
 from __future__ import annotations
 
 import html
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp

@@ -11,11 +11,10 @@ list of either kind::
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from rnnjax.cells import base
 from rnnjax.scan import scan

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import jax.numpy as jnp
-import numpy as np
 
 from rnnjax import interpret, io, jacobian, plot
 

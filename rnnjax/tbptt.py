@@ -16,7 +16,6 @@ from functools import partial
 from typing import Callable, NamedTuple
 
 import jax
-import jax.numpy as jnp
 
 from rnnjax.scan import scan
 

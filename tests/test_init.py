@@ -1,6 +1,5 @@
 """Initialisers: the properties each is chosen for."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

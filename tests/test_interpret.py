@@ -1,7 +1,6 @@
 """Features of source text, cell search, rendering and embedding tools."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
