@@ -57,9 +57,12 @@ def python_source_corpus(max_chars: int = 3_000_000, val_every: int = 10) -> Cor
   ``i % val_every == 0``. Each split is cut at ``max_chars`` (validation at a
   tenth of it).
   """
+  files = stdlib_files()
+  if not files:
+    raise RuntimeError("no standard-library sources found; pass --text PATH")
   train, val = [], []
   n_train = n_val = 0
-  for i, path in enumerate(stdlib_files()):
+  for i, path in enumerate(files):
     text = path.read_text(encoding="utf-8", errors="replace")
     if i % val_every == 0:
       if n_val < max_chars // 10:
@@ -68,9 +71,6 @@ def python_source_corpus(max_chars: int = 3_000_000, val_every: int = 10) -> Cor
     elif n_train < max_chars:
       train.append(text)
       n_train += len(text)
-  files = stdlib_files()
-  if not files:
-    raise RuntimeError("no standard-library sources found; pass --text PATH")
   return Corpus("".join(train)[:max_chars], "".join(val)[:max_chars // 10],
                 f"python stdlib ({files[0].parent})")
 

@@ -32,6 +32,9 @@ def analyse(model, params, vocab, text: str, out_dir) -> dict:
   emb = dict(
       png=interpret.embedding_png(table, vocab, out_dir / "embeddings.png"),
       nearest={c: interpret.nearest(table, vocab, c, 5) for c in ("1", "a", "(", "E") if c in vocab.chars},
+      analogies={f"{a} - {b} + {c}": interpret.analogy(table, vocab, a, b, c, 3)
+                 for a, b, c in (("B", "b", "a"), ("2", "1", "7"), (")", "(", "["))
+                 if all(t in vocab.chars for t in (a, b, c))},
       cluster={g: interpret.cluster_score(table, vocab, chars) for g, chars in
                (("digits", "0123456789"), ("lowercase", "abcdefghijklmnopqrstuvwxyz"),
                 ("brackets", "()[]{}"))})
@@ -71,6 +74,9 @@ def write_markdown(summary: dict, findings: dict, out_dir) -> Path:
             "Nearest neighbours by cosine similarity: " + "; ".join(
                 f"`{c}` → " + ", ".join(f"`{n}` ({s:.2f})" for n, s in nn[:3])
                 for c, nn in emb["nearest"].items()), "",
+            "Analogies (a − b + c, nearest by cosine): " + "; ".join(
+                f"`{q}` → " + ", ".join(f"`{n}` ({v:.2f})" for n, v in res)
+                for q, res in emb["analogies"].items()), "",
             "Cluster scores (mean cosine within the group minus to the rest): " + ", ".join(
                 f"{g} {s:+.2f}" for g, s in emb["cluster"].items()), "",
             "## Gradient flow of the trained LSTM", "",

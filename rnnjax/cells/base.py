@@ -18,7 +18,8 @@ style) that the generic runner (`rnnjax.scan`), the generic hand-written BPTT
 * ``recurrent_grads(params, carry_prev, res, dzh) -> dict`` the recurrent weight
   gradients over all ``N = T*B`` rows at once (``dw_h = H_prevᵀ dZh``);
 * ``state_jacobian(params, carry, x) -> [S, S]`` the closed-form Jacobian of
-  the flattened new state with respect to the flattened previous state;
+  the flattened new state with respect to the flattened previous state, for
+  one example (``carry`` unbatched, ``x: [I]``; vmap for batches);
 * ``output(carry) -> h`` and ``add_output_grad(dcarry, dy)`` connect the
   carry to the per-step output ``y = h``.
 
