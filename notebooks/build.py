@@ -96,9 +96,9 @@ falls to 0; λ₁ = ln ρ(W) ≈ ln g) and chaotic for g > 1 (λ₁ > 0; Sompoli
 Sommers 1988). `rj.jacobian.lyapunov_spectrum` runs the QR (Benettin) method inside
 `lax.scan`; the largest exponent is checked against a directly simulated perturbation."""),
         ("code", SETUP),
-        ("code", """N = 64 if SMALL else 200
-T, transient = (400, 100) if SMALL else (3000, 500)
-gains = np.linspace(0.5, 3.0, 6 if SMALL else 16)
+        ("code", """N = 32 if SMALL else 200
+T, transient = (300, 100) if SMALL else (3000, 500)
+gains = np.linspace(0.5, 3.0, 4 if SMALL else 16)
 
 def gain_rnn(g, seed=0):
     cell = rj.elman(N, recurrent_init=rj.init.gaussian(float(g)))
@@ -140,9 +140,9 @@ at initialisation), so its gradient survives long lags; the GRU's path `z ⊙ h_
 half-open (`z ≈ 0.5` with zero biases) and training opens it; the vanilla RNN has no such path."""),
         ("code", SETUP),
         ("code", """from rnnjax import experiment, tasks
-T = 30 if SMALL else 100
+T = 20 if SMALL else 100
 H = 32 if SMALL else 128
-steps = 60 if SMALL else 1500
+steps = 30 if SMALL else 1500
 batch = tasks.adding(jax.random.key(5), 1, T)
 xs = batch.xs[:, 0].astype(jnp.float64)
 

@@ -217,3 +217,18 @@ def test_jacobian_cli_writes_report_and_plots(tmp_path, capsys):
   for png in ("step_norms.png", "products_by_lag.png"):
     assert (out / png).read_bytes()[:4] == b"\x89PNG"
   assert "verdict vanishing" in capsys.readouterr().out
+
+
+def test_lyapunov_qr_every_m_steps_agrees():
+  """Re-orthonormalising every m steps gives the same exponents (Benettin et al.)."""
+  cell, p = _gain_rnn(64, 2.0, seed=2)
+  h0 = jax.random.normal(jax.random.key(3), (64,))
+  xs = jnp.zeros((800, 1))
+  every = jac.lyapunov_spectrum(cell, p, xs, h0, k=8, transient=200)
+  blocks = jac.lyapunov_spectrum(cell, p, xs, h0, k=8, transient=200, qr_every=4)
+  np.testing.assert_allclose(blocks, every, atol=1e-9)
+  cell, p = _elman(16, "linear", _orthogonal(16))
+  np.testing.assert_allclose(jac.lyapunov_spectrum(cell, p, xs[:, :1].repeat(3, 1), qr_every=7),
+                             0.0, atol=1e-10)
+  with pytest.raises(ValueError, match=r"qr_every must be a positive int, got 0"):
+    jac.lyapunov_spectrum(cell, p, xs[:, :1].repeat(3, 1), qr_every=0)

@@ -73,7 +73,7 @@ def test_bidirectional_tagger_uses_the_future():
 
 
 def test_seq2seq_greedy_decoding_and_errors():
-  r = experiment.run_seq2seq("gru", 4, hidden=64, steps=1000, progress=False,
+  r = experiment.run_seq2seq("gru", 3, hidden=64, steps=1200, progress=False,
                              test_size=300, log_every=100)
   assert r["exact_match"] >= 0.95
   with pytest.raises(ValueError, match=r"both cells must be of one kind and size"):
