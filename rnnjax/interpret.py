@@ -215,6 +215,8 @@ def cluster_score(table, vocab, group: str) -> float:
   u = _unit(np.asarray(table))
   inside = [vocab.chars.index(c) for c in group if c in vocab.chars]
   rest = [i for i in range(len(vocab.chars)) if i not in inside and i != 0]
+  if len(inside) < 2 or not rest:
+    return float("nan")                      # the vocabulary lacks the group
   s = u @ u.T
   within = s[np.ix_(inside, inside)][~np.eye(len(inside), dtype=bool)].mean()
   return float(within - s[np.ix_(inside, rest)].mean())
