@@ -58,6 +58,27 @@ def task_loss(cell, task: str):
   return loss
 
 
+def train_loop(train_step, params, opt_state, key, steps, minutes, desc, log_every, progress):
+  """Run ``train_step(params, opt_state, key_i) -> (params, opt_state, loss, grad_norm)``
+  for ``steps`` steps or ``minutes`` of wall clock, with a progress bar; returns
+  ``(params, opt_state, loss_curve, steps_done)``."""
+  if steps is None and minutes is None:
+    raise ValueError("give steps or minutes")
+  budget = math.inf if minutes is None else minutes * 60
+  curve, t0, step = [], time.perf_counter(), 0
+  bar = tqdm(total=steps, disable=not progress, desc=desc, dynamic_ncols=True)
+  while (steps is None or step < steps) and time.perf_counter() - t0 < budget:
+    params, opt_state, loss, gnorm = train_step(params, opt_state, jax.random.fold_in(key, step))
+    step += 1
+    bar.update(1)
+    if step % log_every == 0 or step == 1:
+      curve.append(dict(step=step, seconds=round(time.perf_counter() - t0, 2),
+                        loss=float(loss), grad_norm=float(gnorm)))
+      bar.set_postfix(loss=f"{float(loss):.4f}", gnorm=f"{float(gnorm):.2f}")
+  bar.close()
+  return params, opt_state, curve, step
+
+
 def run_experiment(task: str, cell_name: str, T: int, *, hidden: int = 128, batch: int = 50,
                    lr: float = 1e-3, clip: float = 1.0, steps: Optional[int] = None,
                    minutes: Optional[float] = 3.0, seed: int = 0, test_batch: int = 1000,
@@ -81,20 +102,9 @@ def run_experiment(task: str, cell_name: str, T: int, *, hidden: int = 128, batc
 
   test = make_batch(jax.random.fold_in(key, 10**6), test_batch, T)
   test_loss = jax.jit(loss_fn)
-  budget = math.inf if minutes is None else minutes * 60
-  if steps is None and minutes is None:
-    raise ValueError("give steps or minutes")
-  curve, t0, step = [], time.perf_counter(), 0
-  bar = tqdm(total=steps, disable=not progress, desc=f"{task} T={T} {cell_name}", dynamic_ncols=True)
-  while (steps is None or step < steps) and time.perf_counter() - t0 < budget:
-    params, opt_state, loss, gnorm = train_step(params, opt_state, jax.random.fold_in(key, step))
-    step += 1
-    bar.update(1)
-    if step % log_every == 0 or step == 1:
-      curve.append(dict(step=step, seconds=round(time.perf_counter() - t0, 2),
-                        loss=float(loss), grad_norm=float(gnorm)))
-      bar.set_postfix(loss=f"{float(loss):.4f}", baseline=f"{baseline:.4f}")
-  bar.close()
+  t0 = time.perf_counter()
+  params, opt_state, curve, step = train_loop(train_step, params, opt_state, key, steps, minutes,
+                                              f"{task} T={T} {cell_name}", log_every, progress)
   final = float(test_loss(params, test))
   return dict(task=task, cell=cell_name, T=T, hidden=hidden, batch=batch, lr=lr, seed=seed,
               steps=step, train_seconds=round(time.perf_counter() - t0, 2),
@@ -141,19 +151,10 @@ def run_seq2seq(cell_name: str = "gru", max_len: int = 10, *, min_len: int = 1,
     updates, opt_state = opt.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss, optax.tree.norm(grads)
 
-  budget = math.inf if minutes is None else minutes * 60
-  curve, t0, step = [], time.perf_counter(), 0
-  bar = tqdm(total=steps, disable=not progress, desc=f"reverse L<={max_len} {cell_name}",
-             dynamic_ncols=True)
-  while (steps is None or step < steps) and time.perf_counter() - t0 < budget:
-    params, opt_state, loss, gnorm = train_step(params, opt_state, jax.random.fold_in(key, step))
-    step += 1
-    bar.update(1)
-    if step % log_every == 0 or step == 1:
-      curve.append(dict(step=step, seconds=round(time.perf_counter() - t0, 2),
-                        loss=float(loss), grad_norm=float(gnorm)))
-      bar.set_postfix(loss=f"{float(loss):.4f}")
-  bar.close()
+  t0 = time.perf_counter()
+  params, opt_state, curve, step = train_loop(train_step, params, opt_state, key, steps, minutes,
+                                              f"reverse L<={max_len} {cell_name}", log_every,
+                                              progress)
   toks = model.decode(params, test.src, test.src_len, max_len + 1)
   acc = float(jnp.mean(exact_match(toks, test)))
   return dict(task="reverse", cell=cell_name, T=max_len, hidden=hidden, batch=batch, lr=lr,
