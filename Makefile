@@ -1,10 +1,11 @@
 # Two commands do everything: `make demo` and `make test`. Each creates .venv
-# when it is missing and installs what it needs.
+# when it is missing and installs what it needs. `make lint`, `make typecheck`
+# and `make docs` are the checks CI adds (.ci/run).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test bench notebooks clean
+.PHONY: demo test lint typecheck docs check bench notebooks clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +19,10 @@ $(VENV)/.test: pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+$(VENV)/.dev: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e '.[test,dev]'
+	touch $@
+
 $(VENV)/.bench: pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -e '.[test,bench]'
 	touch $@
@@ -25,8 +30,23 @@ $(VENV)/.bench: pyproject.toml | $(VENV)/bin/python
 demo: $(VENV)/.core
 	$(PY) -m rnnjax demo $(ARGS)
 
+# The tests, the docstrings' examples and the README's code blocks (doctests).
 test: $(VENV)/.test
 	$(PY) -m pytest -q -n 2 --durations=15 $(ARGS)
+
+# ruff's lint rules and formatting, as configured in pyproject.toml.
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check rnnjax tests benchmarks notebooks/build.py
+	$(VENV)/bin/ruff format --check rnnjax tests benchmarks notebooks/build.py
+
+typecheck: $(VENV)/.dev
+	$(VENV)/bin/mypy
+
+# The API reference (docs/) built from the docstrings; warnings are errors.
+docs: $(VENV)/.dev
+	$(VENV)/bin/mkdocs build --strict --site-dir build/site
+
+check: lint typecheck docs test
 
 bench: $(VENV)/.bench
 	$(PY) benchmarks/bench_kernels.py $(ARGS)
@@ -35,4 +55,4 @@ notebooks: $(VENV)/.test
 	$(PY) notebooks/build.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs build .pytest_cache .mypy_cache .ruff_cache

@@ -18,15 +18,17 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import rnnjax as rj  # noqa: E402
-from rnnjax import io, jacobian  # noqa: E402
-from bench_kernels import machine  # noqa: E402
+from bench_kernels import machine
+
+import rnnjax as rj
+from rnnjax import jacobian
+from rnnjax.apps import io
 
 # ----------------------------------------------------------------- configuration
 H, I = 256, 32
 T_JAC = 1000
 LYAP_STEPS = 10_000
-GAIN = 1.5           # a chaotic tanh RNN: W_ij ~ N(0, g²/H)
+GAIN = 1.5  # a chaotic tanh RNN: W_ij ~ N(0, g²/H)
 
 
 def setup():
@@ -40,7 +42,7 @@ def numpy_step_jacobians(p, xs, h):
   out = np.empty((len(xs), H, H))
   for t, x in enumerate(xs):
     h = np.tanh(x @ w_x + h @ w_h + b)
-    out[t] = (1 - h * h)[:, None] * w_h.T          # diag(f'(z_t)) W
+    out[t] = (1 - h * h)[:, None] * w_h.T  # diag(f'(z_t)) W
   return out
 
 
@@ -61,7 +63,7 @@ def numpy_lyapunov(p, xs, h, transient):
 
 
 def timed(fn, *args, reps=3):
-  jax.block_until_ready(fn(*args))           # compile / warm up
+  jax.block_until_ready(fn(*args))  # compile / warm up
   ts = []
   for _ in range(reps):
     t0 = time.perf_counter()
@@ -75,7 +77,7 @@ def main(argv=None):
   ap.add_argument("--lyap-steps", type=int, default=LYAP_STEPS)
   ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
   args = ap.parse_args(argv)
-  jax.config.update("jax_enable_x64", True)      # both sides in float64
+  jax.config.update("jax_enable_x64", True)  # both sides in float64
   info = machine()
   cell, params = setup()
   params = jax.tree.map(lambda a: a.astype(jnp.float64), params)
@@ -92,27 +94,53 @@ def main(argv=None):
   T = args.lyap_steps
   transient = T // 10
   xl = 0.1 * jax.random.normal(jax.random.key(2), (T, I), jnp.float64)
-  lyap = lambda p, x: jacobian.lyapunov_spectrum(cell, p, x, transient=transient)
+
+  def lyap(p, x):
+    return jacobian.lyapunov_spectrum(cell, p, x, transient=transient)
+
   t_jax, lam = timed(lyap, params, xl, reps=1)
   t0 = time.perf_counter()
   lam_np = numpy_lyapunov(params, np.asarray(xl), np.zeros(H), transient)
   t_np = time.perf_counter() - t0
-  rows.append(dict(task=f"full Lyapunov spectrum H={H}, {T} steps, QR every step", rnnjax_s=t_jax,
-                   numpy_s=t_np, lambda_1=float(lam[0]),
-                   max_abs_diff_vs_numpy=float(np.max(np.abs(lam - lam_np)))))
-  lyap5 = lambda p, x: jacobian.lyapunov_spectrum(cell, p, x, transient=transient, qr_every=5)
+  rows.append(
+    dict(
+      task=f"full Lyapunov spectrum H={H}, {T} steps, QR every step",
+      rnnjax_s=t_jax,
+      numpy_s=t_np,
+      lambda_1=float(lam[0]),
+      max_abs_diff_vs_numpy=float(np.max(np.abs(lam - lam_np))),
+    )
+  )
+
+  def lyap5(p, x):
+    return jacobian.lyapunov_spectrum(cell, p, x, transient=transient, qr_every=5)
+
   t_jax5, lam5 = timed(lyap5, params, xl, reps=1)
-  rows.append(dict(task=f"full Lyapunov spectrum H={H}, {T} steps, QR every 5 steps "
-                        "(NumPy: every step)", rnnjax_s=t_jax5, numpy_s=t_np, lambda_1=float(lam5[0]),
-                   max_abs_diff_vs_every_step=float(np.max(np.abs(lam5 - lam)))))
+  rows.append(
+    dict(
+      task=f"full Lyapunov spectrum H={H}, {T} steps, QR every 5 steps (NumPy: every step)",
+      rnnjax_s=t_jax5,
+      numpy_s=t_np,
+      lambda_1=float(lam5[0]),
+      max_abs_diff_vs_every_step=float(np.max(np.abs(lam5 - lam))),
+    )
+  )
   for r in rows:
     r["speedup"] = r["numpy_s"] / r["rnnjax_s"]
     print(r, flush=True)
 
-  md = [f"Machine: {info['cpu']} ({info['cores']} cores), backend {info['backend']}, jax {info['jax']}; "
-        "float64; medians of 3 runs after a warm-up (Lyapunov: one run after warm-up).", "",
-        "| task | rnnjax (jit, lax.scan) s | NumPy loop s | speed-up |", "|---|---:|---:|---:|"]
-  md += [f"| {r['task']} | {r['rnnjax_s']:.2f} | {r['numpy_s']:.2f} | {r['speedup']:.1f}x |" for r in rows]
+  md = [
+    f"Machine: {info['cpu']} ({info['cores']} cores), backend {info['backend']}, "
+    f"jax {info['jax']}; float64; medians of 3 runs after a warm-up "
+    "(Lyapunov: one run after warm-up).",
+    "",
+    "| task | rnnjax (jit, lax.scan) s | NumPy loop s | speed-up |",
+    "|---|---:|---:|---:|",
+  ]
+  md += [
+    f"| {r['task']} | {r['rnnjax_s']:.2f} | {r['numpy_s']:.2f} | {r['speedup']:.1f}x |"
+    for r in rows
+  ]
   args.out.mkdir(parents=True, exist_ok=True)
   io.write_json(args.out / f"jacobian_{info['backend']}.json", dict(machine=info, rows=rows))
   io.atomic_write_text(args.out / f"jacobian_{info['backend']}.md", "\n".join(md) + "\n")

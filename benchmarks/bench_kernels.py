@@ -27,16 +27,16 @@ import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import rnnjax as rj  # noqa: E402
-from rnnjax import io  # noqa: E402
+import rnnjax as rj
+from rnnjax.apps import io
 
 # ----------------------------------------------------------------- configuration
-SHAPES = {            # name: (B, T, I, H)
-    "latency": (1, 1000, 128, 128),
-    "medium": (32, 100, 256, 256),
-    "large": (128, 50, 512, 512),
+SHAPES = {  # name: (B, T, I, H)
+  "latency": (1, 1000, 128, 128),
+  "medium": (32, 100, 256, 256),
+  "large": (128, 50, 512, 512),
 }
-LONG = (16, 10_000, 256, 256)   # memory only: peak temporaries of fwd+bwd
+LONG = (16, 10_000, 256, 256)  # memory only: peak temporaries of fwd+bwd
 CELLS = ("lstm", "gru")
 MIN_REPS, MAX_REPS, TARGET_SECONDS = 5, 30, 3.0
 GATES = {"lstm": 4, "gru": 3}
@@ -84,13 +84,17 @@ def rnnjax_impls(cell_name, I, H):
   params = cell.init(jax.random.key(0), I)
   out = {}
   for mode in ("bptt", "autodiff", "checkpoint"):
-    f = lambda p, x, mode=mode: rj.scan(cell, p, x, backward=mode)[1]
+
+    def f(p, x, mode=mode):
+      return rj.scan(cell, p, x, backward=mode)[1]
+
     out[f"rnnjax {mode}"] = (f, params)
   return out
 
 
 def flax_impls(cell_name, I, H):
   import flax.linen as nn
+
   classes = {"lstm": [nn.LSTMCell, nn.OptimizedLSTMCell], "gru": [nn.GRUCell]}[cell_name]
   out = {}
   for cls in classes:
@@ -110,12 +114,13 @@ def equinox_impls(cell_name, I, H):
 
   def run(m, xs):
     B = xs.shape[1]
-    if cell_name == "lstm":
-      c0 = (jnp.zeros((B, H)), jnp.zeros((B, H)))
-      step = lambda c, x: (lambda n: (n, n[0]))(jax.vmap(m)(x, c))
-    else:
-      c0 = jnp.zeros((B, H))
-      step = lambda c, x: (lambda n: (n, n))(jax.vmap(m)(x, c))
+    h0 = jnp.zeros((B, H))
+    c0 = (h0, h0) if cell_name == "lstm" else h0
+
+    def step(c, x):
+      n = jax.vmap(m)(x, c)
+      return n, (n[0] if cell_name == "lstm" else n)
+
     return jax.lax.scan(step, c0, xs)[1]
 
   return {"equinox": (run, model)}
@@ -141,14 +146,26 @@ def cudnn_impls(cell_name, I, H):
   if cell_name != "lstm" or jax.default_backend() != "gpu":
     return {}
   from jax.experimental import rnn as jrnn
+
   W = jrnn.init_lstm_weight(jax.random.key(0), I, H, 1, False)
 
   def run(w, xs):
-    xb = jnp.swapaxes(xs, 0, 1)                       # cuDNN wants [B, T, I]
+    xb = jnp.swapaxes(xs, 0, 1)  # cuDNN wants [B, T, I]
     B, T = xb.shape[:2]
-    h0 = jnp.zeros((1, B, H)); c0 = jnp.zeros((1, B, H))
-    ys, _, _ = jrnn.lstm(xb, h0, c0, w, jnp.full((B,), T, jnp.int32), input_size=I,
-                         hidden_size=H, num_layers=1, dropout=0.0, bidirectional=False)
+    h0 = jnp.zeros((1, B, H))
+    c0 = jnp.zeros((1, B, H))
+    ys, _, _ = jrnn.lstm(
+      xb,
+      h0,
+      c0,
+      w,
+      jnp.full((B,), T, jnp.int32),
+      input_size=I,
+      hidden_size=H,
+      num_layers=1,
+      dropout=0.0,
+      bidirectional=False,
+    )
     return jnp.swapaxes(ys, 0, 1)
 
   return {"jax.experimental.rnn cuDNN": (run, W)}
@@ -162,7 +179,10 @@ def _compile(fn, *args):
 
 def jax_measure(fn, params, xs):
   """Compile once (timed), then time the compiled forward and fwd+bwd."""
-  loss = lambda p, x: jnp.sum(fn(p, x) ** 2)
+
+  def loss(p, x):
+    return jnp.sum(fn(p, x) ** 2)
+
   fwd, _ = _compile(fn, params, xs)
   fb, compile_s = _compile(jax.grad(loss, argnums=(0, 1)), params, xs)
   _, t_f = _time(fwd, params, xs)
@@ -190,15 +210,21 @@ def torch_measure(cell_name, B, T, I, H):
       return m(x)[0]
 
   def fb():
-    m.zero_grad(); x.grad = None
+    m.zero_grad()
+    x.grad = None
     y, _ = m(x)
-    (y ** 2).sum().backward()
+    (y**2).sum().backward()
     return y
 
   _, t_f = _time(lambda: fwd(), block=sync)
-  c_b, t_b = _time(lambda: fb(), block=sync)
-  return dict(fwd_ms=t_f * 1e3, fwdbwd_ms=t_b * 1e3, compile_s=0.0, peak_mb=None,
-              threads=torch.get_num_threads())
+  _, t_b = _time(lambda: fb(), block=sync)
+  return dict(
+    fwd_ms=t_f * 1e3,
+    fwdbwd_ms=t_b * 1e3,
+    compile_s=0.0,
+    peak_mb=None,
+    threads=torch.get_num_threads(),
+  )
 
 
 # ----------------------------------------------------------------- main
@@ -210,8 +236,14 @@ def machine():
       cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
   except (OSError, StopIteration):
     pass
-  return dict(backend=jax.default_backend(), device=getattr(dev, "device_kind", str(dev)),
-              cpu=cpu, cores=os.cpu_count(), jax=jax.__version__, python=platform.python_version())
+  return dict(
+    backend=jax.default_backend(),
+    device=getattr(dev, "device_kind", str(dev)),
+    cpu=cpu,
+    cores=os.cpu_count(),
+    jax=jax.__version__,
+    python=platform.python_version(),
+  )
 
 
 def long_memory(cell_name):
@@ -221,7 +253,11 @@ def long_memory(cell_name):
   xs = jax.ShapeDtypeStruct((T, B, I), jnp.float32)
   out = {}
   for mode in ("autodiff", "bptt", "checkpoint"):
-    g = jax.grad(lambda p, x: jnp.sum(rj.scan(cell, p, x, backward=mode)[1] ** 2), argnums=(0, 1))
+
+    def loss(p, x, mode=mode):
+      return jnp.sum(rj.scan(cell, p, x, backward=mode)[1] ** 2)
+
+    g = jax.grad(loss, argnums=(0, 1))
     b = _peak_bytes(g, p, xs)
     out[mode] = None if b is None else b / 2**20
   return out
@@ -254,17 +290,28 @@ def main(argv=None):
       peers = {k: v for k, v in results.items() if not k.startswith("rnnjax")}
       best_peer = min(peers, key=lambda k: peers[k]["fwdbwd_ms"]) if peers else None
       for name, r in results.items():
-        r.update(shape=shape, cell=cell_name, impl=name, B=B, T=T, I=I, H=H,
-                 gflops=3 * fl / (r["fwdbwd_ms"] / 1e3) / 1e9)
+        r.update(
+          shape=shape,
+          cell=cell_name,
+          impl=name,
+          B=B,
+          T=T,
+          I=I,
+          H=H,
+          gflops=3 * fl / (r["fwdbwd_ms"] / 1e3) / 1e9,
+        )
         r["matmul_fraction"] = r["gflops"] / info["matmul_gflops"]
         if best_peer:
           r["speedup_vs_best_peer"] = results[best_peer]["fwdbwd_ms"] / r["fwdbwd_ms"]
           r["best_peer"] = best_peer
         rows.append(r)
-        print(f"{shape:8s} {cell_name:5s} {name:28s} fwd {r['fwd_ms']:9.2f} ms  "
-              f"fwd+bwd {r['fwdbwd_ms']:9.2f} ms  {r['gflops']:6.1f} GFLOP/s  "
-              f"x{r.get('speedup_vs_best_peer', float('nan')):.2f} vs {best_peer}", flush=True)
-      args.out.mkdir(parents=True, exist_ok=True)       # partial results as we go
+        print(
+          f"{shape:8s} {cell_name:5s} {name:28s} fwd {r['fwd_ms']:9.2f} ms  "
+          f"fwd+bwd {r['fwdbwd_ms']:9.2f} ms  {r['gflops']:6.1f} GFLOP/s  "
+          f"x{r.get('speedup_vs_best_peer', float('nan')):.2f} vs {best_peer}",
+          flush=True,
+        )
+      args.out.mkdir(parents=True, exist_ok=True)  # partial results as we go
       io.write_json(args.out / f"kernels_{info['backend']}.json", dict(machine=info, rows=rows))
   long = {} if args.no_long else {c: long_memory(c) for c in args.cells}
   for c, m in long.items():
@@ -279,29 +326,39 @@ def main(argv=None):
 
 
 def markdown(info, rows, long):
-  lines = [f"Machine: {info['cpu']} ({info['cores']} cores), backend {info['backend']} "
-           f"({info['device']}), jax {info['jax']}; measured XLA matmul rate "
-           f"{info['matmul_gflops']:.0f} GFLOP/s.", "",
-           "| shape (B,T,I,H) | cell | implementation | fwd ms | fwd+bwd ms | GFLOP/s | "
-           "of matmul rate | compile s | peak MiB | speed-up vs best peer |",
-           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+  lines = [
+    f"Machine: {info['cpu']} ({info['cores']} cores), backend {info['backend']} "
+    f"({info['device']}), jax {info['jax']}; measured XLA matmul rate "
+    f"{info['matmul_gflops']:.0f} GFLOP/s.",
+    "",
+    "| shape (B,T,I,H) | cell | implementation | fwd ms | fwd+bwd ms | GFLOP/s | "
+    "of matmul rate | compile s | peak MiB | speed-up vs best peer |",
+    "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+  ]
   for r in rows:
     peak = "" if r["peak_mb"] is None else f"{r['peak_mb']:.0f}"
     sp = r.get("speedup_vs_best_peer")
     lines.append(
-        f"| {r['shape']} ({r['B']},{r['T']},{r['I']},{r['H']}) | {r['cell']} | {r['impl']} | "
-        f"{r['fwd_ms']:.2f} | {r['fwdbwd_ms']:.2f} | {r['gflops']:.1f} | "
-        f"{100 * r['matmul_fraction']:.0f}% | {r['compile_s']:.2f} | {peak} | "
-        f"{'' if sp is None else f'{sp:.2f}x'} |")
+      f"| {r['shape']} ({r['B']},{r['T']},{r['I']},{r['H']}) | {r['cell']} | {r['impl']} | "
+      f"{r['fwd_ms']:.2f} | {r['fwdbwd_ms']:.2f} | {r['gflops']:.1f} | "
+      f"{100 * r['matmul_fraction']:.0f}% | {r['compile_s']:.2f} | {peak} | "
+      f"{'' if sp is None else f'{sp:.2f}x'} |"
+    )
   if long:
     B, T, I, H = LONG
-    lines += ["", f"Long sequence (B={B}, T={T}, I={I}, H={H}), XLA peak temporary memory of "
-              "fwd+bwd:", "", "| cell | autodiff MiB | bptt MiB | checkpoint MiB | checkpoint / autodiff |",
-              "|---|---:|---:|---:|---:|"]
+    lines += [
+      "",
+      f"Long sequence (B={B}, T={T}, I={I}, H={H}), XLA peak temporary memory of fwd+bwd:",
+      "",
+      "| cell | autodiff MiB | bptt MiB | checkpoint MiB | checkpoint / autodiff |",
+      "|---|---:|---:|---:|---:|",
+    ]
     for c, m in long.items():
       ratio = (m["checkpoint"] / m["autodiff"]) if m["autodiff"] else float("nan")
-      lines.append(f"| {c} | {m['autodiff']:.0f} | {m['bptt']:.0f} | {m['checkpoint']:.0f} | "
-                   f"{100 * ratio:.0f}% |")
+      lines.append(
+        f"| {c} | {m['autodiff']:.0f} | {m['bptt']:.0f} | {m['checkpoint']:.0f} | "
+        f"{100 * ratio:.0f}% |"
+      )
   return "\n".join(lines) + "\n"
 
 

@@ -30,17 +30,22 @@ SMALL = os.environ.get("RNNJAX_NOTEBOOK_SCALE", "full") == "small"
 %matplotlib inline"""
 
 NOTEBOOKS = {
-    "01_jacobian_spectra.ipynb": [
-        ("md", """# Jacobian spectra of the vanilla RNN
+  "01_jacobian_spectra.ipynb": [
+    (
+      "md",
+      """# Jacobian spectra of the vanilla RNN
 
 The lecture: for `h_j = f(V x_j + W h_{j-1} + b)`,
 `∂h_j/∂h_{j-1} = diag(f'(z_j)) W` and `‖∂h_j/∂h_{j-1}‖ ≤ ‖diag f'(z_j)‖·‖W‖`.
 Products of these step Jacobians carry the gradient back through time: when their norms
 stay above 1 the gradient explodes, below 1 it vanishes. This notebook measures every
 quantity in that chain with `rnnjax.jacobian`, for tanh and ReLU cells under Gaussian
-(gain g), orthogonal and identity initialisation."""),
-        ("code", SETUP),
-        ("code", """H, I = (32, 4) if SMALL else (128, 8)
+(gain g), orthogonal and identity initialisation.""",
+    ),
+    ("code", SETUP),
+    (
+      "code",
+      """H, I = (32, 4) if SMALL else (128, 8)
 T = 60 if SMALL else 300
 xs = jax.random.normal(jax.random.key(1), (T, I), jnp.float64)
 
@@ -55,9 +60,12 @@ setups = {
     "tanh, orthogonal": make("tanh", rj.init.orthogonal()),
     "relu, identity (IRNN)": make("relu", rj.init.identity()),
     "relu, gaussian g=1.5": make("relu", rj.init.gaussian(1.5)),
-}"""),
-        ("md", "## The lecture's inequality against the measured step norms"),
-        ("code", """fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+}""",
+    ),
+    ("md", "## The lecture's inequality against the measured step norms"),
+    (
+      "code",
+      """fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
 for (name, (cell, p)), ax in zip(list(setups.items())[:2], axes):
     Js = jac.step_jacobians(cell, p, xs)
     ax.plot(jac.norms(Js)["spectral"], label=r"measured $\\|\\partial h_t/\\partial h_{t-1}\\|_2$")
@@ -65,16 +73,26 @@ for (name, (cell, p)), ax in zip(list(setups.items())[:2], axes):
     ax.axhline(1, color="gray", lw=0.7); ax.set_title(name); ax.set_xlabel("t"); ax.legend()
 plt.show()
 for name, (cell, p) in setups.items():
-    print(f"{name:24s}", jac.pascanu_conditions(cell, p))"""),
-        ("md", "## Products over the lag: where the gradient goes"),
-        ("code", """fig, ax = plt.subplots(figsize=(7, 4))
+    print(f"{name:24s}", jac.pascanu_conditions(cell, p))""",
+    ),
+    ("md", "## Products over the lag: where the gradient goes"),
+    (
+      "code",
+      """fig, ax = plt.subplots(figsize=(7, 4))
 for name, (cell, p) in setups.items():
     logp = jac.log_product_norms(jac.step_jacobians(cell, p, xs))
     ax.plot(np.arange(1, T + 1), np.asarray(logp) / np.log(10), label=name)
 ax.set_xlabel("lag"); ax.set_ylabel(r"$\\log_{10}\\|J_T \\cdots J_{T-\\ell+1}\\|_2$"); ax.legend()
-plt.show()"""),
-        ("md", "## Singular-value spectra of products by depth\n\nLog singular values of the product of the first L step Jacobians, accumulated with a running normalisation (no overflow)."),
-        ("code", """depths = [1, 5, 20] if SMALL else [1, 10, 50, 200]
+plt.show()""",
+    ),
+    (
+      "md",
+      "## Singular-value spectra of products by depth\n\nLog singular values of the product of "
+      "the first L step Jacobians, accumulated with a running normalisation (no overflow).",
+    ),
+    (
+      "code",
+      """depths = [1, 5, 20] if SMALL else [1, 10, 50, 200]
 fig, axes = plt.subplots(1, 3, figsize=(14, 3.5))
 for ax, name in zip(axes, ["tanh, gaussian g=1.5", "tanh, orthogonal", "relu, identity (IRNN)"]):
     cell, p = setups[name]
@@ -86,17 +104,23 @@ for ax, name in zip(axes, ["tanh, gaussian g=1.5", "tanh, orthogonal", "relu, id
 plt.show()
 for name, (cell, p) in setups.items():
     m = jac.isometry(jac.log_singular_values(jac.step_jacobians(cell, p, xs)[:depths[-1]]))
-    print(f"{name:24s} mean σ² = {float(m['mean_sq']):.3e}   var σ² = {float(m['var_sq']):.3e}")"""),
-    ],
-    "02_lyapunov_gain.ipynb": [
-        ("md", """# Lyapunov spectra across the gain g
+    print(f"{name:24s} mean σ² = {float(m['mean_sq']):.3e}   var σ² = {float(m['var_sq']):.3e}")""",
+    ),
+  ],
+  "02_lyapunov_gain.ipynb": [
+    (
+      "md",
+      """# Lyapunov spectra across the gain g
 
 `h_t = tanh(W h_{t-1})` with `W_ij ~ N(0, g²/N)` is ordered for g < 1 (every trajectory
 falls to 0; λ₁ = ln ρ(W) ≈ ln g) and chaotic for g > 1 (λ₁ > 0; Sompolinsky, Crisanti &
 Sommers 1988). `rj.jacobian.lyapunov_spectrum` runs the QR (Benettin) method inside
-`lax.scan`; the largest exponent is checked against a directly simulated perturbation."""),
-        ("code", SETUP),
-        ("code", """N = 32 if SMALL else 200
+`lax.scan`; the largest exponent is checked against a directly simulated perturbation.""",
+    ),
+    ("code", SETUP),
+    (
+      "code",
+      """N = 32 if SMALL else 200
 T, transient = (300, 100) if SMALL else (3000, 500)
 gains = np.linspace(0.5, 3.0, 4 if SMALL else 16)
 
@@ -112,34 +136,47 @@ for g in gains:
     cell, p = gain_rnn(g)
     lam1.append(float(jac.lyapunov_spectrum(cell, p, xs, h0, k=1, transient=transient)[0]))
     direct.append(float(jac.max_lyapunov_perturbation(cell, p, xs, h0, transient=transient)))
-    logrho.append(float(np.log(np.max(np.abs(np.linalg.eigvals(np.asarray(p.w_h)))))))"""),
-        ("code", """fig, ax = plt.subplots(figsize=(7, 4))
+    logrho.append(float(np.log(np.max(np.abs(np.linalg.eigvals(np.asarray(p.w_h)))))))""",
+    ),
+    (
+      "code",
+      """fig, ax = plt.subplots(figsize=(7, 4))
 ax.plot(gains, lam1, "o-", label=r"$\\lambda_1$ (QR method)")
 ax.plot(gains, direct, "x", label=r"$\\lambda_1$ (perturbation)")
 ax.plot(gains, logrho, ":", label=r"$\\ln \\rho(W)$")
 ax.axhline(0, color="gray", lw=0.7); ax.axvline(1, color="gray", lw=0.7, ls="--")
 ax.set_xlabel("gain g"); ax.set_ylabel("exponent per step"); ax.legend(); plt.show()
 for g, a, b in zip(gains, lam1, direct):
-    print(f"g = {g:.2f}: λ1 = {a:+.4f} (QR)  {b:+.4f} (perturbation)")"""),
-        ("md", "## Full spectra below and above the transition"),
-        ("code", """fig, ax = plt.subplots(figsize=(7, 4))
+    print(f"g = {g:.2f}: λ1 = {a:+.4f} (QR)  {b:+.4f} (perturbation)")""",
+    ),
+    ("md", "## Full spectra below and above the transition"),
+    (
+      "code",
+      """fig, ax = plt.subplots(figsize=(7, 4))
 for g in ([0.8, 2.0] if SMALL else [0.8, 1.2, 2.0, 3.0]):
     cell, p = gain_rnn(g)
     spec = jac.lyapunov_spectrum(cell, p, xs, h0, k=N if SMALL else 64, transient=transient)
     ax.plot(np.asarray(spec), label=f"g = {g}")
 ax.axhline(0, color="gray", lw=0.7); ax.set_xlabel("index i"); ax.set_ylabel(r"$\\lambda_i$")
-ax.legend(); plt.show()"""),
-    ],
-    "03_gradient_flow.ipynb": [
-        ("md", """# Gradient flow in RNN vs GRU vs LSTM
+ax.legend(); plt.show()""",
+    ),
+  ],
+  "03_gradient_flow.ipynb": [
+    (
+      "md",
+      """# Gradient flow in RNN vs GRU vs LSTM
 
 `‖∂L_T/∂h_k‖` against the lag `T − k`, at initialisation and after training on the adding
 problem (Arjovsky et al. 2016; baseline MSE 1/6). The LSTM's cell path `c_t = f ⊙ c_{t-1} + …`
 has the Jacobian `diag(f)`, close to the identity when the forget gate is open (forget bias 1
 at initialisation), so its gradient survives long lags; the GRU's path `z ⊙ h_{t-1}` starts
-half-open (`z ≈ 0.5` with zero biases) and training opens it; the vanilla RNN has no such path."""),
-        ("code", SETUP),
-        ("code", """from rnnjax import experiment, tasks
+half-open (`z ≈ 0.5` with zero biases) and training opens it; the vanilla RNN has no such path.""",
+    ),
+    ("code", SETUP),
+    (
+      "code",
+      """from rnnjax import tasks
+from rnnjax.apps import experiment
 T = 20 if SMALL else 100
 H = 32 if SMALL else 128
 steps = 30 if SMALL else 1500
@@ -152,15 +189,18 @@ def grad_flow(cell, rnn_params):
 
 curves = {}
 for name in ["elman", "gru", "lstm"]:
-    cell = experiment.make_cell(name, H)
+    cell = rj.make_cell(name, H)
     init = experiment.init_model(cell, jax.random.key(0), 2, 1)
     curves[(name, "init")] = grad_flow(cell, init["rnn"])
     run = experiment.run_experiment("adding", name, T, hidden=H, steps=steps, minutes=None,
                                     progress=False)
     curves[(name, "trained")] = grad_flow(cell, run["params"]["rnn"])
     print(f"{name:6s} test MSE after {run['steps']} steps: {run['final_test_loss']:.4f} "
-          f"(baseline {run['baseline']:.4f})")"""),
-        ("code", """fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+          f"(baseline {run['baseline']:.4f})")""",
+    ),
+    (
+      "code",
+      """fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
 for ax, when in zip(axes, ["init", "trained"]):
     for name in ["elman", "gru", "lstm"]:
         ax.semilogy(curves[(name, when)], label=name)
@@ -169,22 +209,26 @@ for ax, when in zip(axes, ["init", "trained"]):
 axes[0].set_ylabel(r"$\\|\\partial L_T / \\partial h_k\\|$"); axes[0].legend(); plt.show()
 for name in ["elman", "gru", "lstm"]:
     print(f"{name:6s} gradient norm at lag {T - 1}: init {curves[(name, 'init')][T - 1]:.2e}, "
-          f"trained {curves[(name, 'trained')][T - 1]:.2e}")"""),
-    ],
+          f"trained {curves[(name, 'trained')][T - 1]:.2e}")""",
+    ),
+  ],
 }
 
 
 def build(name: str) -> nbformat.NotebookNode:
   nb = nbformat.v4.new_notebook()
   nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-  nb.cells = [nbformat.v4.new_markdown_cell(src) if kind == "md" else nbformat.v4.new_code_cell(src)
-              for kind, src in NOTEBOOKS[name]]
+  nb.cells = [
+    nbformat.v4.new_markdown_cell(src) if kind == "md" else nbformat.v4.new_code_cell(src)
+    for kind, src in NOTEBOOKS[name]
+  ]
   return nb
 
 
 def execute(nb, timeout: int = 1800):
-  NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                 resources={"metadata": {"path": str(HERE)}}).execute()
+  NotebookClient(
+    nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}
+  ).execute()
   return nb
 
 
@@ -196,7 +240,8 @@ def main(argv=None):
   for name in args.names:
     nb = execute(build(name))
     if not args.check:
-      from rnnjax.io import atomic_write_text
+      from rnnjax.apps.io import atomic_write_text
+
       atomic_write_text(HERE / name, nbformat.writes(nb))
     print(f"{'checked' if args.check else 'wrote'} {name}", flush=True)
 

@@ -1,35 +1,78 @@
-"""rnnjax: recurrent neural networks in JAX you can trust, take apart and measure."""
+"""rnnjax: recurrent neural networks in JAX you can trust, take apart and measure.
 
-from rnnjax import init
-from rnnjax import interop
-from rnnjax import jacobian
-from rnnjax import tasks
-from rnnjax import tbptt
-from rnnjax.bptt import bptt_scan
-from rnnjax.bptt import reference_elman_grads
-from rnnjax.cells import Cell
-from rnnjax.cells import ElmanParams
-from rnnjax.cells import GRUParams
-from rnnjax.cells import LSTMCarry
-from rnnjax.cells import LSTMParams
-from rnnjax.cells import elman
-from rnnjax.cells import gru
-from rnnjax.cells import lstm
-from rnnjax.layers import Embedding
-from rnnjax.layers import EmbeddingParams
-from rnnjax.layers import bidirectional
-from rnnjax.layers import dropout
-from rnnjax.layers import embedding
-from rnnjax.layers import init_stacked
-from rnnjax.layers import stacked
-from rnnjax.scan import flip
-from rnnjax.scan import scan
+The core library. It imports jax and numpy only; the applications built on
+it (the char-LM, training loops, experiments, reports and the ``rnnjax``
+command) live in `rnnjax.apps`.
+"""
+
+from rnnjax import init as init
+from rnnjax import interop as interop
+from rnnjax import jacobian as jacobian
+from rnnjax import tasks as tasks
+from rnnjax import tbptt as tbptt
+from rnnjax._src.activations import Activation as Activation
+from rnnjax._src.bptt import bptt_scan as bptt_scan
+from rnnjax._src.bptt import reference_elman_grads as reference_elman_grads
+from rnnjax._src.cells.base import Cell as Cell
+from rnnjax._src.cells.elman import ElmanParams as ElmanParams
+from rnnjax._src.cells.elman import elman as elman
+from rnnjax._src.cells.gru import GRUParams as GRUParams
+from rnnjax._src.cells.gru import gru as gru
+from rnnjax._src.cells.lstm import LSTMCarry as LSTMCarry
+from rnnjax._src.cells.lstm import LSTMParams as LSTMParams
+from rnnjax._src.cells.lstm import lstm as lstm
+from rnnjax._src.layers import Embedding as Embedding
+from rnnjax._src.layers import EmbeddingParams as EmbeddingParams
+from rnnjax._src.layers import bidirectional as bidirectional
+from rnnjax._src.layers import dropout as dropout
+from rnnjax._src.layers import embedding as embedding
+from rnnjax._src.layers import init_stacked as init_stacked
+from rnnjax._src.layers import stacked as stacked
+from rnnjax._src.layers import stacked_step as stacked_step
+from rnnjax._src.registry import cell_names as cell_names
+from rnnjax._src.registry import make_cell as make_cell
+from rnnjax._src.registry import register_cell as register_cell
+from rnnjax._src.scan import flip as flip
+from rnnjax._src.scan import scan as scan
+from rnnjax._src.typing import Array as Array
+from rnnjax._src.typing import Carry as Carry
+from rnnjax._src.typing import Params as Params
+from rnnjax._src.typing import PyTree as PyTree
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Cell", "ElmanParams", "Embedding", "EmbeddingParams", "GRUParams", "LSTMCarry",
-    "LSTMParams", "bidirectional", "bptt_scan", "dropout", "elman", "embedding", "flip", "gru",
-    "init", "init_stacked", "interop", "jacobian", "lstm", "reference_elman_grads", "scan",
-    "stacked", "tasks", "tbptt",
+  "Activation",
+  "Array",
+  "Carry",
+  "Cell",
+  "ElmanParams",
+  "Embedding",
+  "EmbeddingParams",
+  "GRUParams",
+  "LSTMCarry",
+  "LSTMParams",
+  "Params",
+  "PyTree",
+  "bidirectional",
+  "bptt_scan",
+  "cell_names",
+  "dropout",
+  "elman",
+  "embedding",
+  "flip",
+  "gru",
+  "init",
+  "init_stacked",
+  "interop",
+  "jacobian",
+  "lstm",
+  "make_cell",
+  "reference_elman_grads",
+  "register_cell",
+  "scan",
+  "stacked",
+  "stacked_step",
+  "tasks",
+  "tbptt",
 ]

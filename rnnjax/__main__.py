@@ -1,5 +1,7 @@
+"""``python -m rnnjax``: the ``rnnjax`` command (`rnnjax.apps.cli`)."""
+
 import sys
 
-from rnnjax.cli import main
+from rnnjax.apps.cli import main
 
 sys.exit(main())

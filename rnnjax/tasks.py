@@ -17,19 +17,41 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from rnnjax._src import checks
+
+__all__ = [
+  "ADDING_BASELINE",
+  "BLANK",
+  "COPY_CLASSES",
+  "COPY_LENGTH",
+  "COPY_SYMBOLS",
+  "DELIMITER",
+  "DIGIT0",
+  "REVERSE_VOCAB",
+  "Batch",
+  "Seq2SeqBatch",
+  "adding",
+  "adding_baseline",
+  "copy_baseline",
+  "copy_memory",
+  "held_out",
+  "reverse_digits",
+]
+
 ADDING_BASELINE = 1.0 / 6.0
 COPY_SYMBOLS, COPY_LENGTH = 8, 10
 BLANK, DELIMITER = 0, COPY_SYMBOLS + 1
-COPY_CLASSES = COPY_SYMBOLS + 2     # blank, 8 symbols, delimiter
+COPY_CLASSES = COPY_SYMBOLS + 2  # blank, 8 symbols, delimiter
 
 
 class Batch(NamedTuple):
-  xs: jax.Array        # [T', B, I]
-  targets: jax.Array   # adding: [B]; copy: [T', B] int
+  xs: jax.Array  # [T', B, I]
+  targets: jax.Array  # adding: [B]; copy: [T', B] int
 
 
-def _check_T(T, minimum, what):
-  if isinstance(T, bool) or not isinstance(T, int) or T < minimum:
+def _check_T(T: int, minimum: int, what: str) -> None:
+  checks.positive_int("T", T, what)
+  if minimum > T:
     raise ValueError(f"{what}: T must be an int >= {minimum}, got {T!r}")
 
 
@@ -57,8 +79,9 @@ def copy_memory(key, batch: int, T: int) -> Batch:
   L = COPY_LENGTH
   symbols = jax.random.randint(key, (L, batch), 1, COPY_SYMBOLS + 1)
   blanks = jnp.zeros((T - 1, batch), jnp.int32)
-  inputs = jnp.concatenate([symbols, blanks, jnp.full((1, batch), DELIMITER),
-                            jnp.zeros((L, batch), jnp.int32)])
+  inputs = jnp.concatenate(
+    [symbols, blanks, jnp.full((1, batch), DELIMITER), jnp.zeros((L, batch), jnp.int32)]
+  )
   targets = jnp.concatenate([jnp.zeros((T + L, batch), jnp.int32), symbols])
   return Batch(jax.nn.one_hot(inputs, COPY_CLASSES), targets)
 
@@ -68,19 +91,47 @@ def copy_baseline(T: int) -> float:
 
 
 # ----------------------------------------------------------------- sequence transduction
-DIGIT0 = 3                      # token of digit 0 (0 pad, 1 BOS, 2 EOS)
+DIGIT0 = 3  # token of digit 0 (0 pad, 1 BOS, 2 EOS)
 REVERSE_VOCAB = DIGIT0 + 10
 
 
 class Seq2SeqBatch(NamedTuple):
-  src: jax.Array        # [L, B] tokens, padded with 0
-  src_len: jax.Array    # [B]
-  tgt: jax.Array        # [L + 1, B]: the reversed digits, then EOS, padded
-  tgt_len: jax.Array    # [B] = src_len + 1
+  src: jax.Array  # [L, B] tokens, padded with 0
+  src_len: jax.Array  # [B]
+  tgt: jax.Array  # [L + 1, B]: the reversed digits, then EOS, padded
+  tgt_len: jax.Array  # [B] = src_len + 1
 
 
-def reverse_digits(key, batch: int, max_len: int, min_len: int = 1) -> Seq2SeqBatch:
-  """Digit strings of random length in ``[min_len, max_len]`` and their reversals."""
+def held_out(src: jax.Array, src_len: jax.Array) -> jax.Array:
+  """The digit-reversal split: a string is held out of training when the sum
+  of its digits is a multiple of 10. ``[B]`` bool.
+
+  One string in ten of every length is held out (of the one-digit strings,
+  only ``"0"``), so training sees every length and the held-out accuracy
+  measures generalisation to unseen strings, not to unseen lengths.
+  """
+  digits = jnp.where(jnp.arange(src.shape[0])[:, None] < src_len[None], src - DIGIT0, 0)
+  return jnp.sum(digits, axis=0) % 10 == 0
+
+
+def reverse_digits(
+  key: jax.Array, batch: int, max_len: int, min_len: int = 1, *, only_held_out: bool = False
+) -> Seq2SeqBatch:
+  """Digit strings of random length in ``[min_len, max_len]`` and their reversals.
+
+  Args:
+    key: PRNG key.
+    batch: B.
+    max_len: the longest string.
+    min_len: the shortest string.
+    only_held_out: draw only strings of the held-out split (`held_out`): the
+      last digit is set so the digit sum is a multiple of 10, which keeps the
+      draw uniform over the held-out strings of each length.
+
+  Returns:
+    `Seq2SeqBatch`: ``src [max_len, B]``, ``tgt [max_len + 1, B]`` (the
+    reversed digits, then EOS), and their lengths.
+  """
   _check_T(max_len, 1, "reverse_digits")
   if not 1 <= min_len <= max_len:
     raise ValueError(f"reverse_digits: need 1 <= min_len <= max_len, got {min_len}, {max_len}")
@@ -89,11 +140,16 @@ def reverse_digits(key, batch: int, max_len: int, min_len: int = 1) -> Seq2SeqBa
   digits = jax.random.randint(kd, (max_len, batch), 0, 10)
   t = jnp.arange(max_len)[:, None]
   valid = t < lengths[None]
+  if only_held_out:
+    last = t == (lengths - 1)[None]  # [max_len, B]
+    others = jnp.sum(jnp.where(valid & ~last, digits, 0), axis=0)
+    digits = jnp.where(last, (-others) % 10, digits)
   src = jnp.where(valid, digits + DIGIT0, 0)
-  idx = jnp.where(valid, lengths[None] - 1 - t, t)                 # reverse inside each length
+  idx = jnp.where(valid, lengths[None] - 1 - t, t)  # reverse inside each length
   rev = jnp.take_along_axis(src, idx, axis=0)
   rev = jnp.where(valid, rev, 0)
-  eos = (t == lengths[None]).astype(src.dtype) * 2                 # EOS right after the digits
-  tgt = jnp.concatenate([rev, jnp.zeros((1, batch), src.dtype)]) + \
-      jnp.concatenate([eos, (max_len == lengths)[None].astype(src.dtype) * 2])
+  eos = (t == lengths[None]).astype(src.dtype) * 2  # EOS right after the digits
+  tgt = jnp.concatenate([rev, jnp.zeros((1, batch), src.dtype)]) + jnp.concatenate(
+    [eos, (max_len == lengths)[None].astype(src.dtype) * 2]
+  )
   return Seq2SeqBatch(src, lengths, tgt, lengths + 1)

@@ -12,35 +12,109 @@ between chunks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable, NamedTuple
+from typing import Any, NamedTuple, Protocol, cast
 
 import jax
 
-from rnnjax.scan import scan
+from rnnjax._src import checks
+from rnnjax._src.cells.base import Cell
+from rnnjax._src.scan import scan
+from rnnjax._src.typing import Array, Carry, PyTree
+
+__all__ = ["TruncatedBPTT", "Window", "truncated_bptt", "windows"]
 
 
 class Window(NamedTuple):
-  start: int      # first input the gradient flows through
-  stop: int       # one past the last input
+  """One TBPTT window: the inputs ``[start, stop)``, the losses ``[loss_from, stop)``.
+
+  Attributes:
+    start: the first input the gradient flows through (``max(0, stop − k2)``).
+    stop: one past the last input.
+    loss_from: the first step whose loss counts (``stop − k1``).
+  """
+
+  start: int  # first input the gradient flows through
+  stop: int  # one past the last input
   loss_from: int  # first step whose loss counts (stop - k1)
 
 
 def windows(T: int, k1: int, k2: int) -> list[Window]:
-  """The TBPTT windows over a stream of ``T`` steps (a trailing part shorter
-  than ``k1`` is left out). Early windows start at 0 when ``stop < k2``."""
+  """The TBPTT(k1, k2) windows over a stream of ``T`` steps.
+
+  A trailing part shorter than ``k1`` is left out. Early windows start at 0
+  when ``stop < k2``.
+
+  Args:
+    T: the stream's length.
+    k1: steps between updates (and the steps whose loss each window counts).
+    k2: steps of backpropagation, ``k2 >= k1``.
+
+  Returns:
+    The `Window`s in order, ``T // k1`` of them.
+
+  Raises:
+    ValueError: ``T``, ``k1`` or ``k2`` is not a positive int, ``k2 < k1``,
+      or ``k1 > T``.
+
+  Examples:
+    >>> from rnnjax import tbptt
+    >>> tbptt.windows(10, 3, 5)
+    [Window(start=0, stop=3, loss_from=0),
+     Window(start=1, stop=6, loss_from=3),
+     Window(start=4, stop=9, loss_from=6)]
+  """
   for name, v in (("k1", k1), ("k2", k2), ("T", T)):
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-      raise ValueError(f"truncated BPTT: {name} must be a positive int, got {v!r}")
+    checks.positive_int(name, v, "truncated BPTT")
   if k2 < k1:
-    raise ValueError(f"truncated BPTT: k2={k2} < k1={k1} would leave the losses of "
-                     f"{k1 - k2} steps per window without a gradient path; use k2 >= k1")
-  if T < k1:
+    raise ValueError(
+      f"truncated BPTT: k2={k2} < k1={k1} would leave the losses of "
+      f"{k1 - k2} steps per window without a gradient path; use k2 >= k1"
+    )
+  if k1 > T:
     raise ValueError(f"truncated BPTT: the stream has T={T} steps, fewer than k1={k1}")
   return [Window(max(0, s - k2), s, s - k1) for s in range(k1, T + 1, k1)]
 
 
-def truncated_bptt(cell, loss_fn: Callable, k1: int, k2: int, **scan_kw):
+class TruncatedBPTT(Protocol):
+  """What `truncated_bptt` builds: ``run(params, xs, targets, carry=None)``.
+
+  Attributes:
+    run_window: ``run_window(params, carry, xs_w, targets_w, n_head) ->
+      (loss, grads, carry)``, one jitted window of ``n_head + k1`` inputs
+      (``n_head`` steps of history whose loss does not count, then ``k1`` that
+      count), the gradient stopped at its initial carry; for online loops
+      that update the params between windows.
+  """
+
+  run_window: Callable[..., tuple[Array, PyTree, Carry]]
+
+  def __call__(
+    self, params: PyTree, xs: Array, targets: Array, carry: Carry | None = None
+  ) -> tuple[list[Array], list[PyTree], Carry]:
+    """Every window's loss and gradients over one stream, with fixed params.
+
+    Args:
+      params: the whole params tree; its ``"rnn"`` entry is the cell's.
+      xs: the stream ``[T, B, I]``.
+      targets: ``[T, ...]``, sliced along time as ``xs``.
+      carry: the carry at the stream's start (default zeros).
+
+    Returns:
+      ``(losses, grads, carry)``: one loss and one gradient tree per
+      `Window` (lists, in order), and the carry after the last window.
+    """
+    ...
+
+
+def truncated_bptt(
+  cell: Cell,
+  loss_fn: Callable[[PyTree, Array, Array], Array],
+  k1: int,
+  k2: int,
+  **scan_kw: Any,
+) -> TruncatedBPTT:
   """Build ``run(params, xs, targets, carry=None) -> (losses, grads, carry)``.
 
   Args:
@@ -49,13 +123,26 @@ def truncated_bptt(cell, loss_fn: Callable, k1: int, k2: int, **scan_kw):
       loss of the ``W = k1`` steps whose loss counts. ``params`` is the whole
       tree passed to ``run``, whose ``rnn`` field is the cell's params
       (e.g. a dict ``{"rnn": ..., "head": ...}``).
-    k1: steps between updates; k2: steps of backpropagation (``k2 >= k1``).
+    k1: steps between updates.
+    k2: steps of backpropagation (``k2 >= k1``).
     **scan_kw: passed to `rnnjax.scan` (``backward``, ``unroll``, ...).
 
   Returns:
-    ``run``: over a stream ``xs: [T, B, I]``, one ``(loss, grads)`` per
-    window (lists, in order; apply them with your optimizer as they come, or
-    use ``run_window`` below for an online loop), and the carry at the end.
+    ``run`` (a `TruncatedBPTT`): over a stream ``xs: [T, B, I]``, one
+    ``(loss, grads)`` per window (lists, in order; apply them with your
+    optimizer as they come, or use ``run.run_window`` for an online loop),
+    and the carry at the end. Its windows are checked (`windows`) when it
+    runs.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, rnnjax as rj
+    >>> cell = rj.gru(4)
+    >>> params = {"rnn": cell.init(jax.random.key(0), 3), "head": jnp.ones(4)}
+    >>> loss_fn = lambda p, ys, t: jnp.mean((ys @ p["head"] - t) ** 2)
+    >>> run = rj.tbptt.truncated_bptt(cell, loss_fn, k1=4, k2=4)
+    >>> losses, grads, carry = run(params, jnp.ones((8, 2, 3)), jnp.zeros((8, 2)))
+    >>> len(losses), grads[0]["rnn"].w_h.shape, carry.shape
+    (2, (4, 12), (2, 4))
   """
 
   @partial(jax.jit, static_argnames=("n_head",))
@@ -65,8 +152,9 @@ def truncated_bptt(cell, loss_fn: Callable, k1: int, k2: int, **scan_kw):
     carry = jax.lax.stop_gradient(carry)
 
     def loss(params):
-      c_mid, ys_head = (carry, None) if n_head == 0 else scan(
-          cell, params["rnn"], xs_w[:n_head], carry, **scan_kw)
+      c_mid, _ = (
+        (carry, None) if n_head == 0 else scan(cell, params["rnn"], xs_w[:n_head], carry, **scan_kw)
+      )
       c_end, ys = scan(cell, params["rnn"], xs_w[n_head:], c_mid, **scan_kw)
       return loss_fn(params, ys, targets_w), c_end
 
@@ -77,18 +165,21 @@ def truncated_bptt(cell, loss_fn: Callable, k1: int, k2: int, **scan_kw):
   def advance(params, carry, xs_w):
     return scan(cell, params["rnn"], xs_w, carry, **scan_kw)[0]
 
-  def run(params, xs, targets, carry=None):
+  def run(
+    params: PyTree, xs: Array, targets: Array, carry: Carry | None = None
+  ) -> tuple[list[Array], list[PyTree], Carry]:
     T, B = xs.shape[:2]
     if carry is None:
       carry = cell.initial_carry((B,), xs.dtype)
     losses, grads = [], []
-    starts = {0: carry}                       # carries at future window starts
+    starts = {0: carry}  # carries at future window starts
     c = carry
     for w in windows(T, k1, k2):
       c_start = starts.pop(w.start)
       n_head = w.loss_from - w.start
-      value, g, c = run_window(params, c_start, xs[w.start:w.stop],
-                               targets[w.loss_from:w.stop], n_head=n_head)
+      value, g, c = run_window(
+        params, c_start, xs[w.start : w.stop], targets[w.loss_from : w.stop], n_head=n_head
+      )
       losses.append(value)
       grads.append(g)
       # the next window starts at (stop + k1 - k2); it lies at or before stop
@@ -96,8 +187,9 @@ def truncated_bptt(cell, loss_fn: Callable, k1: int, k2: int, **scan_kw):
       if nxt == w.stop:
         starts[nxt] = c
       elif nxt not in starts:
-        starts[nxt] = advance(params, c_start, xs[w.start:nxt]) if nxt > w.start else c_start
+        starts[nxt] = advance(params, c_start, xs[w.start : nxt]) if nxt > w.start else c_start
     return losses, grads, c
 
-  run.run_window = run_window
-  return run
+  typed = cast(TruncatedBPTT, run)
+  typed.run_window = run_window
+  return typed

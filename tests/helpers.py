@@ -1,17 +1,22 @@
 """Shared references for the tests: a Python loop of cell.step, and tree comparisons."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import rnnjax as rj
 
+# The variants every cell test runs over: (registry name, options).
+VARIANTS = {
+  "elman-tanh": ("elman", {}),
+  "elman-relu": ("elman", {"activation": "relu"}),
+  "gru-before": ("gru", {"reset": "before"}),
+  "gru-after": ("gru", {"reset": "after"}),
+  "lstm": ("lstm", {}),
+}
 CELLS = {
-    "elman-tanh": lambda H: rj.elman(H),
-    "elman-relu": lambda H: rj.elman(H, "relu"),
-    "gru-before": lambda H: rj.gru(H, reset="before"),
-    "gru-after": lambda H: rj.gru(H, reset="after"),
-    "lstm": lambda H: rj.lstm(H),
+  k: (lambda H, name=name, kw=kw: rj.make_cell(name, H, **kw)) for k, (name, kw) in VARIANTS.items()
 }
 
 
@@ -28,7 +33,7 @@ def loop_reference(cell, params, xs, carry0, lengths=None, reverse=False):
   lengths = [T] * B if lengths is None else [int(l) for l in np.asarray(lengths)]
   carries, ys = [], []
   for b in range(B):
-    carry = jax.tree.map(lambda c: c[b], carry0)
+    carry = jax.tree.map(lambda c, b=b: c[b], carry0)
     L = lengths[b]
     order = range(L - 1, -1, -1) if reverse else range(L)
     out = [None] * T
@@ -43,16 +48,16 @@ def loop_reference(cell, params, xs, carry0, lengths=None, reverse=False):
 
 
 def assert_trees_close(a, b, rtol=1e-10, atol=1e-12):
-  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-  assert jax.tree.structure(a) == jax.tree.structure(b)
-  for x, y in zip(la, lb):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+  """Equal structure, and every pair of leaves equal in shape and close in value."""
+  chex.assert_trees_all_equal_shapes(a, b)
+  chex.assert_trees_all_close(a, b, rtol=rtol, atol=atol)
 
 
 def max_rel_err(a, b):
   """max over leaves of ‖a − b‖∞ / max(‖b‖∞, tiny)."""
+  chex.assert_trees_all_equal_shapes(a, b)
   errs = []
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
     x, y = np.asarray(x), np.asarray(y)
     errs.append(np.max(np.abs(x - y)) / max(np.max(np.abs(y)), 1e-30))
   return max(errs)

@@ -5,7 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jax.test_util import check_grads
 
 import rnnjax as rj
@@ -21,34 +22,47 @@ def _problem(name, T, B, I, H, seed):
   if getattr(params, "b_hn", None) is not None:
     params = params._replace(b_hn=0.2 * jax.random.normal(k[1], params.b_hn.shape))
   xs = jax.random.normal(k[2], (T, B, I))
-  carry0 = jax.tree.map(lambda c: 0.5 * jax.random.normal(k[3], c.shape),
-                        cell.initial_carry((B,), jnp.float64))
+  carry0 = jax.tree.map(
+    lambda c: 0.5 * jax.random.normal(k[3], c.shape), cell.initial_carry((B,), jnp.float64)
+  )
   w = jax.random.normal(k[4], (T, B, H))
   return cell, params, xs, carry0, w
 
 
 def _loss(cell, w, lengths, reverse, backward):
   def loss(params, xs, carry0):
-    carry, ys = rj.scan(cell, params, xs, carry0, lengths=lengths, reverse=reverse,
-                        backward=backward)
-    return jnp.sum(w * ys) + sum(jnp.sum(c ** 2) for c in jax.tree.leaves(carry))
+    carry, ys = rj.scan(
+      cell, params, xs, carry0, lengths=lengths, reverse=reverse, backward=backward
+    )
+    return jnp.sum(w * ys) + sum(jnp.sum(c**2) for c in jax.tree.leaves(carry))
+
   return loss
 
 
 @settings(max_examples=6, deadline=None, derandomize=True)
-@given(name=st.sampled_from(sorted(CELLS)), T=st.integers(1, 9), B=st.integers(1, 4),
-       I=st.integers(1, 5), H=st.integers(1, 6), use_lengths=st.booleans(),
-       reverse=st.booleans(), mode=st.sampled_from(["bptt", "checkpoint"]),
-       seed=st.integers(0, 2**16))
+@given(
+  name=st.sampled_from(sorted(CELLS)),
+  T=st.integers(1, 9),
+  B=st.integers(1, 4),
+  I=st.integers(1, 5),
+  H=st.integers(1, 6),
+  use_lengths=st.booleans(),
+  reverse=st.booleans(),
+  mode=st.sampled_from(["bptt", "checkpoint"]),
+  seed=st.integers(0, 2**16),
+)
 def test_gradients_equal_autodiff_float64(name, T, B, I, H, use_lengths, reverse, mode, seed):
   cell, params, xs, carry0, w = _problem(name, T, B, I, H, seed)
   lengths = None
   if use_lengths:
     lengths = jax.random.randint(jax.random.key(seed + 1), (B,), 0, T + 1)
   args = (params, xs, carry0)
-  both = jax.jit(lambda *a: (
+  both = jax.jit(
+    lambda *a: (
       jax.grad(_loss(cell, w, lengths, reverse, mode), argnums=(0, 1, 2))(*a),
-      jax.grad(_loss(cell, w, lengths, reverse, "autodiff"), argnums=(0, 1, 2))(*a)))
+      jax.grad(_loss(cell, w, lengths, reverse, "autodiff"), argnums=(0, 1, 2))(*a),
+    )
+  )
   g, ref = both(*args)
   assert max_rel_err(g, ref) <= 1e-10
 
@@ -80,8 +94,10 @@ def test_fast_path_equals_lecture_reference(activation):
 
 def test_gradients_flow_to_inputs_and_initial_carry():
   cell, params, xs, carry0, w = _problem("lstm", 6, 3, 2, 4, 1)
-  g_p, g_x, g_c = jax.grad(_loss(cell, w, None, False, "bptt"), argnums=(0, 1, 2))(params, xs, carry0)
-  assert float(jnp.min(jnp.abs(g_x).sum(-1))) > 0       # every input position
+  g_p, g_x, g_c = jax.grad(_loss(cell, w, None, False, "bptt"), argnums=(0, 1, 2))(
+    params, xs, carry0
+  )
+  assert float(jnp.min(jnp.abs(g_x).sum(-1))) > 0  # every input position
   assert float(jnp.min(jnp.abs(g_c.c))) > 0 and float(jnp.min(jnp.abs(g_c.h))) > 0
 
 
@@ -110,6 +126,7 @@ def test_checkpoint_memory_grows_like_sqrt_T():
     stats = jax.jit(g).lower(p, xs).compile().memory_analysis()
     # the outputs ys [T, B, H] and inputs are O(T) for every mode; count the rest
     return stats.temp_size_in_bytes - 2 * T * 4 * 32 * 4
+
   ad = temp("autodiff", 4096) / temp("autodiff", 1024)
   ck = temp("checkpoint", 4096) / temp("checkpoint", 1024)
   assert ad > 3.5
@@ -124,7 +141,8 @@ def test_checkpoint_every_option_and_errors():
   def grads(params):
     def loss(p, k):
       carry, ys = rj.scan(cell, p, xs, carry0, backward="checkpoint", checkpoint_every=k)
-      return jnp.sum(w * ys) + jnp.sum(carry ** 2)
+      return jnp.sum(w * ys) + jnp.sum(carry**2)
+
     return [jax.grad(loss)(params, k) for k in (1, 3, 10, 17)]
 
   for g in grads(params):
@@ -163,14 +181,19 @@ def test_tbptt_matches_stop_gradient_reference(k1, k2):
   losses, grads, carry = run(params, xs, targets)
   wins = tbptt.windows(12, k1, k2)
   assert len(losses) == len(wins) == 12 // k1
-  c_full, _ = rj.scan(cell, params["rnn"], xs[:wins[-1].stop])
+  c_full, _ = rj.scan(cell, params["rnn"], xs[: wins[-1].stop])
   np.testing.assert_allclose(carry, c_full, rtol=1e-12)
   for (loss, g), w in zip(zip(losses, grads), wins):
+
     def ref(p):
-      c0 = jax.lax.stop_gradient(rj.scan(cell, params["rnn"], xs[:w.start])[0]) if w.start else \
-          cell.initial_carry((2,), jnp.float64)
-      _, ys = rj.scan(cell, p["rnn"], xs[w.start:w.stop], c0)
-      return loss_fn(p, ys[w.loss_from - w.start:], targets[w.loss_from:w.stop])
+      c0 = (
+        jax.lax.stop_gradient(rj.scan(cell, params["rnn"], xs[: w.start])[0])
+        if w.start
+        else cell.initial_carry((2,), jnp.float64)
+      )
+      _, ys = rj.scan(cell, p["rnn"], xs[w.start : w.stop], c0)
+      return loss_fn(p, ys[w.loss_from - w.start :], targets[w.loss_from : w.stop])
+
     v, gr = jax.jit(jax.value_and_grad(ref))(params)
     np.testing.assert_allclose(loss, v, rtol=1e-12)
     assert_trees_close(g, gr, rtol=1e-10)

@@ -27,15 +27,19 @@ def _perturbed(params, key):
   leaves, tree = jax.tree.flatten(params)
   keys = jax.random.split(key, len(leaves))
   return jax.tree.unflatten(
-      tree, [l + 0.3 * jax.random.normal(k, l.shape, l.dtype) for l, k in zip(leaves, keys)])
+    tree, [l + 0.3 * jax.random.normal(k, l.shape, l.dtype) for l, k in zip(leaves, keys)]
+  )
 
 
-@pytest.mark.parametrize("kind,flax_cls,cell", [
+@pytest.mark.parametrize(
+  "kind,flax_cls,cell",
+  [
     ("elman", nn.SimpleCell, rj.elman(H)),
     ("gru", nn.GRUCell, rj.gru(H, reset="after")),
     ("lstm", nn.LSTMCell, rj.lstm(H)),
     ("lstm", nn.OptimizedLSTMCell, rj.lstm(H)),
-])
+  ],
+)
 def test_cell_equals_flax(kind, flax_cls, cell, key):
   k1, k2, k3, k4 = jax.random.split(key, 4)
   mod, fparams = _flax(flax_cls, k1)
@@ -59,10 +63,10 @@ def test_gru_before_is_the_lecture_formula(key):
   h = z ⊙ h + (1 − z) ⊙ h~, written with column vectors as on the slide."""
   cell = rj.gru(H, reset="before")
   params = _perturbed(f64(cell.init(key, I)), jax.random.key(1))
-  W_x, W_h, b = params.w_x.T, params.w_h.T, params.b          # column-vector matrices
-  W_xr, W_xz, W_xh = W_x[:H], W_x[H:2 * H], W_x[2 * H:]
-  W_hr, W_hz, W_hh = W_h[:H], W_h[H:2 * H], W_h[2 * H:]
-  b_r, b_z, b_h = b[:H], b[H:2 * H], b[2 * H:]
+  W_x, W_h, b = params.w_x.T, params.w_h.T, params.b  # column-vector matrices
+  W_xr, W_xz, W_xh = W_x[:H], W_x[H : 2 * H], W_x[2 * H :]
+  W_hr, W_hz, W_hh = W_h[:H], W_h[H : 2 * H], W_h[2 * H :]
+  b_r, b_z, b_h = b[:H], b[H : 2 * H], b[2 * H :]
   sig = lambda v: 1 / (1 + np.exp(-v))
   x = np.asarray(jax.random.normal(jax.random.key(2), (I,)))
   h = np.asarray(jax.random.normal(jax.random.key(3), (H,)))
@@ -81,8 +85,12 @@ def test_gru_before_is_the_lecture_formula(key):
 
 def test_elman_is_the_lecture_formula(key):
   """h = tanh(V x + W h + b) with V = w_xᵀ, W = w_hᵀ; relu/sigmoid/linear likewise."""
-  for act, f in [("tanh", np.tanh), ("relu", lambda v: np.maximum(v, 0)),
-                 ("sigmoid", lambda v: 1 / (1 + np.exp(-v))), ("linear", lambda v: v)]:
+  for act, f in [
+    ("tanh", np.tanh),
+    ("relu", lambda v: np.maximum(v, 0)),
+    ("sigmoid", lambda v: 1 / (1 + np.exp(-v))),
+    ("linear", lambda v: v),
+  ]:
     cell = rj.elman(H, act)
     p = _perturbed(f64(cell.init(key, I)), jax.random.key(4))
     x = np.asarray(jax.random.normal(jax.random.key(5), (I,)))

@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnnjax import cli, data, train
-from rnnjax.models import char_lm
+from rnnjax.apps import charlm, cli, data
+from rnnjax.apps.models import char_lm
 
 
 def test_stdlib_corpus_is_fixed_and_split():
@@ -35,9 +35,11 @@ def test_uniform_model_scores_log2_vocab(key):
   """Zero output weights give the uniform distribution: exactly log2(V) bits/char."""
   model = char_lm(11, 8, embed=4)
   p = model.init(key)
-  p = p._replace(w_out=jnp.zeros_like(p.w_out))
+  p = p._replace(out=p.out._replace(w=jnp.zeros_like(p.out.w)))
   ids = np.random.default_rng(0).integers(0, 11, 2_000).astype(np.int32)
-  assert train.evaluate_bpc(model, p, ids, batch=4, seq_len=16) == pytest.approx(math.log2(11), abs=1e-6)
+  assert charlm.evaluate_bpc(model, p, ids, batch=4, seq_len=16) == pytest.approx(
+    math.log2(11), abs=1e-6
+  )
 
 
 def test_sampling_is_reproducible_and_in_vocab(key):
@@ -61,9 +63,28 @@ def pattern_text(tmp_path):
 
 def test_demo_learns_and_writes_summary(pattern_text, tmp_path, capsys):
   out = tmp_path / "run"
-  rc = cli.main(["demo", "--text", str(pattern_text), "--out", str(out), "--max-steps", "60",
-                 "--hidden", "32", "--batch", "8", "--seq-len", "32", "--sample-chars", "40",
-                 "--lr", "1e-2", "--no-progress"])
+  rc = cli.main(
+    [
+      "demo",
+      "--text",
+      str(pattern_text),
+      "--out",
+      str(out),
+      "--max-steps",
+      "60",
+      "--hidden",
+      "32",
+      "--batch",
+      "8",
+      "--seq-len",
+      "32",
+      "--sample-chars",
+      "40",
+      "--lr",
+      "1e-2",
+      "--no-progress",
+    ]
+  )
   assert rc == 0
   summary = json.loads((out / "summary.json").read_text())
   for k in ("val_bpc", "baseline_bpc", "steps", "train_seconds", "sample"):
@@ -78,30 +99,76 @@ def test_demo_learns_and_writes_summary(pattern_text, tmp_path, capsys):
   assert not list(out.glob(".*.tmp"))
   # the report: BPC curve, sample, interpretable cells, embeddings, gradient flow
   md = (out / "report.md").read_text()
-  for section in ("bits per character", "## Sample", "## Cells that track features",
-                  "## Character embeddings", "## Gradient flow of the trained LSTM"):
+  for section in (
+    "bits per character",
+    "## Sample",
+    "## Cells that track features",
+    "## Character embeddings",
+    "## Gradient flow of the trained LSTM",
+  ):
     assert section in md
   for png in ("bpc.png", "embeddings.png", "step_norms.png", "products_by_lag.png"):
     assert (out / png).read_bytes()[:4] == b"\x89PNG"
   assert summary["report"]["verdict"] in ("vanishing", "stable", "exploding")
-  assert set(summary["report"]["best_cells"]) <= {"in_quotes", "in_brackets", "indent", "column",
-                                                   "in_comment"}
+  assert set(summary["report"]["best_cells"]) <= {
+    "in_quotes",
+    "in_brackets",
+    "indent",
+    "column",
+    "in_comment",
+  }
   assert "report: " in printed
 
 
 def test_cli_experiment_and_visualize(pattern_text, tmp_path, capsys):
   js = tmp_path / "adding.json"
-  assert cli.main(["experiment", "adding", "--cell", "gru", "--T", "8", "--hidden", "16",
-                   "--steps", "30", "--json", str(js), "--no-progress"]) == 0
+  assert (
+    cli.main(
+      [
+        "experiment",
+        "adding",
+        "--cell",
+        "gru",
+        "--T",
+        "8",
+        "--hidden",
+        "16",
+        "--steps",
+        "30",
+        "--json",
+        str(js),
+        "--no-progress",
+      ]
+    )
+    == 0
+  )
   r = json.loads(js.read_text())
   assert {"loss_curve", "final_test_loss", "baseline"} <= set(r) and r["baseline"] == 1 / 6
   assert "vs baseline 0.1667" in capsys.readouterr().out
   run = tmp_path / "run"
-  cli.main(["demo", "--text", str(pattern_text), "--out", str(run), "--max-steps", "5",
-            "--hidden", "16", "--batch", "4", "--seq-len", "16", "--no-progress", "--no-report"])
+  cli.main(
+    [
+      "demo",
+      "--text",
+      str(pattern_text),
+      "--out",
+      str(run),
+      "--max-steps",
+      "5",
+      "--hidden",
+      "16",
+      "--batch",
+      "4",
+      "--seq-len",
+      "16",
+      "--no-progress",
+      "--no-report",
+    ]
+  )
   capsys.readouterr()
-  assert cli.main(["visualize", "--run", str(run), "--text", str(pattern_text),
-                   "--chars", "400"]) == 0
+  assert (
+    cli.main(["visualize", "--run", str(run), "--text", str(pattern_text), "--chars", "400"]) == 0
+  )
   out = capsys.readouterr().out
   assert "in_quotes" not in out or "cell" in out
   assert (run / "visualize" / "visualize.html").exists()
@@ -111,13 +178,16 @@ def test_cli_experiment_and_visualize(pattern_text, tmp_path, capsys):
   assert "--cell 99 is out of range: the model has 16 cells" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("content,message", [
+@pytest.mark.parametrize(
+  "content,message",
+  [
     (None, "no such file"),
     (b"", "the file is empty"),
     (b"short text", "10 characters is too short"),
     (b"\x00\x01\x02" * 1000, "looks like a binary file"),
     (b"\xff\xfe\xfa" * 1000, "not UTF-8 text"),
-])
+  ],
+)
 def test_bad_text_files(tmp_path, content, message, capsys):
   path = tmp_path / "t.txt"
   if content is not None:

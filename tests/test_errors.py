@@ -18,35 +18,48 @@ def lstm(key):
 
 def test_wrong_feature_size(lstm):
   cell, params = lstm
-  with pytest.raises(ValueError, match=r"xs has feature size 7 but params expect input_size 3 "
-                                       r"\(xs.shape=\(6, 2, 7\), layout \[T, B, I\]\); init the cell "
-                                       r"with cell.init\(key, 7\)"):
+  with pytest.raises(
+    ValueError,
+    match=r"xs has feature size 7 but params expect input_size 3 "
+    r"\(xs.shape=\(6, 2, 7\), layout \[T, B, I\]\); init the cell "
+    r"with cell.init\(key, 7\)",
+  ):
     rj.scan(cell, params, jnp.zeros((T, B, 7)))
 
 
 def test_wrong_rank(lstm):
   cell, params = lstm
-  with pytest.raises(ValueError, match=r"xs must have rank 3 \[T, B, I\], got rank 2 with shape "
-                                       r"\(6, 3\); add a batch axis \(xs\[:, None\]"):
+  with pytest.raises(
+    ValueError,
+    match=r"xs must have rank 3 \[T, B, I\], got rank 2 with shape "
+    r"\(6, 3\); add a batch axis \(xs\[:, None\]",
+  ):
     rj.scan(cell, params, jnp.zeros((T, I)))
   with pytest.raises(ValueError, match=r"rank 3 \[B, T, I\], got rank 4"):
     rj.scan(cell, params, jnp.zeros((1, B, T, I)), time_major=False)
 
 
-@pytest.mark.parametrize("dtype,kind", [(jnp.int32, "integer"), (jnp.complex64, "complex64"),
-                                        (jnp.bool_, "bool")])
+@pytest.mark.parametrize(
+  "dtype,kind", [(jnp.int32, "integer"), (jnp.complex64, "complex64"), (jnp.bool_, "bool")]
+)
 def test_non_float_inputs(lstm, dtype, kind):
   cell, params = lstm
-  with pytest.raises(TypeError, match=rf"xs must be floating point, got {kind} dtype .*"
-                                      r"token ids go through rj.embedding first"):
+  with pytest.raises(
+    TypeError,
+    match=rf"xs must be floating point, got {kind} dtype .*"
+    r"token ids go through rj.embedding first",
+  ):
     rj.scan(cell, params, jnp.zeros((T, B, I), dtype))
 
 
 def test_carry_of_wrong_shape(lstm):
   cell, params = lstm
   bad = rj.LSTMCarry(jnp.zeros((B, H + 1)), jnp.zeros((B, H + 1)))
-  with pytest.raises(ValueError, match=r"carry leaf has shape \(2, 5\) but batch B=2 and "
-                                       r"hidden_size H=4 need \(2, 4\); use cell.initial_carry\(\(2,\)\)"):
+  with pytest.raises(
+    ValueError,
+    match=r"carry leaf has shape \(2, 5\) but batch B=2 and "
+    r"hidden_size H=4 need \(2, 4\); use cell.initial_carry\(\(2,\)\)",
+  ):
     rj.scan(cell, params, jnp.zeros((T, B, I)), bad)
   with pytest.raises(ValueError, match=r"carry has structure .* expects .*LSTMCarry"):
     rj.scan(cell, params, jnp.zeros((T, B, I)), jnp.zeros((B, H)))
@@ -76,9 +89,13 @@ def test_errors_raise_at_trace_time(lstm):
 def test_unknown_options(lstm):
   cell, params = lstm
   xs = jnp.zeros((T, B, I))
-  with pytest.raises(ValueError, match=r"unknown backward 'fast'; expected one of \('auto', 'bptt'"):
+  with pytest.raises(
+    ValueError, match=r"unknown backward 'fast'; expected one of \('auto', 'bptt'"
+  ):
     rj.scan(cell, params, xs, backward="fast")
   with pytest.raises(ValueError, match=r"unroll must be a positive int, got 0"):
     rj.scan(cell, params, xs, unroll=0)
-  with pytest.raises(TypeError, match=r"cell must be an rnnjax Cell \(e.g. rj.lstm\(H\)\), got function"):
+  with pytest.raises(
+    TypeError, match=r"cell must be an rnnjax Cell \(e.g. rj.lstm\(H\)\), got function"
+  ):
     rj.scan(lambda c, x: (c, x), params, xs)

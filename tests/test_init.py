@@ -13,10 +13,10 @@ def test_default_recurrent_blocks_are_orthogonal(key):
   for cell, k in [(rj.elman(H), 1), (rj.gru(H), 3), (rj.lstm(H), 4)]:
     w = np.asarray(cell.init(key, 8).w_h, np.float64)
     for j in range(k):
-      blk = w[:, j * H:(j + 1) * H]
+      blk = w[:, j * H : (j + 1) * H]
       np.testing.assert_allclose(blk.T @ blk, np.eye(H), atol=1e-5)
     if k > 1:  # blocks are independent draws
-      assert np.max(np.abs(w[:, :H] - w[:, H:2 * H])) > 0.1
+      assert np.max(np.abs(w[:, :H] - w[:, H : 2 * H])) > 0.1
 
 
 def test_identity_and_gaussian_gain(key):
@@ -33,14 +33,14 @@ def test_identity_and_gaussian_gain(key):
 
 def test_forget_bias_and_chrono(key):
   b = rj.lstm(H).init(key, 3).b
-  np.testing.assert_array_equal(b[H:2 * H], 1.0)
+  np.testing.assert_array_equal(b[H : 2 * H], 1.0)
   np.testing.assert_array_equal(b[:H], 0.0)
   np.testing.assert_array_equal(rj.lstm(H, forget_bias=0.0).init(key, 3).b, 0.0)
   b = rj.lstm(H, chrono_t_max=100).init(key, 3).b
-  bf = np.asarray(b[H:2 * H])
+  bf = np.asarray(b[H : 2 * H])
   assert np.all(bf >= 0) and np.all(bf <= np.log(99) + 1e-6) and bf.std() > 0.5
   np.testing.assert_array_equal(b[:H], -bf)
-  bz = np.asarray(rj.gru(H, chrono_t_max=50).init(key, 3).b[H:2 * H])
+  bz = np.asarray(rj.gru(H, chrono_t_max=50).init(key, 3).b[H : 2 * H])
   assert np.all(bz >= 0) and np.all(bz <= np.log(49) + 1e-6)
   with pytest.raises(ValueError, match=r"chrono initialisation needs t_max > 2, got 1"):
     rj.lstm(H, chrono_t_max=1).init(key, 3)

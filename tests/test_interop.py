@@ -10,14 +10,19 @@ import pytest
 import rnnjax as rj
 from rnnjax import interop
 
-torch = pytest.importorskip("torch", reason="PyTorch is an optional extra (pip install torch==2.13.0)")
+torch = pytest.importorskip(
+  "torch", reason="PyTorch is an optional extra (pip install torch==2.13.0)"
+)
 
 
-@pytest.mark.parametrize("kind,module,cell", [
+@pytest.mark.parametrize(
+  "kind,module,cell",
+  [
     ("elman", "RNN", rj.elman(6)),
     ("gru", "GRU", rj.gru(6, reset="after")),
     ("lstm", "LSTM", rj.lstm(6)),
-])
+  ],
+)
 def test_torch_layer_equals_rnnjax(kind, module, cell):
   torch.manual_seed(0)
   m = getattr(torch.nn, module)(4, 6, bidirectional=True).double()

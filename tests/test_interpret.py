@@ -4,15 +4,15 @@ import jax
 import numpy as np
 import pytest
 
-from rnnjax import data, interpret
-from rnnjax.models import char_lm
+from rnnjax.apps import data, interpret
+from rnnjax.apps.models import char_lm
 
 
 def test_text_features_by_hand():
   t = 'x = f("a(b", [1])  # c\n    y = 2\n'
   f = interpret.text_features(t)
   q = "".join(str(int(v)) for v in f["in_quotes"])
-  assert q == "0" * 6 + "1" * 5 + "0" * (len(t) - 11)        # '"a(b"', quotes included
+  assert q == "0" * 6 + "1" * 5 + "0" * (len(t) - 11)  # '"a(b"', quotes included
   #                      x     =     f  (  "  a  (  b  "  ,     [  1  ]  )
   assert list(f["in_brackets"][:17]) == [0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 1]
   c = t.index("#")
@@ -48,8 +48,10 @@ def test_char_states_html_and_png(tmp_path):
 
 def test_embedding_tools(tmp_path):
   vocab = data.Vocab("\ufffdabc123")
-  table = np.array([[0, 0, 1], [1, 0, 0], [0.9, 0.1, 0], [0.8, 0.2, 0],
-                    [0, 1, 0], [0.1, 0.9, 0], [0, 0.95, 0.05]], float)
+  table = np.array(
+    [[0, 0, 1], [1, 0, 0], [0.9, 0.1, 0], [0.8, 0.2, 0], [0, 1, 0], [0.1, 0.9, 0], [0, 0.95, 0.05]],
+    float,
+  )
   nn = interpret.nearest(table, vocab, "a", 2)
   assert [c for c, _ in nn] == ["b", "c"]
   assert interpret.cluster_score(table, vocab, "123") > 0.5

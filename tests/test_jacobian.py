@@ -1,7 +1,9 @@
 """The Jacobian tools against closed forms and the papers' checkable claims."""
 
+import json
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,7 +25,7 @@ def _orthogonal(H, seed=0):
   return q
 
 
-@pytest.mark.parametrize("name", sorted(CELLS) + ["elman-sigmoid", "elman-linear"])
+@pytest.mark.parametrize("name", [*sorted(CELLS), "elman-sigmoid", "elman-linear"])
 def test_closed_form_equals_jacfwd(name):
   cell = CELLS[name](6) if name in CELLS else rj.elman(6, name.split("-")[1])
   p = f64(cell.init(jax.random.key(0), 3))
@@ -31,11 +33,13 @@ def test_closed_form_equals_jacfwd(name):
   if getattr(p, "b_hn", None) is not None:
     p = p._replace(b_hn=0.3 * jax.random.normal(jax.random.key(5), p.b_hn.shape))
   xs = jax.random.normal(jax.random.key(1), (8, 3))
-  carry = jax.tree.map(lambda c: 0.5 * jax.random.normal(jax.random.key(2), c.shape),
-                       cell.initial_carry((), jnp.float64))
+  carry = jax.tree.map(
+    lambda c: 0.5 * jax.random.normal(jax.random.key(2), c.shape),
+    cell.initial_carry((), jnp.float64),
+  )
   closed = jac.step_jacobians(cell, p, xs, carry)
   auto = jac.step_jacobians(cell, p, xs, carry, method="jacfwd")
-  assert closed.shape == (8, cell.state_size, cell.state_size)
+  chex.assert_shape(closed, (8, cell.state_size, cell.state_size))
   np.testing.assert_allclose(closed, auto, rtol=1e-12, atol=1e-12)
 
 
@@ -73,6 +77,53 @@ def test_sigmoid_products_decay_like_quarter_norm():
   assert np.all(logp <= np.arange(1, T + 1) * math.log(0.75) + 1e-10)
   c = jac.pascanu_conditions(cell, p)
   assert c.gamma == 0.25 and c.threshold == 4.0 and c.vanishing_sufficient
+
+
+def test_pascanu_conditions_on_known_W():
+  """σ_max below 1/γ is sufficient for vanishing, above it necessary for
+  exploding, and within SIGMA_RTOL of it neither (orthogonal W in float32)."""
+  q = _orthogonal(4)
+
+  def conditions(act, W):
+    cell, p = _elman(4, act, W)
+    c = jac.pascanu_conditions(cell, p)
+    return c.vanishing_sufficient, c.exploding_necessary
+
+  assert conditions("tanh", 0.999 * q) == (True, False)
+  assert conditions("tanh", 1.001 * q) == (False, True)
+  assert conditions("sigmoid", 3.99 * q) == (True, False)  # 1/γ = 4
+  assert conditions("sigmoid", 4.01 * q) == (False, True)
+  # a relative slack of 1e-7 is within SIGMA_RTOL on either side of 1/γ
+  assert jac.SIGMA_RTOL > 1e-7
+  assert conditions("tanh", (1 - 1e-7) * q) == (False, False)
+  assert conditions("tanh", (1 + 1e-7) * q) == (False, False)
+  # orthogonal in float32: σ_max is 1 + a rounding error, which is still 1
+  cell = rj.elman(4)
+  p = cell.init(jax.random.key(0), 3)._replace(w_h=jnp.asarray(q, jnp.float32))
+  c = jac.pascanu_conditions(cell, p)
+  assert c.sigma_max != 1.0 and c.sigma_max == pytest.approx(1.0, rel=jac.SIGMA_RTOL)
+  assert (c.vanishing_sufficient, c.exploding_necessary) == (False, False)
+
+
+def test_tools_on_a_cell_without_a_declared_activation():
+  """The tools read the declaration, not the name: an elman cell stripped of its
+  activation gets no bound and no conditions, only the measured norms."""
+  cell, p = _elman(4, "tanh", 0.5 * _orthogonal(4))
+  bare = cell._replace(activation=None)
+  xs = jax.random.normal(jax.random.key(1), (6, 3))
+  with pytest.raises(
+    ValueError, match=r"lecture_bound: .* declares no activation \(a gated cell\), so use"
+  ):
+    jac.lecture_bound(bare, p, xs)
+  with pytest.raises(ValueError, match=r"pascanu_conditions: .* declares no activation"):
+    jac.pascanu_conditions(bare, p)
+  r = jac.diagnose(bare, p, xs)
+  assert "pascanu" not in r and "lecture_bound" not in r
+  spectral = np.asarray(jac.norms(jac.step_jacobians(bare, p, xs))["spectral"])
+  assert r["evidence"]["max_step_spectral_norm"] == pytest.approx(spectral.max(), rel=1e-12)
+  assert r["evidence"]["measured_vanishing_sufficient"] is bool(spectral.max() < 1.0) is True
+  # the same cell with its activation declared gets both
+  assert {"pascanu", "lecture_bound"} <= set(jac.diagnose(cell, p, xs))
 
 
 def test_linear_orthogonal_rnn_is_an_isometry():
@@ -118,7 +169,7 @@ def test_lyapunov_below_the_transition_is_log_spectral_radius():
   xs = jnp.zeros((1500, 1))
   lam = jac.lyapunov_spectrum(cell, p, xs, k=1, transient=100)
   assert float(lam[0]) == pytest.approx(math.log(rho), abs=0.02)
-  assert abs(math.log(rho) - math.log(g)) < 0.1      # ≈ ln g at large N
+  assert abs(math.log(rho) - math.log(g)) < 0.1  # ≈ ln g at large N
 
 
 def test_lyapunov_chaos_above_the_transition_and_perturbation_check():
@@ -127,8 +178,8 @@ def test_lyapunov_chaos_above_the_transition_and_perturbation_check():
   h0 = jax.random.normal(jax.random.key(3), (N,))
   xs = jnp.zeros((1500, 1))
   lam = jac.lyapunov_spectrum(cell, p, xs, h0, k=3, transient=300)
-  assert float(lam[0]) > 0.1                           # chaos
-  assert np.all(np.diff(np.asarray(lam)) <= 0)         # sorted, descending
+  assert float(lam[0]) > 0.1  # chaos
+  assert np.all(np.diff(np.asarray(lam)) <= 0)  # sorted, descending
   direct = jac.max_lyapunov_perturbation(cell, p, xs, h0, transient=300)
   assert float(direct) == pytest.approx(float(lam[0]), abs=0.03)
 
@@ -144,7 +195,7 @@ def test_gradient_norms_vs_lag_equal_explicit_products():
   for k in (0, 7, 29):
     P = np.eye(H)
     for t in range(T - 1, k - 1, -1):
-      P = P @ Js[t]                                   # J_T ⋯ J_{k+1}
+      P = P @ Js[t]  # J_T ⋯ J_{k+1}
     assert g[k] == pytest.approx(np.linalg.norm(v @ P), rel=1e-10)
 
 
@@ -195,7 +246,9 @@ def test_bad_input():
     jac.step_jacobians(no_jac, p, xs)
   with pytest.raises(ValueError, match=r"k must lie in \[1, S=4\] \(the state size\), got 5"):
     jac.lyapunov_spectrum(cell, p, xs, k=5)
-  with pytest.raises(ValueError, match=r"T=10 steps leave nothing after discarding a transient of 10"):
+  with pytest.raises(
+    ValueError, match=r"T=10 steps leave nothing after discarding a transient of 10"
+  ):
     jac.lyapunov_spectrum(cell, p, xs, transient=10)
   with pytest.raises(ValueError, match=r"xs must be one sequence \[T, I\], got shape \(10, 2, 3\)"):
     jac.step_jacobians(cell, p, jnp.zeros((10, 2, 3)))
@@ -206,17 +259,25 @@ def test_bad_input():
 
 
 def test_jacobian_cli_writes_report_and_plots(tmp_path, capsys):
-  import json
-  from rnnjax import cli
+  from rnnjax.apps import cli
+
   out = tmp_path / "jac"
-  assert cli.main(["jacobian", "--cell", "elman", "--init", "gaussian", "--gain", "0.5",
-                   "--hidden", "16", "--T", "40", "--out", str(out)]) == 0
+  args = ["--cell", "elman", "--init", "gaussian", "--gain", "0.5", "--hidden", "16"]
+  assert cli.main(["jacobian", *args, "--T", "40", "--out", str(out)]) == 0
   report = json.loads((out / "report.json").read_text())
   assert report["verdict"] == "vanishing" and len(report["step_spectral_norm"]) == 40
-  assert report["pascanu"]["vanishing_sufficient"] in (True, False)
+  # the report's conditions are those of the command's cell and params (seed 0, I = 8)
+  cell = rj.make_cell("elman", 16, recurrent_init=rj.init.gaussian(0.5))
+  params = cell.init(jax.random.split(jax.random.key(0))[0], 8)
+  expected = jac.pascanu_conditions(cell, params)
+  assert expected.sigma_max < 1.0  # this draw has σ_max ≈ 0.96: vanishing is guaranteed
+  assert report["pascanu"] == expected._asdict()
+  assert report["pascanu"]["vanishing_sufficient"] is True
+  assert report["pascanu"]["exploding_necessary"] is False
   for png in ("step_norms.png", "products_by_lag.png"):
     assert (out / png).read_bytes()[:4] == b"\x89PNG"
-  assert "verdict vanishing" in capsys.readouterr().out
+  printed = capsys.readouterr().out
+  assert "verdict vanishing" in printed and "vanishing guaranteed" in printed
 
 
 def test_lyapunov_qr_every_m_steps_agrees():
@@ -228,7 +289,8 @@ def test_lyapunov_qr_every_m_steps_agrees():
   blocks = jac.lyapunov_spectrum(cell, p, xs, h0, k=8, transient=200, qr_every=4)
   np.testing.assert_allclose(blocks, every, atol=1e-9)
   cell, p = _elman(16, "linear", _orthogonal(16))
-  np.testing.assert_allclose(jac.lyapunov_spectrum(cell, p, xs[:, :1].repeat(3, 1), qr_every=7),
-                             0.0, atol=1e-10)
+  np.testing.assert_allclose(
+    jac.lyapunov_spectrum(cell, p, xs[:, :1].repeat(3, 1), qr_every=7), 0.0, atol=1e-10
+  )
   with pytest.raises(ValueError, match=r"qr_every must be a positive int, got 0"):
     jac.lyapunov_spectrum(cell, p, xs[:, :1].repeat(3, 1), qr_every=0)

@@ -41,8 +41,11 @@ def test_residual_and_dropout(key):
   assert 0.3 < float(jnp.mean(mask_in == 0)) < 0.7
   with pytest.raises(ValueError, match=r"dropout_rate > 0 needs key=...; pass dropout_rate=0.0"):
     rj.stacked(layers, xs, dropout_rate=0.1)
-  with pytest.raises(ValueError, match=r"residual connection at layer 1 needs equal input and "
-                                       r"output shapes, got \(6, 3, 5\) -> \(6, 3, 7\)"):
+  with pytest.raises(
+    ValueError,
+    match=r"residual connection at layer 1 needs equal input and "
+    r"output shapes, got \(6, 3, 5\) -> \(6, 3, 7\)",
+  ):
     bad = rj.init_stacked(key, [rj.gru(H), rj.gru(7)], I)
     rj.stacked(bad, xs, residual=True)
 

@@ -8,9 +8,10 @@ import optax
 import pytest
 
 import rnnjax as rj
-from rnnjax import experiment, tasks
-from rnnjax.models.heads import classifier, tagger
-from rnnjax.models.seq2seq import seq2seq
+from rnnjax import tasks
+from rnnjax.apps import experiment
+from rnnjax.apps.models.heads import classifier, tagger
+from rnnjax.apps.models.seq2seq import seq2seq
 
 
 def _fit(model, batch_fn, steps, lr=1e-2, seed=0):
@@ -45,9 +46,10 @@ def test_classifier_learns_with_lengths_and_ignores_padding():
   ids, lengths, labels = _majority_batch(jax.random.key(7), B=500)
   acc = float(jnp.mean(model.predict(params, ids, lengths) == labels))
   assert acc > 0.85
-  garbage = jnp.where(jnp.arange(12)[:, None] < lengths[None], ids, 3)   # padding changed
-  np.testing.assert_allclose(model.apply(params, garbage, lengths), model.apply(params, ids, lengths),
-                             rtol=1e-6)
+  garbage = jnp.where(jnp.arange(12)[:, None] < lengths[None], ids, 3)  # padding changed
+  np.testing.assert_allclose(
+    model.apply(params, garbage, lengths), model.apply(params, ids, lengths), rtol=1e-6
+  )
 
 
 def _next_token_batch(k, B=64, T=10, V=6):
@@ -73,8 +75,9 @@ def test_bidirectional_tagger_uses_the_future():
 
 
 def test_seq2seq_greedy_decoding_and_errors():
-  r = experiment.run_seq2seq("gru", 3, hidden=64, steps=1200, progress=False,
-                             test_size=300, log_every=100)
+  r = experiment.run_seq2seq(
+    "gru", 3, hidden=64, steps=1200, progress=False, test_size=300, log_every=100
+  )
   assert r["exact_match"] >= 0.95
   with pytest.raises(ValueError, match=r"both cells must be of one kind and size"):
     seq2seq(rj.gru(8), rj.lstm(8), 13)
@@ -82,7 +85,7 @@ def test_seq2seq_greedy_decoding_and_errors():
 
 def test_exact_match_counts_up_to_eos():
   b = tasks.reverse_digits(jax.random.key(0), 3, 3)
-  toks = jnp.concatenate([b.tgt, jnp.full((2, 3), 7)])      # junk after EOS is fine
+  toks = jnp.concatenate([b.tgt, jnp.full((2, 3), 7)])  # junk after EOS is fine
   assert bool(jnp.all(experiment.exact_match(toks, b)))
   wrong = toks.at[0, 1].set(12 if int(toks[0, 1]) != 12 else 11)
   np.testing.assert_array_equal(experiment.exact_match(wrong, b), [True, False, True])

@@ -18,11 +18,21 @@ def test_notebook_executes(name, monkeypatch):
   monkeypatch.setenv("RNNJAX_NOTEBOOK_SCALE", "small")
   monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
   nb = build.execute(build.build(name), timeout=600)
-  errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-            if o.output_type == "error"]
+  errors = [
+    o
+    for c in nb.cells
+    if c.cell_type == "code"
+    for o in c.get("outputs", [])
+    if o.output_type == "error"
+  ]
   assert not errors
-  images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-            if "image/png" in o.get("data", {})]
+  images = [
+    o
+    for c in nb.cells
+    if c.cell_type == "code"
+    for o in c.get("outputs", [])
+    if "image/png" in o.get("data", {})
+  ]
   assert images, "every notebook draws at least one figure"
 
 

@@ -20,14 +20,16 @@ def _setup(name, key, T=T, B=B):
   params = f64(cell.init(k1, I))
   params = params._replace(b=params.b + 0.1 * jax.random.normal(k3, params.b.shape))
   xs = jax.random.normal(k2, (T, B, I))
-  carry0 = jax.tree.map(lambda c: 0.3 * jax.random.normal(k3, c.shape),
-                        cell.initial_carry((B,), jnp.float64))
+  carry0 = jax.tree.map(
+    lambda c: 0.3 * jax.random.normal(k3, c.shape), cell.initial_carry((B,), jnp.float64)
+  )
   return cell, params, xs, carry0
 
 
-@pytest.mark.parametrize("name,lengths,reverse,unroll", [
-    (n, l, r, u) for n, l, r, u in itertools.product(
-        CELLS, [False, True], [False, True], [1, 3])])
+@pytest.mark.parametrize(
+  "name,lengths,reverse,unroll",
+  [(n, l, r, u) for n, l, r, u in itertools.product(CELLS, [False, True], [False, True], [1, 3])],
+)
 def test_scan_equals_python_loop(name, lengths, reverse, unroll, key):
   cell, params, xs, carry0 = _setup(name, key)
   L = LENGTHS if lengths else None
@@ -39,7 +41,7 @@ def test_scan_equals_python_loop(name, lengths, reverse, unroll, key):
 @pytest.mark.parametrize("name", list(CELLS))
 @pytest.mark.parametrize("backward", ["autodiff", "bptt", "checkpoint"])
 def test_scan_gradients_equal_python_loop(name, backward, key):
-  T, LENGTHS = 5, jnp.array([5, 2, 0])                   # a short loop keeps compiles quick
+  T, LENGTHS = 5, jnp.array([5, 2, 0])  # a short loop keeps compiles quick
   cell, params, xs, carry0 = _setup(name, key, T=T)
   w = jax.random.normal(jax.random.key(9), (T, B, H))
 
@@ -66,19 +68,23 @@ def test_padding_never_changes_valid_outputs(name, key):
     carry, ys = rj.scan(cell, params, garbage, carry0, lengths=lengths, reverse=reverse)
     for b in range(3):
       L = int(lengths[b])
-      cb = jax.tree.map(lambda c: c[b:b + 1], carry0)
-      c_alone, y_alone = rj.scan(cell, params, xs[:L, b:b + 1], cb, reverse=reverse)
+      cb = jax.tree.map(lambda c: c[b : b + 1], carry0)
+      c_alone, y_alone = rj.scan(cell, params, xs[:L, b : b + 1], cb, reverse=reverse)
       np.testing.assert_allclose(ys[:L, b], y_alone[:, 0], rtol=1e-12)
       np.testing.assert_array_equal(ys[L:, b], 0.0)
-      assert_trees_close(jax.tree.map(lambda c: c[b], carry),
-                         jax.tree.map(lambda c: c[0], c_alone), rtol=1e-12)
+      assert_trees_close(
+        jax.tree.map(lambda c: c[b], carry), jax.tree.map(lambda c: c[0], c_alone), rtol=1e-12
+      )
 
 
 def test_padding_gets_zero_gradient(key):
   cell, params, xs, carry0 = _setup("lstm", key)
   for backward in ("bptt", "autodiff", "checkpoint"):
-    g = jax.grad(lambda x: jnp.sum(rj.scan(cell, params, x, carry0, lengths=LENGTHS,
-                                           backward=backward)[1] ** 2))(xs)
+    g = jax.grad(
+      lambda x: jnp.sum(
+        rj.scan(cell, params, x, carry0, lengths=LENGTHS, backward=backward)[1] ** 2
+      )
+    )(xs)
     mask = np.arange(T)[:, None] < np.asarray(LENGTHS)[None, :]
     np.testing.assert_array_equal(np.asarray(g)[~mask], 0.0)
     assert np.all(np.abs(np.asarray(g)[mask]).sum(-1) > 0)
@@ -87,8 +93,9 @@ def test_padding_gets_zero_gradient(key):
 def test_batch_major_layout(key):
   cell, params, xs, carry0 = _setup("gru-after", key)
   c1, y1 = rj.scan(cell, params, xs, carry0, lengths=LENGTHS, reverse=True)
-  c2, y2 = rj.scan(cell, params, jnp.swapaxes(xs, 0, 1), carry0, lengths=LENGTHS,
-                   reverse=True, time_major=False)
+  c2, y2 = rj.scan(
+    cell, params, jnp.swapaxes(xs, 0, 1), carry0, lengths=LENGTHS, reverse=True, time_major=False
+  )
   assert y2.shape == (B, T, H)
   assert_trees_close((c1, y1), (c2, jnp.swapaxes(y2, 0, 1)), rtol=0, atol=0)
 
@@ -105,8 +112,9 @@ def test_jit_vmap_grad(name, key):
   np.testing.assert_allclose(batched[1], f(params, 2 * xs, LENGTHS), rtol=1e-12)
   p2 = jax.tree.map(lambda a: jnp.stack([a, 0.5 * a]), params)
   per_params = jax.vmap(f, in_axes=(0, None, None))(p2, xs, LENGTHS)
-  np.testing.assert_allclose(per_params[1], f(jax.tree.map(lambda a: 0.5 * a, params), xs, LENGTHS),
-                             rtol=1e-12)
+  np.testing.assert_allclose(
+    per_params[1], f(jax.tree.map(lambda a: 0.5 * a, params), xs, LENGTHS), rtol=1e-12
+  )
   # grad under jit and vmap (per-example gradients)
   loss = lambda p, x: jnp.sum(rj.scan(cell, p, x[:, None])[1] ** 2)
   per_ex = jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, 1)))(params, xs)

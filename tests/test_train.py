@@ -12,11 +12,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnjax import checkpoint, cli
+from rnnjax.apps import checkpoint, cli
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["--hidden", "16", "--batch", "4", "--seq-len", "16", "--log-every", "5",
-         "--checkpoint-every", "10", "--no-progress", "--lr", "1e-2"]
+SMALL = [
+  "--hidden",
+  "16",
+  "--batch",
+  "4",
+  "--seq-len",
+  "16",
+  "--log-every",
+  "5",
+  "--checkpoint-every",
+  "10",
+  "--no-progress",
+  "--lr",
+  "1e-2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +48,9 @@ def _metrics(out):
 @pytest.fixture(scope="module")
 def uninterrupted(corpus, tmp_path_factory):
   out = tmp_path_factory.mktemp("full")
-  assert cli.main(["train", "--text", str(corpus), "--steps", "300", "--out", str(out)] + SMALL) == 0
+  assert (
+    cli.main(["train", "--text", str(corpus), "--steps", "300", "--out", str(out)] + SMALL) == 0
+  )
   return out
 
 
@@ -54,9 +69,24 @@ def test_run_writes_checkpoint_metrics_and_plot(uninterrupted):
 def test_killed_run_resumes_to_the_same_loss_curve(corpus, uninterrupted, tmp_path):
   out = tmp_path / "killed"
   env = dict(os.environ, PYTHONPATH=str(ROOT))
-  proc = subprocess.Popen([sys.executable, "-m", "rnnjax", "train", "--text", str(corpus),
-                           "--steps", "300", "--out", str(out)] + SMALL, env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(
+    [
+      sys.executable,
+      "-m",
+      "rnnjax",
+      "train",
+      "--text",
+      str(corpus),
+      "--steps",
+      "300",
+      "--out",
+      str(out),
+    ]
+    + SMALL,
+    env=env,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
   deadline = time.time() + 120
   while time.time() < deadline:
     if (out / "checkpoint.ckpt").exists() and (out / "metrics.jsonl").exists():
@@ -69,11 +99,15 @@ def test_killed_run_resumes_to_the_same_loss_curve(corpus, uninterrupted, tmp_pa
   proc.wait()
   assert checkpoint.read_meta(out / "checkpoint.ckpt")["train"]["max_steps"] == 300
   assert _metrics(out)[-1]["step"] < 300
-  assert cli.main(["train", "--text", str(corpus), "--steps", "300", "--out", str(out),
-                   "--resume"] + SMALL) == 0
+  assert (
+    cli.main(
+      ["train", "--text", str(corpus), "--steps", "300", "--out", str(out), "--resume"] + SMALL
+    )
+    == 0
+  )
   resumed, full = _metrics(out), _metrics(uninterrupted)
   assert [r["step"] for r in resumed] == [r["step"] for r in full]
-  assert [r["loss"] for r in resumed] == [r["loss"] for r in full]          # exactly
+  assert [r["loss"] for r in resumed] == [r["loss"] for r in full]  # exactly
   assert [r["grad_norm"] for r in resumed] == [r["grad_norm"] for r in full]
 
 
@@ -84,7 +118,9 @@ def test_corrupted_checkpoint_is_a_clear_error(corpus, uninterrupted, tmp_path, 
   data[len(data) // 2] ^= 0xFF
   (out / "checkpoint.ckpt").write_bytes(bytes(data))
   with pytest.raises(SystemExit) as e:
-    cli.main(["train", "--text", str(corpus), "--steps", "300", "--out", str(out), "--resume"] + SMALL)
+    cli.main(
+      ["train", "--text", str(corpus), "--steps", "300", "--out", str(out), "--resume"] + SMALL
+    )
   assert e.value.code == 2
   err = capsys.readouterr().err
   assert f"checkpoint {out / 'checkpoint.ckpt'} is corrupted" in err
@@ -103,7 +139,10 @@ def test_mismatched_checkpoint_names_what_differs(corpus, uninterrupted, tmp_pat
   with pytest.raises(SystemExit):
     cli.main(args + [a if a != "16" else "24" for a in SMALL])
   err = capsys.readouterr().err
-  assert "does not match the model" in err and "file has float32[16, 64], model expects float32[24, 96]" in err
+  assert (
+    "does not match the model" in err
+    and "file has float32[16, 64], model expects float32[24, 96]" in err
+  )
   with pytest.raises(SystemExit):
     cli.main(args + SMALL[:-2] + ["--lr", "3e-3"])
   err = capsys.readouterr().err
@@ -111,6 +150,8 @@ def test_mismatched_checkpoint_names_what_differs(corpus, uninterrupted, tmp_pat
 
 
 def test_generate_from_a_run(uninterrupted, capsys):
-  assert cli.main(["generate", "--run", str(uninterrupted), "--prime", "for ", "--chars", "30"]) == 0
+  assert (
+    cli.main(["generate", "--run", str(uninterrupted), "--prime", "for ", "--chars", "30"]) == 0
+  )
   text = capsys.readouterr().out
   assert text.startswith("for ") and len(text.rstrip("\n")) >= 30

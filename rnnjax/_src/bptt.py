@@ -1,0 +1,178 @@
+"""Backpropagation through time, written by hand, for every cell.
+
+`bptt_scan` is the fast path, a `jax.custom_vjp` in the layout of
+``jax.experimental.rnn``: primal, ``_fwd`` returning ``(out, residuals)``,
+``_bwd(res, g)``, and ``defvjp`` at the bottom. The lecture's derivation::
+
+    L = Σ_t L_t,   ∂L/∂W = Σ_t ∂L/∂h_t Σ_{i≤t} (Π_{j=i+1}^{t} ∂h_j/∂h_{j-1}) ∂h_i/∂W
+
+is evaluated right to left, as one reverse scan that carries
+``dh_t = ∂L/∂h_t`` (and ``dc_t`` for the LSTM). Each step does only the
+recurrent part, the cell's local backward (``dz_t`` and
+``dh_{t-1} = dz_t w_hᵀ + …``); the weight gradients are then single large
+matmuls over all ``N = T·B`` rows::
+
+    dw_x = Xᵀ dZx     db = Σ_n dZx     dX = dZx w_xᵀ     dw_h = H_prevᵀ dZh
+
+`reference_elman_grads` is the lecture taken literally: the sum over time of
+products of step Jacobians, for teaching and for the tests.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from rnnjax._src import kernel
+from rnnjax._src.activations import ACTIVATIONS
+from rnnjax._src.cells.base import Cell
+from rnnjax._src.cells.elman import ElmanParams
+from rnnjax._src.typing import Array, Carry, Params
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def bptt_scan(
+  cell: Cell, unroll: int, params: Params, xs: Array, carry0: Carry, mask: Array | None
+) -> tuple[Carry, Array]:
+  """The scan kernel with the hand-written BPTT as its VJP.
+
+  `rnnjax.scan` calls this for ``backward="bptt"`` after checking its
+  arguments and reversing sequences; call it directly only with inputs
+  already in that form.
+
+  Args:
+    cell: the `rnnjax.Cell`.
+    unroll: the ``lax.scan`` unroll factor of both passes.
+    params: the cell's params.
+    xs: ``[T, B, I]`` time-major inputs.
+    carry0: the initial carry for batch B.
+    mask: ``[T, B]`` bool, True on valid steps (a prefix of each sequence),
+      or None when every step is valid.
+
+  Returns:
+    ``(carry_T, ys)``: the carry after each sequence's last valid step, and
+    ``ys: [T, B, H]``, zero on padding.
+  """
+  zx = kernel.project(cell, params, xs)
+  return kernel.forward(cell, params, zx, carry0, mask, unroll)
+
+
+def _fwd(cell, unroll, params, xs, carry0, mask):
+  zx = kernel.project(cell, params, xs)  # [T, B, kH]
+  carry_T, ys, carries, res = kernel.forward(cell, params, zx, carry0, mask, unroll, keep=True)
+  return (carry_T, ys), (params, xs, carry0, carries, res, mask)
+
+
+def _shift(carry0, carries):
+  """``carry_{t-1}`` for every t: ``[carry_0, carry_1, ..., carry_{T-1}]``."""
+  return jax.tree.map(lambda c0, cs: jnp.concatenate([c0[None], cs[:-1]]), carry0, carries)
+
+
+def _bwd(cell, unroll, residuals, g):
+  params, xs, carry0, carries, res, mask = residuals
+  dcarry_T, dys = g
+  prevs = _shift(carry0, carries)
+
+  def body(d, inp):
+    prev, cur, r, dy, m = inp
+    d_out = cell.add_output_grad(d, dy)  # ∂L_t/∂h_t joins dh_t
+    d_prev, dzx, dzh = cell.backward_step(params, prev, cur, r, d_out)
+    same = dzh is dzx
+    if m is not None:  # padding: pass dh through
+      d_prev = kernel.hold(m, d_prev, d)
+      dzx = jnp.where(m[:, None], dzx, jnp.zeros((), dzx.dtype))
+      dzh = dzx if same else jnp.where(m[:, None], dzh, jnp.zeros((), dzh.dtype))
+    return d_prev, (dzx, None if same else dzh)
+
+  dcarry0, (dzx, dzh) = lax.scan(
+    body, dcarry_T, (prevs, carries, res, dys, mask), reverse=True, unroll=unroll
+  )
+
+  T, B, I = xs.shape
+  N = T * B
+
+  def flat(a: Array) -> Array:  # [T, B, ...] -> [N, ...]
+    return a.reshape(N, *a.shape[2:])
+
+  dZx = flat(dzx)  # [N, kH]
+  dZh = dZx if dzh is None else flat(dzh)
+  X = flat(xs).astype(dZx.dtype)  # [N, I]
+  grads = {
+    "w_x": X.T @ dZx,  # dw_x = Xᵀ dZx
+    "b": jnp.sum(dZx, axis=0),  # db = Σ dZx
+    **cell.recurrent_grads(
+      params, jax.tree.map(flat, prevs), jax.tree.map(flat, res), dZh
+    ),  # dw_h = H_prevᵀ dZh
+  }
+  dxs = (dZx @ params.w_x.T.astype(dZx.dtype)).reshape(T, B, I)  # dX = dZx w_xᵀ
+  dparams = params._replace(**{k: v.astype(getattr(params, k).dtype) for k, v in grads.items()})
+  dcarry0 = jax.tree.map(lambda d, c: d.astype(c.dtype), dcarry0, carry0)
+  return dparams, dxs.astype(xs.dtype), dcarry0, None
+
+
+bptt_scan.defvjp(_fwd, _bwd)
+
+
+def reference_elman_grads(
+  params: ElmanParams, xs: Array, h0: Array, dys: Array, activation: str = "tanh"
+) -> ElmanParams:
+  """The lecture's BPTT for the vanilla RNN, literally, for one sequence.
+
+  With ``L = Σ_t <dys[t], h_t>`` (any loss's output cotangents ``dys``)::
+
+    ∂L/∂W = Σ_t ∂L_t/∂h_t Σ_{i=1}^{t} (Π_{j=i+1}^{t} ∂h_j/∂h_{j-1}) ∂⁺h_i/∂W
+    ∂h_j/∂h_{j-1} = diag(f'(z_j)) W
+
+  where ``∂⁺h_i/∂W`` is the immediate partial derivative (``h_{i-1}`` held
+  fixed). Every product of step Jacobians is formed explicitly, O(T²H³):
+  a teaching reference, not a fast path.
+
+  Args:
+    params: `rnnjax.ElmanParams` (``w_x: [I, H]``, ``w_h: [H, H]``, ``b: [H]``).
+    xs: ``[T, I]``, one sequence.
+    h0: ``[H]``, the initial state.
+    dys: ``[T, H]``, the cotangents of the outputs ``h_1 .. h_T``.
+    activation: ``"tanh"``, ``"relu"``, ``"sigmoid"`` or ``"linear"``.
+
+  Returns:
+    `rnnjax.ElmanParams` of gradients (row-vector layout, as the params).
+
+  Examples:
+    The lecture's sum equals autodiff through `rnnjax.scan`:
+
+    >>> import jax, jax.numpy as jnp, rnnjax as rj
+    >>> cell = rj.elman(3)
+    >>> params = cell.init(jax.random.key(0), 2)
+    >>> xs, dys = jax.random.normal(jax.random.key(1), (4, 2)), jnp.ones((4, 3))
+    >>> loss = lambda p: jnp.sum(rj.scan(cell, p, xs[:, None])[1][:, 0] * dys)
+    >>> want = jax.grad(loss)(params)
+    >>> got = rj.reference_elman_grads(params, xs, jnp.zeros(3), dys)
+    >>> all(bool(jnp.allclose(g, w, atol=1e-5)) for g, w in zip(got, want))
+    True
+  """
+  act = ACTIVATIONS[activation]
+  f, fprime = act.fn, act.grad_from_output
+  W = params.w_h.T  # the lecture's W
+  T = xs.shape[0]
+  hs, h = [h0], h0
+  for t in range(T):  # forward, keep every h
+    h = f(xs[t] @ params.w_x + h @ params.w_h + params.b)
+    hs.append(h)
+  d = [fprime(hs[t + 1]) for t in range(T)]  # f'(z_t) from h_t
+  jac = [d[t][:, None] * W for t in range(T)]  # ∂h_t/∂h_{t-1}, [H, H]
+  gW = jnp.zeros_like(W)
+  gV = jnp.zeros_like(params.w_x.T)
+  gb = jnp.zeros_like(params.b)
+  for t in range(T):  # Σ over losses L_t
+    prod = jnp.eye(W.shape[0], dtype=W.dtype)  # Π_{j=i+1}^{t} ∂h_j/∂h_{j-1}
+    for i in range(t, -1, -1):  # Σ over i ≤ t
+      g = dys[t] @ prod  # ∂L_t/∂h_i (row vector)
+      gz = g * d[i]  # through f at step i
+      gW = gW + jnp.outer(gz, hs[i])  # ∂⁺h_i/∂W_{ab} = f' δ h_{i-1}
+      gV = gV + jnp.outer(gz, xs[i])
+      gb = gb + gz
+      prod = prod @ jac[i]
+  return type(params)(w_x=gV.T, w_h=gW.T, b=gb)

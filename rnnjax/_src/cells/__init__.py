@@ -1,0 +1,1 @@
+"""The built-in cells: each a factory returning a `Cell` NamedTuple of pure functions."""

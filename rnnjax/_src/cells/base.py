@@ -1,0 +1,127 @@
+"""What every cell supplies: the `Cell` NamedTuple of pure functions.
+
+A cell is not an object with state. It is a record of pure functions (optax
+style) that the generic runner (`rnnjax.scan`), the generic hand-written BPTT
+(`rnnjax.bptt_scan`) and the Jacobian tools (`rnnjax.jacobian`) call. Each
+slot's contract is a `typing.Protocol` in `rnnjax._src.typing`.
+
+Weight layout is row-vector (``x @ w_x``): ``w_x: [I, kH]``, ``w_h: [H, kH]``,
+``b: [kH]`` with the ``k`` gate blocks side by side along the last axis.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax.numpy as jnp
+
+from rnnjax._src import typing as t
+from rnnjax._src.activations import Activation
+
+
+class Cell(NamedTuple):
+  """A recurrent cell as a NamedTuple of pure functions.
+
+  Build one with `rnnjax.elman`, `rnnjax.gru`, `rnnjax.lstm` or
+  `rnnjax.make_cell`; run it with `rnnjax.scan`.
+
+  Attributes:
+    name: the cell's kind (``"elman"``, ``"gru"``, ``"lstm"``), for display.
+    hidden_size: H.
+    gates: k, the number of ``[H]`` blocks of the pre-activation.
+    state_size: S, the size of the flattened carry (``H``; ``2H`` for the LSTM).
+    init: `InitFn`, ``init(key, input_size) -> params``.
+    initial_carry: `InitialCarryFn`, ``initial_carry(batch_shape, dtype) -> carry``.
+    step: `StepFn`, ``step(params, carry, x) -> (carry, y)``; equal to
+      ``fast_step`` after ``project``.
+    project: `ProjectFn`, ``project(params, x) -> zx``, hoisted out of the loop.
+    fast_step: `FastStepFn`, ``fast_step(params, carry, zx) -> (carry, residuals)``.
+    backward_step: `BackwardStepFn`, the local backward of the hand-written BPTT.
+    recurrent_grads: `RecurrentGradsFn`, the recurrent weights' gradients.
+    state_jacobian: `StateJacobianFn`, the closed-form ``∂s_t/∂s_{t-1}``.
+    output: `OutputFn`, the output ``y = h`` of a carry.
+    add_output_grad: `AddOutputGradFn`, adds ``∂L/∂y`` to ``∂L/∂carry``.
+    options: ``(name, value)`` pairs the factory was called with, for display.
+    dtype: the compute dtype, or None for the inputs' result type.
+    activation: set when the step is ``h_t = f(zx_t + h_{t-1} @ w_h)``, so
+      the step Jacobian is ``diag(f'(z_t)) w_hᵀ``; the Jacobian tools then
+      give the lecture's bound and Pascanu's conditions from its ``γ``.
+  """
+
+  name: str
+  hidden_size: int
+  gates: int
+  state_size: int
+  init: t.InitFn
+  initial_carry: t.InitialCarryFn
+  step: t.StepFn
+  project: t.ProjectFn
+  fast_step: t.FastStepFn
+  backward_step: t.BackwardStepFn
+  recurrent_grads: t.RecurrentGradsFn
+  state_jacobian: t.StateJacobianFn
+  output: t.OutputFn
+  add_output_grad: t.AddOutputGradFn
+  options: tuple[tuple[str, Any], ...] = ()
+  dtype: t.DType | None = None
+  activation: Activation | None = None
+
+  def __repr__(self) -> str:
+    opts = ", ".join(f"{k}={v!r}" for k, v in self.options)
+    return f"rnnjax.{self.name}({self.hidden_size}{', ' + opts if opts else ''})"
+
+
+def compute_dtypes(dtype: t.DType | None, *arrays: Any) -> tuple[Any, Any]:
+  """(compute, accumulate) dtypes: compute is `dtype` or the arrays' result
+  type; accumulation is float32 for 16-bit compute types, else compute."""
+  compute = jnp.dtype(dtype) if dtype is not None else jnp.result_type(*arrays)
+  acc = jnp.float32 if jnp.finfo(compute).bits < 32 else compute
+  return compute, jnp.dtype(acc)
+
+
+def mm(a: t.Array, b: t.Array, acc: Any) -> t.Array:
+  """``a @ b`` accumulated in ``acc`` (float32 for bfloat16 inputs)."""
+  return jnp.matmul(a, b, preferred_element_type=acc)
+
+
+def bias(b: t.Array, like: t.Array, acc: Any) -> t.Array:
+  """``b: [n]`` cast to ``acc`` and shaped to broadcast against ``like: [..., n]``
+  without rank promotion (the tests run with ``jax_numpy_rank_promotion="raise"``)."""
+  return b.astype(acc).reshape((1,) * (like.ndim - 1) + b.shape)
+
+
+def affine_projection(dtype: t.DType | None) -> t.ProjectFn:
+  """The input projection of every built-in cell: ``zx = x @ w_x + b``.
+
+  ``x: [..., I]`` is flattened to one ``[N, I] @ [I, kH]`` matmul, so the
+  kernel's hoisted projection over ``[T, B, I]`` and a single step's share
+  this code.
+  """
+
+  def project(params: t.Params, x: t.Array) -> t.Array:
+    cdt, acc = compute_dtypes(dtype, x, params.w_x)
+    lead = x.shape[:-1]
+    zx = mm(x.reshape(-1, x.shape[-1]).astype(cdt), params.w_x.astype(cdt), acc)  # [N, kH]
+    return (zx + bias(params.b, zx, acc)).reshape(*lead, zx.shape[-1])  # [..., kH]
+
+  return project
+
+
+def step_from(project: t.ProjectFn, fast_step: t.FastStepFn, output: t.OutputFn) -> t.StepFn:
+  """``step(params, carry, x)``: ``fast_step`` on ``project(params, x)``, then the output."""
+
+  def step(params: t.Params, carry: t.Carry, x: t.Array) -> tuple[t.Carry, t.Array]:
+    carry, _ = fast_step(params, carry, project(params, x))
+    return carry, output(carry)
+
+  return step
+
+
+def hidden_output(carry: t.Carry) -> t.Array:
+  """The output of a cell whose carry is ``h`` itself."""
+  return carry
+
+
+def hidden_add_grad(dcarry: t.Carry, dy: t.Array) -> t.Carry:
+  """``∂L/∂h`` plus the output gradient, for a carry that is ``h`` itself."""
+  return dcarry + dy

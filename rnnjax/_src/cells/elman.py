@@ -1,0 +1,152 @@
+"""The vanilla (Elman) RNN: the lecture's ``h^t = f(V x^t + W h^{t-1} + b_h)``.
+
+Row-vector layout (``x @ w_x``), so ``V = w_xᵀ`` and ``W = w_hᵀ``::
+
+    z_t = x_t @ w_x + h_{t-1} @ w_h + b        # [B, H]
+    h_t = f(z_t)                               # f = tanh | relu | sigmoid | linear
+
+Params: ``w_x: [I, H]``, ``w_h: [H, H]``, ``b: [H]``. PyTorch's ``nn.RNN`` maps
+as ``w_x = weight_ih_l0.T``, ``w_h = weight_hh_l0.T``, ``b = bias_ih_l0 + bias_hh_l0``.
+
+Backward of one step (min-char-rnn style)::
+
+    dz_t = dh_t * f'(z_t)                      # backprop through f
+    dh_{t-1} = dz_t @ w_hᵀ                     # through the recurrent matrix
+
+State Jacobian (the lecture's "cause of all problems")::
+
+    ∂h_t/∂h_{t-1} = diag(f'(z_t)) W = diag(f'(z_t)) w_hᵀ
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rnnjax import init as inits
+from rnnjax._src import checks
+from rnnjax._src.activations import ACTIVATIONS
+from rnnjax._src.cells import base
+from rnnjax._src.typing import Array, DType
+
+
+class ElmanParams(NamedTuple):
+  """The params of `rnnjax.elman`, in the row-vector layout.
+
+  Attributes:
+    w_x: ``[I, H]``, the lecture's ``Vᵀ``.
+    w_h: ``[H, H]``, the lecture's ``Wᵀ``.
+    b: ``[H]``, the lecture's ``b_h``.
+  """
+
+  w_x: Array  # [I, H]   the lecture's Vᵀ
+  w_h: Array  # [H, H]   the lecture's Wᵀ
+  b: Array  # [H]      b_h
+
+
+def elman(
+  hidden_size: int,
+  activation: str = "tanh",
+  *,
+  input_init: inits.Initializer | None = None,
+  recurrent_init: inits.Initializer | None = None,
+  bias_init: inits.Initializer = inits.zeros,
+  dtype: DType | None = None,
+  param_dtype: DType = jnp.float32,
+) -> base.Cell:
+  """The vanilla RNN cell ``h_t = f(x_t @ w_x + h_{t-1} @ w_h + b)``.
+
+  Args:
+    hidden_size: H.
+    activation: ``"tanh"`` (default), ``"relu"`` (IRNN with
+      ``recurrent_init=rj.init.identity()``), ``"sigmoid"`` or ``"linear"``.
+    input_init: initialiser of ``w_x`` (default LeCun normal, as flax).
+    recurrent_init: initialiser of ``w_h`` (default orthogonal).
+    bias_init: initialiser of ``b`` (default zeros).
+    dtype: compute dtype (default: the inputs' and params' result type).
+    param_dtype: storage dtype of the params.
+
+  Returns:
+    A `rnnjax.Cell`; its carry is ``h: [..., H]`` and its output ``y = h``.
+
+  Raises:
+    ValueError: ``hidden_size`` is not a positive int, or ``activation`` is
+      unknown.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, rnnjax as rj
+    >>> cell = rj.elman(4)
+    >>> params = cell.init(jax.random.key(0), 3)
+    >>> h, y = cell.step(params, cell.initial_carry((2,)), jnp.ones((2, 3)))
+    >>> bool(jnp.allclose(h, jnp.tanh(jnp.ones((2, 3)) @ params.w_x)))
+    True
+  """
+  what = "rnnjax.elman"
+  checks.positive_int("hidden_size", hidden_size, what)
+  act = ACTIVATIONS[checks.choice("activation", activation, ACTIVATIONS, what)]
+  f, fprime = act.fn, act.grad_from_output
+  input_init = input_init or inits.lecun_normal()
+  recurrent_init = recurrent_init or inits.orthogonal()
+  H = hidden_size
+
+  def init(key: Array, input_size: int) -> ElmanParams:
+    checks.positive_int("input_size", input_size, what + ".init")
+    kx, kh, kb = jax.random.split(key, 3)
+    return ElmanParams(
+      w_x=input_init(kx, (input_size, H), param_dtype),
+      w_h=recurrent_init(kh, (H, H), param_dtype),
+      b=bias_init(kb, (H,), param_dtype),
+    )
+
+  def initial_carry(batch_shape: tuple[int, ...] = (), dtype: DType = jnp.float32) -> Array:
+    return jnp.zeros((*tuple(batch_shape), H), dtype)
+
+  project = base.affine_projection(dtype)
+
+  def fast_step(params: ElmanParams, h: Array, zx: Array) -> tuple[Array, None]:
+    cdt, acc = base.compute_dtypes(dtype, h, params.w_h)
+    z = zx.astype(acc) + base.mm(h.astype(cdt), params.w_h.astype(cdt), acc)
+    h = f(z).astype(cdt)  # [B, H]
+    return h, None
+
+  step = base.step_from(project, fast_step, base.hidden_output)
+
+  def backward_step(
+    params: ElmanParams, h_prev: Array, h: Array, res: None, dh: Array
+  ) -> tuple[Array, Array, Array]:
+    del h_prev, res
+    dz = dh * fprime(h)  # backprop through f
+    dh_prev = dz @ params.w_h.T.astype(dz.dtype)  # dh_{t-1} = dz_t W
+    return dh_prev, dz, dz
+
+  def recurrent_grads(
+    params: ElmanParams, h_prev: Array, res: None, dzh: Array
+  ) -> dict[str, Array]:
+    del params, res
+    return {"w_h": h_prev.T @ dzh}  # dw_h = H_prevᵀ dZ
+
+  def state_jacobian(params: ElmanParams, h: Array, x: Array) -> Array:
+    h_new, _ = step(params, h, x)
+    return fprime(h_new)[:, None] * params.w_h.T  # diag(f'(z)) W
+
+  return base.Cell(
+    name="elman",
+    hidden_size=H,
+    gates=1,
+    state_size=H,
+    init=init,
+    initial_carry=initial_carry,
+    step=step,
+    project=project,
+    fast_step=fast_step,
+    backward_step=backward_step,
+    recurrent_grads=recurrent_grads,
+    state_jacobian=state_jacobian,
+    output=base.hidden_output,
+    add_output_grad=base.hidden_add_grad,
+    options=(("activation", activation),),
+    dtype=dtype,
+    activation=act,
+  )

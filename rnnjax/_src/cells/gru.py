@@ -1,0 +1,229 @@
+"""The gated recurrent unit, with the reset gate before or after ``W_hn``.
+
+Gate blocks in the order (r, z, n); row-vector layout, ``w_x: [I, 3H]``,
+``w_h: [H, 3H]``, ``b: [3H]`` (and ``b_hn: [H]`` for ``reset="after"``)::
+
+    r_t = σ(x_t w_xr + h_{t-1} w_hr + b_r)                 # reset gate
+    z_t = σ(x_t w_xz + h_{t-1} w_hz + b_z)                 # update gate
+    reset="before" (the lecture):
+      n_t = tanh(x_t w_xn + (r_t ⊙ h_{t-1}) w_hn + b_n)
+    reset="after" (PyTorch nn.GRU, flax GRUCell, cuDNN):
+      n_t = tanh(x_t w_xn + b_n + r_t ⊙ (h_{t-1} w_hn + b_hn))
+    h_t = z_t ⊙ h_{t-1} + (1 − z_t) ⊙ n_t
+
+PyTorch ``nn.GRU`` (its gate order is also r, z, n) maps as ``w_x = weight_ih_l0.T``,
+``w_h = weight_hh_l0.T``, ``b = bias_ih_l0 + [bias_hh_l0[:2H], 0]``,
+``b_hn = bias_hh_l0[2H:]``.
+
+Backward of one step::
+
+    dz   = dh_t ⊙ (h_{t-1} − n_t)                         # through the interpolation
+    dn   = dh_t ⊙ (1 − z_t) ⊙ (1 − n_t²)                   # through tanh
+    dz   = dz ⊙ z_t (1 − z_t);  dr = (...) ⊙ r_t (1 − r_t)  # through σ
+    dh_{t-1} = dh_t ⊙ z_t + (recurrent pre-activation grads) w_hᵀ
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, cast
+
+import jax
+import jax.numpy as jnp
+
+from rnnjax import init as inits
+from rnnjax._src import checks
+from rnnjax._src.cells import base
+from rnnjax._src.typing import Array, DType
+
+Residuals = tuple[Array, Array, Array, Array | None]
+"""What a GRU step keeps for its backward: ``(r, z, n, hn)``, each ``[B, H]``;
+``hn = h w_hn + b_hn`` for ``reset="after"``, else None."""
+
+
+class GRUParams(NamedTuple):
+  """The params of `rnnjax.gru`, gate blocks in the order (r, z, n).
+
+  Attributes:
+    w_x: ``[I, 3H]``, the input weights of the three blocks side by side.
+    w_h: ``[H, 3H]``, the recurrent weights.
+    b: ``[3H]``, the biases (PyTorch's ``b_ih`` plus the r and z blocks of
+      ``b_hh``).
+    b_hn: ``[H]``, the bias inside ``r ⊙ (h w_hn + b_hn)`` for
+      ``reset="after"``; None for ``reset="before"``.
+  """
+
+  w_x: Array  # [I, 3H]  blocks (r, z, n)
+  w_h: Array  # [H, 3H]  blocks (r, z, n)
+  b: Array  # [3H]
+  b_hn: Array | None = None  # [H], reset="after" only
+
+
+def gru(
+  hidden_size: int,
+  reset: str = "before",
+  *,
+  input_init: inits.Initializer | None = None,
+  recurrent_init: inits.Initializer | None = None,
+  bias_init: inits.Initializer = inits.zeros,
+  chrono_t_max: float | None = None,
+  dtype: DType | None = None,
+  param_dtype: DType = jnp.float32,
+) -> base.Cell:
+  """A GRU cell.
+
+  Args:
+    hidden_size: H.
+    reset: ``"before"`` (default, the lecture's ``(r ⊙ h) W``) or ``"after"``
+      (PyTorch / flax / cuDNN ``r ⊙ (h W + b_hn)``).
+    input_init: initialiser of ``w_x`` (default LeCun normal).
+    recurrent_init: per-block initialiser of ``w_h`` (default orthogonal).
+    bias_init: initialiser of ``b``.
+    chrono_t_max: if set, chrono initialisation: ``b_z ~ log U[1, T_max-1]``
+      so the update gate keeps the state for about T_max steps.
+    dtype: compute dtype (default: the inputs' and params' result type).
+    param_dtype: storage dtype of the params.
+
+  Returns:
+    A `rnnjax.Cell`; its carry is ``h: [..., H]`` and its output ``y = h``.
+
+  Raises:
+    ValueError: ``hidden_size`` is not a positive int, or ``reset`` is
+      neither ``"before"`` nor ``"after"``.
+
+  Examples:
+    >>> import jax, rnnjax as rj
+    >>> cell = rj.gru(4, reset="after")
+    >>> params = cell.init(jax.random.key(0), 3)
+    >>> params.w_x.shape, params.w_h.shape, params.b.shape, params.b_hn.shape
+    ((3, 12), (4, 12), (12,), (4,))
+  """
+  what = "rnnjax.gru"
+  checks.positive_int("hidden_size", hidden_size, what)
+  checks.choice("reset", reset, ("before", "after"), what)
+  input_init = input_init or inits.lecun_normal()
+  recurrent_init = inits.blockwise(recurrent_init or inits.orthogonal(), 3)
+  H = hidden_size
+  after = reset == "after"
+
+  def init(key: Array, input_size: int) -> GRUParams:
+    checks.positive_int("input_size", input_size, what + ".init")
+    kx, kh, kb, kc = jax.random.split(key, 4)
+    b = bias_init(kb, (3 * H,), param_dtype)
+    if chrono_t_max is not None:
+      b = b.at[H : 2 * H].set(inits.chrono_bias(kc, H, chrono_t_max, param_dtype))
+    return GRUParams(
+      w_x=input_init(kx, (input_size, 3 * H), param_dtype),
+      w_h=recurrent_init(kh, (H, 3 * H), param_dtype),
+      b=b,
+      b_hn=jnp.zeros((H,), param_dtype) if after else None,
+    )
+
+  def initial_carry(batch_shape: tuple[int, ...] = (), dtype: DType = jnp.float32) -> Array:
+    return jnp.zeros((*tuple(batch_shape), H), dtype)
+
+  def _gates(
+    params: GRUParams, h: Array, zx: Array, cdt: DType, acc: DType
+  ) -> tuple[Array, Array, Array, Array | None]:
+    """r, z, n and the n-block recurrent term, given zx = x w_x + b."""
+    w_h = params.w_h.astype(cdt)
+    hc = h.astype(cdt)
+    zx = zx.astype(acc)
+    if after:
+      zh = base.mm(hc, w_h, acc)  # [B, 3H]
+      r = jax.nn.sigmoid(zx[..., :H] + zh[..., :H])
+      z = jax.nn.sigmoid(zx[..., H : 2 * H] + zh[..., H : 2 * H])
+      hn = zh[..., 2 * H :] + base.bias(cast(Array, params.b_hn), zh, acc)  # h w_hn + b_hn
+      n = jnp.tanh(zx[..., 2 * H :] + r * hn)
+    else:
+      zrz = base.mm(hc, w_h[:, : 2 * H], acc)  # [B, 2H]
+      r = jax.nn.sigmoid(zx[..., :H] + zrz[..., :H])
+      z = jax.nn.sigmoid(zx[..., H : 2 * H] + zrz[..., H:])
+      hn = None
+      n = jnp.tanh(zx[..., 2 * H :] + base.mm((r * h).astype(cdt), w_h[:, 2 * H :], acc))
+    return r, z, n, hn
+
+  project = base.affine_projection(dtype)
+
+  def fast_step(params: GRUParams, h: Array, zx: Array) -> tuple[Array, Residuals]:
+    cdt, acc = base.compute_dtypes(dtype, h, params.w_h)
+    r, z, n, hn = _gates(params, h, zx, cdt, acc)
+    h_new = (z * h + (1.0 - z) * n).astype(cdt)
+    res = (r.astype(cdt), z.astype(cdt), n.astype(cdt), None if hn is None else hn.astype(cdt))
+    return h_new, res
+
+  step = base.step_from(project, fast_step, base.hidden_output)
+
+  def backward_step(
+    params: GRUParams, h_prev: Array, h: Array, res: Residuals, dh: Array
+  ) -> tuple[Array, Array, Array]:
+    del h
+    r, z, n, hn = res
+    w_h = params.w_h.T.astype(dh.dtype)  # [3H, H]
+    dz = dh * (h_prev - n) * z * (1.0 - z)  # h = z h_prev + (1-z) n; σ'
+    dn = dh * (1.0 - z) * (1.0 - n * n)  # through tanh
+    if after:
+      dr = dn * cast(Array, hn) * r * (1.0 - r)  # n_pre = .. + r ⊙ hn
+      dzh = jnp.concatenate([dr, dz, dn * r], axis=-1)  # hn's grad is dn ⊙ r
+      dh_prev = dh * z + dzh @ w_h  # dh_{t-1}
+      dzx = jnp.concatenate([dr, dz, dn], axis=-1)
+    else:
+      drh = dn @ w_h[2 * H :]  # through (r ⊙ h) w_hn
+      dr = drh * h_prev * r * (1.0 - r)
+      drz = jnp.concatenate([dr, dz], axis=-1)
+      dh_prev = dh * z + drh * r + drz @ w_h[: 2 * H]
+      dzx = jnp.concatenate([drz, dn], axis=-1)
+      dzh = dzx
+    return dh_prev, dzx, dzh
+
+  def recurrent_grads(
+    params: GRUParams, h_prev: Array, res: Residuals, dzh: Array
+  ) -> dict[str, Array]:
+    del params
+    if after:
+      return {
+        "w_h": h_prev.T @ dzh,  # dw_h = H_prevᵀ dZh
+        "b_hn": jnp.sum(dzh[:, 2 * H :], axis=0),
+      }
+    r = res[0]
+    return {
+      "w_h": jnp.concatenate(
+        [
+          h_prev.T @ dzh[:, : 2 * H],  # r, z blocks: H_prevᵀ dZ
+          (r * h_prev).T @ dzh[:, 2 * H :],
+        ],
+        axis=-1,
+      )
+    }  # n block: (R ⊙ H_prev)ᵀ dZn
+
+  def state_jacobian(params: GRUParams, h: Array, x: Array) -> Array:
+    cdt, acc = base.compute_dtypes(dtype, h, params.w_h)
+    r, z, n, hn = _gates(params, h, project(params, x), cdt, acc)
+    w_r, w_z, w_n = (params.w_h[:, k * H : (k + 1) * H].T for k in range(3))
+    dr = (r * (1 - r))[:, None] * w_r  # ∂r/∂h
+    dz = (z * (1 - z))[:, None] * w_z  # ∂z/∂h
+    dn_pre = (
+      cast(Array, hn)[:, None] * dr + r[:, None] * w_n  # ∂(r ⊙ (h w_hn + b_hn))/∂h
+      if after
+      else w_n @ (jnp.diag(r) + h[:, None] * dr)  # ∂((r ⊙ h) w_hn)/∂h
+    )
+    dn = (1 - n * n)[:, None] * dn_pre
+    return jnp.diag(z) + (h - n)[:, None] * dz + (1 - z)[:, None] * dn
+
+  return base.Cell(
+    name="gru",
+    hidden_size=H,
+    gates=3,
+    state_size=H,
+    init=init,
+    initial_carry=initial_carry,
+    step=step,
+    project=project,
+    fast_step=fast_step,
+    backward_step=backward_step,
+    recurrent_grads=recurrent_grads,
+    state_jacobian=state_jacobian,
+    output=base.hidden_output,
+    add_output_grad=base.hidden_add_grad,
+    options=(("reset", reset),),
+    dtype=dtype,
+  )

@@ -1,0 +1,209 @@
+"""Long short-term memory, gate blocks in the order (i, f, g, o).
+
+Row-vector layout, ``w_x: [I, 4H]``, ``w_h: [H, 4H]``, one bias ``b: [4H]``::
+
+    [i|f|g|o]_pre = x_t w_x + h_{t-1} w_h + b               # [B, 4H]
+    i, f, o = σ(i_pre), σ(f_pre), σ(o_pre);  g = tanh(g_pre)
+    c_t = f ⊙ c_{t-1} + i ⊙ g
+    h_t = o ⊙ tanh(c_t)
+
+The carry is ``LSTMCarry(h, c)`` (flax orders its tuple ``(c, h)``). PyTorch's
+``nn.LSTM`` (same gate order) maps as ``w_x = weight_ih_l0.T``,
+``w_h = weight_hh_l0.T``, ``b = bias_ih_l0 + bias_hh_l0``.
+
+Backward of one step::
+
+    do = dh_t ⊙ tanh(c_t) ⊙ o(1 − o)
+    dc = dc_t + dh_t ⊙ o ⊙ (1 − tanh²(c_t))               # through h = o tanh(c)
+    di = dc ⊙ g ⊙ i(1 − i);  df = dc ⊙ c_{t-1} ⊙ f(1 − f);  dg = dc ⊙ i ⊙ (1 − g²)
+    dc_{t-1} = dc ⊙ f
+    dh_{t-1} = [di|df|dg|do] w_hᵀ
+
+The state Jacobian is taken over ``s = [h; c]`` (S = 2H).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rnnjax import init as inits
+from rnnjax._src import checks
+from rnnjax._src.cells import base
+from rnnjax._src.typing import Array, DType
+
+
+class LSTMParams(NamedTuple):
+  """The params of `rnnjax.lstm`, gate blocks in the order (i, f, g, o).
+
+  Attributes:
+    w_x: ``[I, 4H]``, the input weights of the four blocks side by side.
+    w_h: ``[H, 4H]``, the recurrent weights.
+    b: ``[4H]``, one bias (PyTorch's ``b_ih + b_hh``).
+  """
+
+  w_x: Array  # [I, 4H]  blocks (i, f, g, o)
+  w_h: Array  # [H, 4H]  blocks (i, f, g, o)
+  b: Array  # [4H]     PyTorch's b_ih + b_hh
+
+
+class LSTMCarry(NamedTuple):
+  """The LSTM's carry; flattened for the Jacobian tools as ``s = [h; c]`` (S = 2H).
+
+  Attributes:
+    h: ``[..., H]``, the hidden state (and the output).
+    c: ``[..., H]``, the cell state.
+  """
+
+  h: Array  # [..., H]
+  c: Array  # [..., H]
+
+
+def lstm(
+  hidden_size: int,
+  *,
+  forget_bias: float = 1.0,
+  chrono_t_max: float | None = None,
+  input_init: inits.Initializer | None = None,
+  recurrent_init: inits.Initializer | None = None,
+  bias_init: inits.Initializer = inits.zeros,
+  dtype: DType | None = None,
+  param_dtype: DType = jnp.float32,
+) -> base.Cell:
+  """An LSTM cell.
+
+  Args:
+    hidden_size: H.
+    forget_bias: added to the forget-gate bias at init (default 1,
+      Gers et al. 2000; Jozefowicz et al. 2015).
+    chrono_t_max: if set, chrono initialisation (Tallec & Ollivier 2018):
+      ``b_f ~ log U[1, T_max-1]``, ``b_i = -b_f`` (replaces forget_bias).
+    input_init: initialiser of ``w_x`` (default LeCun normal).
+    recurrent_init: per-block initialiser of ``w_h`` (default orthogonal).
+    bias_init: initialiser of ``b`` before the forget bias is added.
+    dtype: compute dtype (default: the inputs' and params' result type).
+    param_dtype: storage dtype of the params.
+
+  Returns:
+    A `rnnjax.Cell`; its carry is ``LSTMCarry(h, c)`` (each ``[..., H]``) and
+    its output ``y = h``.
+
+  Raises:
+    ValueError: ``hidden_size`` is not a positive int.
+
+  Examples:
+    >>> import jax, rnnjax as rj
+    >>> cell = rj.lstm(4)
+    >>> params = cell.init(jax.random.key(0), 3)
+    >>> [float(v) for v in params.b[4:8]]       # forget-gate bias 1
+    [1.0, 1.0, 1.0, 1.0]
+  """
+  what = "rnnjax.lstm"
+  checks.positive_int("hidden_size", hidden_size, what)
+  input_init = input_init or inits.lecun_normal()
+  recurrent_init = inits.blockwise(recurrent_init or inits.orthogonal(), 4)
+  H = hidden_size
+
+  def init(key: Array, input_size: int) -> LSTMParams:
+    checks.positive_int("input_size", input_size, what + ".init")
+    kx, kh, kb, kc = jax.random.split(key, 4)
+    b = bias_init(kb, (4 * H,), param_dtype)
+    if chrono_t_max is not None:
+      bf = inits.chrono_bias(kc, H, chrono_t_max, param_dtype)
+      b = b.at[H : 2 * H].set(bf).at[:H].set(-bf)
+    else:
+      b = b.at[H : 2 * H].add(forget_bias)
+    return LSTMParams(
+      w_x=input_init(kx, (input_size, 4 * H), param_dtype),
+      w_h=recurrent_init(kh, (H, 4 * H), param_dtype),
+      b=b,
+    )
+
+  def initial_carry(batch_shape: tuple[int, ...] = (), dtype: DType = jnp.float32) -> LSTMCarry:
+    zeros = jnp.zeros((*tuple(batch_shape), H), dtype)
+    return LSTMCarry(zeros, zeros)
+
+  def _cell(
+    params: LSTMParams, carry: LSTMCarry, zx: Array, cdt: DType, acc: DType
+  ) -> tuple[LSTMCarry, tuple[Array, Array, Array, Array]]:
+    z = zx.astype(acc) + base.mm(carry.h.astype(cdt), params.w_h.astype(cdt), acc)
+    i = jax.nn.sigmoid(z[..., :H])
+    f = jax.nn.sigmoid(z[..., H : 2 * H])
+    g = jnp.tanh(z[..., 2 * H : 3 * H])
+    o = jax.nn.sigmoid(z[..., 3 * H :])
+    c = f * carry.c + i * g
+    h = o * jnp.tanh(c)
+    return LSTMCarry(h.astype(cdt), c.astype(cdt)), (i, f, g, o)
+
+  project = base.affine_projection(dtype)
+
+  def output(carry: LSTMCarry) -> Array:
+    return carry.h
+
+  def add_output_grad(dcarry: LSTMCarry, dy: Array) -> LSTMCarry:
+    return dcarry._replace(h=dcarry.h + dy)
+
+  def fast_step(params: LSTMParams, carry: LSTMCarry, zx: Array) -> tuple[LSTMCarry, Array]:
+    cdt, acc = base.compute_dtypes(dtype, carry.h, params.w_h)
+    carry, gates = _cell(params, carry, zx, cdt, acc)
+    return carry, jnp.concatenate(gates, axis=-1).astype(cdt)  # [B, 4H]
+
+  step = base.step_from(project, fast_step, output)
+
+  def backward_step(
+    params: LSTMParams, prev: LSTMCarry, carry: LSTMCarry, gates: Array, d: LSTMCarry
+  ) -> tuple[LSTMCarry, Array, Array]:
+    i, f, g, o = (gates[..., k * H : (k + 1) * H] for k in range(4))
+    tc = jnp.tanh(carry.c)
+    do = d.h * tc * o * (1.0 - o)  # h = o tanh(c), σ'
+    dc = d.c + d.h * o * (1.0 - tc * tc)  # through tanh(c)
+    di = dc * g * i * (1.0 - i)  # c = f c_prev + i g
+    df = dc * prev.c * f * (1.0 - f)
+    dg = dc * i * (1.0 - g * g)
+    dz = jnp.concatenate([di, df, dg, do], axis=-1)  # [B, 4H]
+    dh_prev = dz @ params.w_h.T.astype(dz.dtype)  # dh_{t-1} = dz w_hᵀ
+    return LSTMCarry(dh_prev, dc * f), dz, dz  # dc_{t-1} = dc ⊙ f
+
+  def recurrent_grads(
+    params: LSTMParams, prev: LSTMCarry, res: Array, dzh: Array
+  ) -> dict[str, Array]:
+    del params, res
+    return {"w_h": prev.h.T @ dzh}  # dw_h = H_prevᵀ dZ
+
+  def state_jacobian(params: LSTMParams, carry: LSTMCarry, x: Array) -> Array:
+    cdt, acc = base.compute_dtypes(dtype, carry.h, params.w_h)
+    new, (i, f, g, o) = _cell(params, carry, project(params, x), cdt, acc)
+    w_i, w_f, w_g, w_o = (params.w_h[:, k * H : (k + 1) * H].T for k in range(4))
+    tc = jnp.tanh(new.c)
+    dc_dh = (
+      (carry.c * f * (1 - f))[:, None] * w_f  # ∂c_t/∂h_{t-1}
+      + (g * i * (1 - i))[:, None] * w_i
+      + (i * (1 - g * g))[:, None] * w_g
+    )
+    dc_dc = jnp.diag(f)  # ∂c_t/∂c_{t-1}
+    dh_dh = (tc * o * (1 - o))[:, None] * w_o + (o * (1 - tc * tc))[:, None] * dc_dh
+    dh_dc = (o * (1 - tc * tc))[:, None] * dc_dc
+    return jnp.block([[dh_dh, dh_dc], [dc_dh, dc_dc]])
+
+  return base.Cell(
+    name="lstm",
+    hidden_size=H,
+    gates=4,
+    state_size=2 * H,
+    init=init,
+    initial_carry=initial_carry,
+    step=step,
+    project=project,
+    fast_step=fast_step,
+    backward_step=backward_step,
+    recurrent_grads=recurrent_grads,
+    state_jacobian=state_jacobian,
+    output=output,
+    add_output_grad=add_output_grad,
+    options=(("forget_bias", forget_bias),)
+    if chrono_t_max is None
+    else (("chrono_t_max", chrono_t_max),),
+    dtype=dtype,
+  )

@@ -1,0 +1,115 @@
+"""A character-level language model: embedding -> RNN layers -> softmax.
+
+e_t = E[x_t]                       # [B, E]
+h_t^{(l)} = RNN_l(h_t^{(l-1)}, h_{t-1}^{(l)})
+ŷ_t = softmax(h_t^{(L)} U + b_y)   # the lecture's ŷ^t = softmax(U h^t + b_y)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+import rnnjax as rj
+from rnnjax.apps.models import readout
+
+
+class CharLMParams(NamedTuple):
+  embed: rj.EmbeddingParams
+  rnn: tuple[Any, ...]  # one params NamedTuple per layer
+  out: readout.DenseParams  # [H, V] and [V]: the lecture's Uᵀ and b_y
+
+
+class CharLM(NamedTuple):
+  """The model as pure functions (see `char_lm`)."""
+
+  vocab_size: int
+  cells: tuple[rj.Cell, ...]
+  init: Callable[..., CharLMParams]
+  initial_carry: Callable[[int], list[Any]]
+  apply: Callable[..., tuple[list[Any], jax.Array]]
+  loss: Callable[..., tuple[jax.Array, list[Any]]]
+  sample: Callable[..., jax.Array]
+  config: dict[str, Any]
+
+
+def char_lm(
+  vocab_size: int, hidden: int = 256, *, embed: int = 64, layers: int = 1, cell: str = "lstm"
+) -> CharLM:
+  """A character LM with ``layers`` stacked cells of kind ``cell``.
+
+  Args:
+    vocab_size: V.
+    hidden: H of every layer.
+    embed: the embedding size E.
+    layers: how many stacked cells.
+    cell: a registered cell name (`rnnjax.cell_names`).
+
+  Returns:
+    A `CharLM` whose functions are
+    ``init(key) -> CharLMParams``;
+    ``initial_carry(batch) -> list of carries``;
+    ``apply(params, ids [T, B], carries=None) -> (carries, logits [T, B, V])``;
+    ``loss(params, ids, targets, carries=None) -> (mean nats per char, carries)``;
+    ``sample(params, key, prime_ids [P], n, temperature=1.0) -> ids [n]``.
+  """
+  if layers < 1:
+    raise ValueError(f"char_lm: layers must be >= 1, got {layers}")
+  cells = tuple(rj.make_cell(cell, hidden) for _ in range(layers))
+  emb = rj.embedding(vocab_size, embed)
+
+  def init(key: jax.Array) -> CharLMParams:
+    ke, ko, *kl = jax.random.split(key, 2 + layers)
+    sizes = [embed] + [hidden] * (layers - 1)
+    return CharLMParams(
+      embed=emb.init(ke),
+      rnn=tuple(c.init(k, s) for c, k, s in zip(cells, kl, sizes, strict=True)),
+      out=readout.init_dense(ko, hidden, vocab_size),
+    )
+
+  def initial_carry(batch: int) -> list[Any]:
+    return [c.initial_carry((batch,)) for c in cells]
+
+  def apply(
+    params: CharLMParams, ids: jax.Array, carries: Any = None, **scan_kw: Any
+  ) -> tuple[list[Any], jax.Array]:
+    xs = emb.apply(params.embed, ids)  # [T, B, E]
+    carries, hs = rj.stacked(list(zip(cells, params.rnn, strict=True)), xs, carries, **scan_kw)
+    return carries, readout.dense(params.out, hs)  # [T, B, V]
+
+  def loss(
+    params: CharLMParams, ids: jax.Array, targets: jax.Array, carries: Any = None, **scan_kw: Any
+  ) -> tuple[jax.Array, list[Any]]:
+    carries, logits = apply(params, ids, carries, **scan_kw)
+    return jnp.mean(readout.cross_entropy(logits, targets)), carries
+
+  @partial(jax.jit, static_argnames=("n",))
+  def sample(
+    params: CharLMParams, key: jax.Array, prime_ids: jax.Array, n: int, temperature: float = 1.0
+  ) -> jax.Array:
+    carries, logits = apply(params, prime_ids[:, None], initial_carry(1))
+    layers_ = list(zip(cells, params.rnn, strict=True))
+
+    def body(state: Any, k: jax.Array) -> tuple[Any, jax.Array]:
+      carries, logits = state
+      nxt = jax.random.categorical(k, logits / temperature)
+      carries, h = rj.stacked_step(layers_, carries, emb.apply(params.embed, nxt[None]))
+      return (carries, readout.dense(params.out, h)[0]), nxt
+
+    _, out = jax.lax.scan(body, (carries, logits[-1, 0]), jax.random.split(key, n))
+    return out
+
+  return CharLM(
+    vocab_size,
+    cells,
+    init,
+    initial_carry,
+    apply,
+    loss,
+    sample,
+    dict(vocab_size=vocab_size, hidden=hidden, embed=embed, layers=layers, cell=cell),
+  )
