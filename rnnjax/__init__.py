@@ -2,7 +2,20 @@
 
 The core library. It imports jax and numpy only; the applications built on
 it (the char-LM, training loops, experiments, reports and the ``rnnjax``
-command) live in `rnnjax.apps`.
+command) live in `rnnjax.apps`, and nothing here imports from there.
+
+* Cells: `elman`, `gru`, `lstm` (or `make_cell` by name), each a `Cell`, a
+  NamedTuple of pure functions over NamedTuple params and carries.
+* Running: `scan` (with the hand-written BPTT `bptt_scan` as its default
+  backward), `flip`; layers: `stacked`, `stacked_step`, `bidirectional`,
+  `init_stacked`, `dropout`, `embedding`.
+* Modules: `rnnjax.init` (initialisers), `rnnjax.jacobian` (gradient-flow
+  measurements), `rnnjax.tbptt` (truncated BPTT), `rnnjax.tasks` (synthetic
+  long-range tasks), `rnnjax.interop` (weights from PyTorch and flax).
+
+The implementation lives in the private ``rnnjax._src``; import from here.
+Shapes use ``T`` time, ``B`` batch, ``I`` input, ``H`` hidden, ``S`` flattened
+state, ``k`` gate blocks, ``V`` vocabulary.
 """
 
 from rnnjax import init as init

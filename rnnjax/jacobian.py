@@ -1,6 +1,6 @@
 """Jacobian tools: why gradients explode or vanish, measured.
 
-The lecture's chain: ``h_j = f(z_j)``, ``z_j = V x_j + W h_{j-1} + b``::
+The lecture's chain: ``h_j = f(z_j)``, ``z_j = V x_j + W h_{j-1} + b``:
 
     ∂h_j/∂h_{j-1} = diag(f'(z_j)) W                       (the step Jacobian J_j)
     ‖J_j‖ ≤ ‖diag f'(z_j)‖ · ‖W‖                           (the lecture's bound)
@@ -68,13 +68,31 @@ orthogonal matrix has ``σ_max = 1.0000002`` in float32, which is 1."""
 
 
 def flatten_state(cell: Cell, carry: Carry) -> Array:
-  """The carry as one vector ``s`` of size ``cell.state_size``."""
+  """The carry as one vector ``s`` of size ``cell.state_size``.
+
+  Args:
+    cell: the cell the carry belongs to.
+    carry: a carry with leaves ``[..., H]``.
+
+  Returns:
+    ``s: [..., S]``, the leaves concatenated in order (``[h; c]`` for the
+    LSTM).
+  """
   leaves = jax.tree.leaves(carry)
   return leaves[0] if len(leaves) == 1 else jnp.concatenate(leaves, axis=-1)
 
 
 def unflatten_state(cell: Cell, s: Array, like: Carry) -> Carry:
-  """Inverse of `flatten_state`, shaped like the carry ``like``."""
+  """Inverse of `flatten_state`, shaped like the carry ``like``.
+
+  Args:
+    cell: the cell the carry belongs to.
+    s: ``[..., S]``, a flattened state.
+    like: a carry of the wanted structure (its values are not read).
+
+  Returns:
+    A carry of the structure of ``like``.
+  """
   leaves, tree = jax.tree.flatten(like)
   sizes = np.cumsum([l.shape[-1] for l in leaves])[:-1]
   return jax.tree.unflatten(tree, jnp.split(s, sizes, axis=-1))
@@ -109,8 +127,21 @@ def _check(
 
 
 @partial(jax.jit, static_argnums=0)
-def trajectory(cell, params, xs, carry=None):
-  """The carries before each step, ``[T, ...]``, and the final carry."""
+def trajectory(
+  cell: Cell, params: Params, xs: Array, carry: Carry | None = None
+) -> tuple[Carry, Carry]:
+  """The carries along one sequence.
+
+  Args:
+    cell: the cell (static under ``jit``).
+    params: its params.
+    xs: one sequence ``[T, I]``.
+    carry: the initial carry, unbatched (default zeros).
+
+  Returns:
+    ``(prevs, final)``: the carry before each step (leaves ``[T, H]``) and the
+    carry after the last step (leaves ``[H]``).
+  """
   xs, carry = _check(cell, params, xs, carry, "rnnjax.jacobian.trajectory")
 
   def body(c, x):
@@ -125,12 +156,42 @@ def trajectory(cell, params, xs, carry=None):
 
 
 @partial(jax.jit, static_argnums=0, static_argnames="method")
-def step_jacobians(cell, params, xs, carry=None, *, method: str = "closed"):
+def step_jacobians(
+  cell: Cell, params: Params, xs: Array, carry: Carry | None = None, *, method: str = "closed"
+) -> Array:
   """``J_t = ∂s_t/∂s_{t-1}`` for every step: ``[T, S, S]``.
 
   ``method="closed"`` uses the cell's closed form (elman:
   ``diag(f'(z_t)) W``, with ``W = w_hᵀ``); ``"jacfwd"`` differentiates
   ``cell.step``. Tests hold them equal.
+
+  Args:
+    cell: the cell (static under ``jit``).
+    params: its params.
+    xs: one sequence ``[T, I]``.
+    carry: the initial carry, unbatched (default zeros).
+    method: ``"closed"`` or ``"jacfwd"``.
+
+  Returns:
+    ``[T, S, S]``: entry ``t`` is the Jacobian of step ``t + 1`` over the
+    flattened state (`flatten_state`).
+
+  Raises:
+    TypeError: ``cell`` is not a `rnnjax.Cell`.
+    ValueError: ``method`` is unknown, or ``xs`` is not one sequence ``[T, I]``
+      with the params' input size.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, rnnjax as rj
+    >>> cell = rj.lstm(3)
+    >>> params = cell.init(jax.random.key(0), 2)
+    >>> xs = jax.random.normal(jax.random.key(1), (6, 2))
+    >>> Js = rj.jacobian.step_jacobians(cell, params, xs)
+    >>> Js.shape                                       # [T, S, S] with S = 2H
+    (6, 6, 6)
+    >>> Jf = rj.jacobian.step_jacobians(cell, params, xs, method="jacfwd")
+    >>> bool(jnp.allclose(Js, Jf, atol=1e-5))
+    True
   """
   if method not in ("closed", "jacfwd"):
     raise ValueError(f"step_jacobians: unknown method {method!r}; expected 'closed' or 'jacfwd'")
@@ -146,8 +207,15 @@ def step_jacobians(cell, params, xs, carry=None, *, method: str = "closed"):
   return jax.vmap(lambda c, x: jax.jacfwd(flat_step)(flatten_state(cell, c), x))(prevs, xs)
 
 
-def norms(Js):
-  """Per-step spectral (largest singular value) and Frobenius norms of ``Js: [T, S, S]``."""
+def norms(Js: Array) -> dict[str, Array]:
+  """Per-step spectral (largest singular value) and Frobenius norms.
+
+  Args:
+    Js: ``[T, S, S]``, e.g. from `step_jacobians`.
+
+  Returns:
+    ``{"spectral": [T], "frobenius": [T]}``.
+  """
   return dict(
     spectral=jnp.linalg.norm(Js, ord=2, axis=(-2, -1)),
     frobenius=jnp.linalg.norm(Js, ord="fro", axis=(-2, -1)),
@@ -177,6 +245,9 @@ def lecture_bound(cell: Cell, params: Params, xs: Array, carry: Carry | None = N
 
   Returns:
     ``[T]``, an upper bound of ``‖∂h_t/∂h_{t-1}‖₂`` at every step.
+
+  Raises:
+    ValueError: the cell declares no activation (a gated cell).
   """
   act = _activation(cell, "rnnjax.jacobian.lecture_bound")
   xs, carry = _check(cell, params, xs, carry, "rnnjax.jacobian.lecture_bound")
@@ -219,6 +290,18 @@ def pascanu_conditions(cell: Cell, params: Params) -> PascanuConditions:
 
   Returns:
     `PascanuConditions`.
+
+  Raises:
+    ValueError: the cell declares no activation (a gated cell).
+
+  Examples:
+    An orthogonal ``W`` with tanh sits on the threshold, neither condition:
+
+    >>> import jax, rnnjax as rj
+    >>> cell = rj.elman(4)
+    >>> c = rj.jacobian.pascanu_conditions(cell, cell.init(jax.random.key(0), 2))
+    >>> round(c.sigma_max, 4), c.vanishing_sufficient, c.exploding_necessary
+    (1.0, False, False)
   """
   act = _activation(cell, "rnnjax.jacobian.pascanu_conditions")
   sigma = float(jnp.linalg.norm(params.w_h, ord=2))
@@ -236,12 +319,31 @@ def pascanu_conditions(cell: Cell, params: Params) -> PascanuConditions:
 
 
 @partial(jax.jit, static_argnums=0)
-def gradient_norms_vs_lag(cell, params, xs, carry=None, dL_dsT=None):
+def gradient_norms_vs_lag(
+  cell: Cell,
+  params: Params,
+  xs: Array,
+  carry: Carry | None = None,
+  dL_dsT: Array | None = None,
+) -> Array:
   """``‖∂L_T/∂s_k‖₂`` for every k = 0..T in one reverse pass: ``[T + 1]``.
 
   ``L_T`` is a loss on the last state only, with ``∂L_T/∂s_T = dL_dsT``
   (default: the all-ones vector over ``h``, divided by √H). Entry ``k`` is at
-  lag ``T − k``; entry ``T`` is ``‖dL_dsT‖``.
+  lag ``T − k``; entry ``T`` is ``‖dL_dsT‖``. Each norm is taken as
+  ``m ‖g/m‖`` with ``m = max |g|``, so it is nonzero for as long as any entry
+  of the gradient is (squaring float32 entries would flush norms below 1e-19
+  to zero).
+
+  Args:
+    cell: the cell (static under ``jit``).
+    params: its params.
+    xs: one sequence ``[T, I]``.
+    carry: the initial carry, unbatched (default zeros).
+    dL_dsT: ``[S]``, the gradient of the loss at the last state.
+
+  Returns:
+    ``[T + 1]``, the gradient norms by state index ``k``.
   """
   xs, carry = _check(cell, params, xs, carry, "rnnjax.jacobian.gradient_norms_vs_lag")
   S = cell.state_size
@@ -260,16 +362,31 @@ def gradient_norms_vs_lag(cell, params, xs, carry=None, dL_dsT=None):
     final, _ = lax.scan(body, c0, (xs, eps[1:]))
     return jnp.vdot(dL_dsT, flatten_state(cell, final))
 
-  grads = jax.grad(run)(jnp.zeros((xs.shape[0] + 1, S), dtype))
-  return jnp.linalg.norm(grads, axis=-1)
+  grads = jax.grad(run)(jnp.zeros((xs.shape[0] + 1, S), dtype))  # [T + 1, S]
+  # ‖g‖ = m ‖g / m‖ with m = max |g|: squaring the entries directly would flush
+  # norms below √(smallest normal) (1e-19 in float32) to zero long before g does.
+  m = jnp.max(jnp.abs(grads), axis=-1)
+  return m * jnp.linalg.norm(grads / jnp.where(m > 0, m, 1.0)[:, None], axis=-1)
 
 
 @jax.jit
-def log_product_norms(Js):
+def log_product_norms(Js: Array) -> Array:
   """``log ‖J_T J_{T-1} ⋯ J_{k+1}‖₂`` for k = T−1 .. 0, i.e. lags 1..T: ``[T]``.
 
   Accumulated right to left with a running normalisation, so no product ever
   overflows or underflows; entry ``lag − 1`` is for that lag.
+
+  Args:
+    Js: ``[T, S, S]``, the step Jacobians in time order.
+
+  Returns:
+    ``[T]``, the log spectral norms by lag.
+
+  Examples:
+    >>> import jax.numpy as jnp, rnnjax as rj
+    >>> Js = jnp.stack([0.5 * jnp.eye(2)] * 3)
+    >>> [round(float(v), 4) for v in rj.jacobian.log_product_norms(Js)]  # lag·log(1/2)
+    [-0.6931, -1.3863, -2.0794]
   """
   S = Js.shape[-1]
 
@@ -287,10 +404,33 @@ def log_product_norms(Js):
 
 
 @partial(jax.jit, static_argnums=0, static_argnames=("start", "iters"))
-def product_norm_power(cell, params, xs, carry=None, *, start: int = 0, iters: int = 50, key=None):
-  """``‖J_T ⋯ J_{start+1}‖₂`` without forming any S×S matrix: power iteration
-  on ``PᵀP`` with one JVP (``P v``) and one VJP (``Pᵀ u``) per iteration.
-  Returns the log of the norm."""
+def product_norm_power(
+  cell: Cell,
+  params: Params,
+  xs: Array,
+  carry: Carry | None = None,
+  *,
+  start: int = 0,
+  iters: int = 50,
+  key: Array | None = None,
+) -> Array:
+  """``log ‖J_T ⋯ J_{start+1}‖₂`` without forming any S×S matrix.
+
+  Power iteration on ``PᵀP`` with one JVP (``P v``) and one VJP (``Pᵀ u``)
+  per iteration.
+
+  Args:
+    cell: the cell (static under ``jit``).
+    params: its params.
+    xs: one sequence ``[T, I]``.
+    carry: the initial carry, unbatched (default zeros).
+    start: the product starts after step ``start`` (static).
+    iters: power iterations (static).
+    key: PRNG key of the starting vector (default ``jax.random.key(0)``).
+
+  Returns:
+    A scalar, the log of the product's spectral norm.
+  """
   xs, carry = _check(cell, params, xs, carry, "rnnjax.jacobian.product_norm_power")
   prevs, _ = trajectory(cell, params, xs, carry)
   c_start = jax.tree.map(lambda a: a[start], prevs)
@@ -322,10 +462,18 @@ def product_norm_power(cell, params, xs, carry=None, *, start: int = 0, iters: i
 
 
 @jax.jit
-def log_singular_values(Js):
-  """Log singular values of the product ``J_T ⋯ J_1`` (``Js: [T, S, S]``),
-  descending. The product is carried with a running scalar normalisation, so
-  it never overflows."""
+def log_singular_values(Js: Array) -> Array:
+  """Log singular values of the product ``J_T ⋯ J_1``, descending.
+
+  The product is carried with a running scalar normalisation, so it never
+  overflows.
+
+  Args:
+    Js: ``[T, S, S]``, the step Jacobians in time order.
+
+  Returns:
+    ``[S]``, descending.
+  """
   S = Js.shape[-1]
 
   def body(carry, J):
@@ -339,9 +487,20 @@ def log_singular_values(Js):
   return logscale + jnp.log(jnp.linalg.svd(P, compute_uv=False))
 
 
-def window_spectra(Js, window: int):
-  """Log singular values of the products over consecutive windows of
-  ``window`` steps: ``[T // window, S]``."""
+def window_spectra(Js: Array, window: int) -> Array:
+  """Log singular values of the products over consecutive windows.
+
+  Args:
+    Js: ``[T, S, S]``, the step Jacobians in time order.
+    window: steps per window, in ``[1, T]``; a trailing part shorter than a
+      window is left out.
+
+  Returns:
+    ``[T // window, S]``, each row descending.
+
+  Raises:
+    ValueError: ``window`` lies outside ``[1, T]``.
+  """
   T, S, _ = Js.shape
   if not 1 <= window <= T:
     raise ValueError(f"window_spectra: window must lie in [1, T={T}], got {window}")
@@ -349,33 +508,46 @@ def window_spectra(Js, window: int):
   return jax.vmap(log_singular_values)(Js[: n * window].reshape(n, window, S, S))
 
 
-def isometry(log_sv):
-  """Dynamical isometry metrics of a product from its log singular values:
-  mean and variance of the squared singular values (Pennington et al. 2017)."""
+def isometry(log_sv: Array) -> dict[str, Array]:
+  """Dynamical isometry metrics of a product from its log singular values.
+
+  A product is isometric when all its singular values are 1: mean 1 and
+  variance 0 of their squares (Pennington et al. 2017).
+
+  Args:
+    log_sv: ``[S]``, e.g. from `log_singular_values`.
+
+  Returns:
+    ``{"mean_sq": scalar, "var_sq": scalar}``.
+  """
   sq = jnp.exp(2 * log_sv)
   return dict(mean_sq=jnp.mean(sq), var_sq=jnp.var(sq))
 
 
 @partial(jax.jit, static_argnums=(0, 4), static_argnames=("k", "transient", "qr_every"))
 def lyapunov_spectrum(
-  cell,
-  params,
-  xs,
-  carry=None,
+  cell: Cell,
+  params: Params,
+  xs: Array,
+  carry: Carry | None = None,
   k: int | None = None,
   *,
   transient: int = 0,
   qr_every: int = 1,
-  key=None,
-):
-  """The ``k`` leading Lyapunov exponents (per step, natural log), by the
-  QR (Benettin) method inside ``lax.scan``::
+  key: Array | None = None,
+) -> Array:
+  """The ``k`` leading Lyapunov exponents (per step, natural log).
 
-    Q_0 random orthonormal [S, k];   J_t Q_{t-1} = Q_t R_t;
-    λ_i = (1 / (T − transient)) Σ_{t > transient} log |R_t[i, i]|
+  By the QR (Benettin) method inside ``lax.scan``:
+
+      Q_0 random orthonormal [S, k];   J_t Q_{t-1} = Q_t R_t;
+      λ_i = (1 / (T − transient)) Σ_{t > transient} log |R_t[i, i]|
 
   Args:
+    cell: the cell (static under ``jit``).
+    params: its params.
     xs: the driving inputs ``[T, I]`` (zeros for an autonomous system).
+    carry: the initial carry, unbatched (default zeros).
     k: how many exponents (default all, S).
     transient: steps run first and discarded (the state settles onto its
       attractor; the basis aligns).
@@ -384,6 +556,24 @@ def lyapunov_spectrum(
       step, which divides the QR cost by m. Keep ``m·(λ₁ − λ_k)`` well below
       the log of the float's range (about 35 in float64, 15 in float32), or
       the small exponents lose their accuracy.
+    key: PRNG key of ``Q_0`` (default ``jax.random.key(0)``).
+
+  Returns:
+    ``[k]``, the exponents in descending order.
+
+  Raises:
+    ValueError: ``k`` lies outside ``[1, S]``, ``qr_every`` is not a
+      positive int, or the transient leaves no steps.
+
+  Examples:
+    A linear RNN with ``W = I/2`` halves every direction at every step:
+
+    >>> import jax, jax.numpy as jnp, rnnjax as rj
+    >>> cell = rj.elman(3, "linear", recurrent_init=rj.init.identity(0.5))
+    >>> params = cell.init(jax.random.key(0), 2)
+    >>> lams = rj.jacobian.lyapunov_spectrum(cell, params, jnp.zeros((10, 2)))
+    >>> [round(float(l), 4) for l in lams]       # log(1/2) three times
+    [-0.6931, -0.6931, -0.6931]
   """
   xs, carry = _check(cell, params, xs, carry, "rnnjax.jacobian.lyapunov_spectrum")
   S = cell.state_size
@@ -431,10 +621,34 @@ def lyapunov_spectrum(
 
 @partial(jax.jit, static_argnums=0, static_argnames=("eps", "transient"))
 def max_lyapunov_perturbation(
-  cell, params, xs, carry=None, *, eps: float = 1e-7, transient: int = 0, key=None
-):
-  """The largest Lyapunov exponent by direct simulation: a second trajectory
-  ``ε`` away, its separation measured and renormalised to ``ε`` every step."""
+  cell: Cell,
+  params: Params,
+  xs: Array,
+  carry: Carry | None = None,
+  *,
+  eps: float = 1e-7,
+  transient: int = 0,
+  key: Array | None = None,
+) -> Array:
+  """The largest Lyapunov exponent by direct simulation.
+
+  A second trajectory starts ``ε`` away; its separation is measured and
+  renormalised to ``ε`` every step. A check of `lyapunov_spectrum` that needs
+  no Jacobian.
+
+  Args:
+    cell: the cell (static under ``jit``).
+    params: its params.
+    xs: the driving inputs ``[T, I]``.
+    carry: the initial carry, unbatched (default zeros).
+    eps: ``ε``, the separation (static).
+    transient: steps whose growth is not counted (static).
+    key: PRNG key of the perturbation's direction (default
+      ``jax.random.key(1)``).
+
+  Returns:
+    A scalar, ``λ₁`` per step.
+  """
   xs, carry = _check(cell, params, xs, carry, "rnnjax.jacobian.max_lyapunov_perturbation")
   T = xs.shape[0]
   key = jax.random.key(1) if key is None else key
@@ -461,17 +675,48 @@ def max_lyapunov_perturbation(
 
 
 def diagnose(
-  cell, params, xs, carry=None, *, lyapunov_transient: int | None = None, tol: float = 0.01
-) -> dict:
+  cell: Cell,
+  params: Params,
+  xs: Array,
+  carry: Carry | None = None,
+  *,
+  lyapunov_transient: int | None = None,
+  tol: float = 0.01,
+) -> dict[str, Any]:
   """One structured report on gradient flow along ``xs``.
 
-  Returns a dict (JSON-ready) with per-step spectral norms, the lecture's
-  bound (vanilla RNN), Pascanu's conditions, ``log ‖∏ J‖₂`` by lag,
-  ``‖∂L_T/∂s_k‖`` by lag, the largest Lyapunov exponent ``λ₁``, and a verdict:
-  ``"exploding"`` if products grow (``λ₁ > tol`` or the log product norm
-  rises by more than ``tol`` per step over the longer half of the lags, past
-  any transient), ``"vanishing"`` if it falls by more than ``tol`` per step
-  there, else ``"stable"``; with the evidence.
+  The verdict is ``"exploding"`` if products grow (``λ₁ > tol`` or the log
+  product norm rises by more than ``tol`` per step over the longer half of
+  the lags, past any transient), ``"vanishing"`` if it falls by more than
+  ``tol`` per step there, else ``"stable"``.
+
+  Args:
+    cell: the cell.
+    params: its params.
+    xs: one sequence ``[T, I]``.
+    carry: the initial carry, unbatched (default zeros).
+    lyapunov_transient: steps discarded before ``λ₁`` is measured (default
+      ``T // 4``).
+    tol: the growth rate per step (natural log) that counts as growing or
+      shrinking.
+
+  Returns:
+    A JSON-ready dict: ``cell``, ``T``, ``state_size``, ``verdict``,
+    ``evidence`` (``λ₁``, the log product norm's slope and value at the
+    longest lag, mean and max step norms, ``tol``), the per-step spectral and
+    Frobenius norms, ``log ‖∏ J‖₂`` by lag, ``‖∂L_T/∂s_k‖`` by lag, and for a
+    cell that declares its activation ``lecture_bound`` and ``pascanu``
+    (`PascanuConditions` as a dict).
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, rnnjax as rj
+    >>> cell = rj.elman(4, "linear", recurrent_init=rj.init.identity(1.5))
+    >>> params = cell.init(jax.random.key(0), 2)
+    >>> report = rj.jacobian.diagnose(cell, params, jnp.ones((20, 2)))
+    >>> report["verdict"], round(report["evidence"]["lyapunov_max"], 3)  # log 1.5
+    ('exploding', 0.405)
+    >>> report["pascanu"]["exploding_necessary"]
+    True
   """
   xs, carry = _check(cell, params, xs, carry, "rnnjax.diagnose")
   T = xs.shape[0]
@@ -490,7 +735,7 @@ def diagnose(
   else:
     verdict = "stable"
   max_norm = float(jnp.max(n["spectral"]))
-  report = dict(
+  report: dict[str, Any] = dict(
     cell=repr(cell),
     T=T,
     state_size=cell.state_size,

@@ -94,9 +94,7 @@ def test_fast_path_equals_lecture_reference(activation):
 
 def test_gradients_flow_to_inputs_and_initial_carry():
   cell, params, xs, carry0, w = _problem("lstm", 6, 3, 2, 4, 1)
-  g_p, g_x, g_c = jax.grad(_loss(cell, w, None, False, "bptt"), argnums=(0, 1, 2))(
-    params, xs, carry0
-  )
+  _, g_x, g_c = jax.grad(_loss(cell, w, None, False, "bptt"), argnums=(0, 1, 2))(params, xs, carry0)
   assert float(jnp.min(jnp.abs(g_x).sum(-1))) > 0  # every input position
   assert float(jnp.min(jnp.abs(g_c.c))) > 0 and float(jnp.min(jnp.abs(g_c.h))) > 0
 
@@ -108,7 +106,11 @@ def test_residuals_of_the_custom_vjp_are_the_small_set():
   xs = jax.ShapeDtypeStruct((400, 4, 16), jnp.float32)
   mem = {}
   for mode in ("autodiff", "bptt", "checkpoint"):
-    g = jax.grad(lambda p, x: jnp.sum(rj.scan(cell, p, x, backward=mode)[1] ** 2), argnums=(0, 1))
+
+    def loss(p, x, mode=mode):
+      return jnp.sum(rj.scan(cell, p, x, backward=mode)[1] ** 2)
+
+    g = jax.grad(loss, argnums=(0, 1))
     mem[mode] = jax.jit(g).lower(p, xs).compile().memory_analysis().temp_size_in_bytes
   assert mem["bptt"] < mem["autodiff"]
   assert mem["checkpoint"] < 0.25 * mem["autodiff"]
@@ -159,7 +161,10 @@ def _tbptt_setup():
   params = {"rnn": f64(cell.init(jax.random.key(0), 3)), "head": jnp.ones((4,)) * 0.5}
   xs = jax.random.normal(jax.random.key(1), (12, 2, 3))
   targets = jax.random.normal(jax.random.key(2), (12, 2))
-  loss_fn = lambda p, ys, t: jnp.mean((ys @ p["head"] - t) ** 2)
+
+  def loss_fn(p, ys, t):
+    return jnp.mean((ys @ p["head"] - t) ** 2)
+
   return cell, params, xs, targets, loss_fn
 
 
@@ -173,7 +178,7 @@ def test_tbptt_full_window_equals_full_bptt():
   assert_trees_close(grads[0], full[1], rtol=1e-10)
 
 
-@pytest.mark.parametrize("k1,k2", [(3, 3), (3, 5), (4, 8), (2, 7)])
+@pytest.mark.parametrize(("k1", "k2"), [(3, 3), (3, 5), (4, 8), (2, 7)])
 def test_tbptt_matches_stop_gradient_reference(k1, k2):
   """Window u: loss on [stop-k1, stop), gradient cut at start = stop-k2."""
   cell, params, xs, targets, loss_fn = _tbptt_setup()
@@ -183,9 +188,9 @@ def test_tbptt_matches_stop_gradient_reference(k1, k2):
   assert len(losses) == len(wins) == 12 // k1
   c_full, _ = rj.scan(cell, params["rnn"], xs[: wins[-1].stop])
   np.testing.assert_allclose(carry, c_full, rtol=1e-12)
-  for (loss, g), w in zip(zip(losses, grads), wins):
+  for loss, g, w in zip(losses, grads, wins, strict=True):
 
-    def ref(p):
+    def ref(p, w=w):
       c0 = (
         jax.lax.stop_gradient(rj.scan(cell, params["rnn"], xs[: w.start])[0])
         if w.start

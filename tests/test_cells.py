@@ -1,6 +1,7 @@
 """Each cell against an independent implementation: flax's cells with copied
 weights, and a direct transcription of the lecture's GRU formula."""
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -9,7 +10,7 @@ import pytest
 
 import rnnjax as rj
 from rnnjax import interop
-from tests.helpers import assert_trees_close, f64
+from tests.helpers import CELLS, assert_trees_close, f64
 
 I, H, B = 3, 5, 4
 
@@ -27,12 +28,13 @@ def _perturbed(params, key):
   leaves, tree = jax.tree.flatten(params)
   keys = jax.random.split(key, len(leaves))
   return jax.tree.unflatten(
-    tree, [l + 0.3 * jax.random.normal(k, l.shape, l.dtype) for l, k in zip(leaves, keys)]
+    tree,
+    [l + 0.3 * jax.random.normal(k, l.shape, l.dtype) for l, k in zip(leaves, keys, strict=True)],
   )
 
 
 @pytest.mark.parametrize(
-  "kind,flax_cls,cell",
+  ("kind", "flax_cls", "cell"),
   [
     ("elman", nn.SimpleCell, rj.elman(H)),
     ("gru", nn.GRUCell, rj.gru(H, reset="after")),
@@ -67,7 +69,10 @@ def test_gru_before_is_the_lecture_formula(key):
   W_xr, W_xz, W_xh = W_x[:H], W_x[H : 2 * H], W_x[2 * H :]
   W_hr, W_hz, W_hh = W_h[:H], W_h[H : 2 * H], W_h[2 * H :]
   b_r, b_z, b_h = b[:H], b[H : 2 * H], b[2 * H :]
-  sig = lambda v: 1 / (1 + np.exp(-v))
+
+  def sig(v):
+    return 1 / (1 + np.exp(-v))
+
   x = np.asarray(jax.random.normal(jax.random.key(2), (I,)))
   h = np.asarray(jax.random.normal(jax.random.key(3), (H,)))
   r = sig(W_xr @ x + W_hr @ h + b_r)
@@ -123,13 +128,32 @@ def test_lstm_gate_order_is_ifgo(key):
 def test_params_and_carry_shapes(key):
   for cell, k in [(rj.elman(H), 1), (rj.gru(H), 3), (rj.lstm(H), 4)]:
     p = cell.init(key, I)
-    assert p.w_x.shape == (I, k * H) and p.w_h.shape == (H, k * H) and p.b.shape == (k * H,)
-    assert p.w_x.dtype == jnp.float32
-  assert rj.gru(H, reset="after").init(key, I).b_hn.shape == (H,)
+    chex.assert_shape([p.w_x, p.w_h, p.b], [(I, k * H), (H, k * H), (k * H,)])
+    chex.assert_type(p.w_x, jnp.float32)
+    assert cell.gates == k
+  chex.assert_shape(rj.gru(H, reset="after").init(key, I).b_hn, (H,))
   assert rj.gru(H).init(key, I).b_hn is None
   carry = rj.lstm(H).initial_carry((2, 3))
-  assert carry.h.shape == (2, 3, H) and carry.c.shape == (2, 3, H)
-  assert rj.elman(H).initial_carry().shape == (H,)
+  chex.assert_shape([carry.h, carry.c], (2, 3, H))
+  chex.assert_shape(rj.elman(H).initial_carry(), (H,))
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+def test_project_over_a_sequence_equals_each_step(name, key):
+  """cell.project over [T, B, I] is the projection of each step, and a step is
+  fast_step on that projection, then the output."""
+  T = 4
+  cell = CELLS[name](H)
+  p = _perturbed(f64(cell.init(key, I)), jax.random.key(1))
+  xs = jax.random.normal(jax.random.key(2), (T, B, I))
+  zx = cell.project(p, xs)
+  chex.assert_shape(zx, (T, B, cell.gates * H))
+  for t in range(T):
+    np.testing.assert_allclose(zx[t], cell.project(p, xs[t]), rtol=1e-13, atol=1e-14)
+  np.testing.assert_allclose(zx[1, 2], xs[1, 2] @ p.w_x + p.b, rtol=1e-13)
+  carry = jax.tree.map(lambda c: c + 0.5, cell.initial_carry((B,), jnp.float64))
+  fast_carry, _ = cell.fast_step(p, carry, zx[0])
+  assert_trees_close(cell.step(p, carry, xs[0]), (fast_carry, cell.output(fast_carry)))
 
 
 def test_cell_options_errors():

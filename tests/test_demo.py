@@ -8,8 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnnjax.apps import charlm, cli, data
+from rnnjax.apps import charlm, cli, data, plot
 from rnnjax.apps.models import char_lm
+
+FEATURES = {"in_quotes", "in_brackets", "indent", "column", "in_comment"}
+# the pattern corpus has no strings and no comments: those features are
+# constant, have no correlation, and are left out
+PATTERN_FEATURES = {"in_brackets", "indent", "column"}
 
 
 def test_stdlib_corpus_is_fixed_and_split():
@@ -51,17 +56,57 @@ def test_sampling_is_reproducible_and_in_vocab(key):
   assert a.shape == (30,) and int(a.min()) >= 0 and int(a.max()) < 7
 
 
-@pytest.fixture
-def pattern_text(tmp_path):
+def _write_pattern_text(folder):
   rng = np.random.default_rng(0)
   words = ["def f(x):\n", "    return x\n", "class A:\n", "    pass\n"]
   text = "".join(words[i] for i in rng.integers(0, 4, 600))
-  path = tmp_path / "corpus.txt"
+  path = folder / "corpus.txt"
   path.write_text(text, encoding="utf-8")
   return path
 
 
-def test_demo_learns_and_writes_summary(pattern_text, tmp_path, capsys):
+@pytest.fixture
+def pattern_text(tmp_path):
+  return _write_pattern_text(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+  """A 5-step demo run (no report) on the pattern corpus: its folder and corpus."""
+  folder = tmp_path_factory.mktemp("tiny")
+  text = _write_pattern_text(folder)
+  run = folder / "run"
+  args = [
+    "--max-steps",
+    "5",
+    "--hidden",
+    "16",
+    "--batch",
+    "4",
+    "--seq-len",
+    "16",
+    "--sample-chars",
+    "5",
+  ]
+  rc = cli.main(["demo", "--text", str(text), "--out", str(run), *args, "--no-progress"])
+  assert rc == 0
+  return run, text
+
+
+def _record_loss_curves(monkeypatch):
+  calls = []
+  real = plot.loss_curve
+
+  def loss_curve(*args, **kwargs):
+    calls.append(kwargs)
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(plot, "loss_curve", loss_curve)
+  return calls
+
+
+def test_demo_learns_and_writes_summary(pattern_text, tmp_path, capsys, monkeypatch):
+  curves = _record_loss_curves(monkeypatch)
   out = tmp_path / "run"
   rc = cli.main(
     [
@@ -109,77 +154,83 @@ def test_demo_learns_and_writes_summary(pattern_text, tmp_path, capsys):
     assert section in md
   for png in ("bpc.png", "embeddings.png", "step_norms.png", "products_by_lag.png"):
     assert (out / png).read_bytes()[:4] == b"\x89PNG"
+  # bpc.png has the uniform baseline, log2(V)
+  assert len(curves) == 1
+  assert curves[0]["baseline"] == pytest.approx(summary["baseline_bpc"], abs=1e-4)
+  assert curves[0]["baseline_label"] == f"uniform baseline log2(V={summary['vocab_size']})"
   assert summary["report"]["verdict"] in ("vanishing", "stable", "exploding")
-  assert set(summary["report"]["best_cells"]) <= {
-    "in_quotes",
-    "in_brackets",
-    "indent",
-    "column",
-    "in_comment",
-  }
-  assert "report: " in printed
+  assert f"gradient flow of the trained LSTM: {summary['report']['verdict']}" in printed
+  best = summary["report"]["best_cells"]
+  assert set(best) == PATTERN_FEATURES
+  for name, top in best.items():
+    assert len(top) == 1 and 0 <= top[0]["cell"] < 32 and 0 < abs(top[0]["r"]) <= 1
+    assert f"| {name} | {top[0]['cell']} | {top[0]['r']:+.3f} |" in md
+    assert f"  {name:12s} cell {top[0]['cell']:4d}  r = {top[0]['r']:+.3f}" in printed
+    assert (out / f"cell_{name}.png").read_bytes()[:4] == b"\x89PNG"
+  page = (out / "visualize.html").read_text(encoding="utf-8")
+  assert "Pearson correlation" in page and "blue negative, white 0, red positive" in page
+  assert f"report: {out / 'report.md'}" in printed
 
 
-def test_cli_experiment_and_visualize(pattern_text, tmp_path, capsys):
+def test_cli_experiment(tmp_path, capsys):
   js = tmp_path / "adding.json"
-  assert (
-    cli.main(
-      [
-        "experiment",
-        "adding",
-        "--cell",
-        "gru",
-        "--T",
-        "8",
-        "--hidden",
-        "16",
-        "--steps",
-        "30",
-        "--json",
-        str(js),
-        "--no-progress",
-      ]
-    )
-    == 0
-  )
+  args = ["--cell", "gru", "--T", "8", "--hidden", "16", "--steps", "30"]
+  assert cli.main(["experiment", "adding", *args, "--json", str(js), "--no-progress"]) == 0
   r = json.loads(js.read_text())
   assert {"loss_curve", "final_test_loss", "baseline"} <= set(r) and r["baseline"] == 1 / 6
-  assert "vs baseline 0.1667" in capsys.readouterr().out
-  run = tmp_path / "run"
-  cli.main(
-    [
-      "demo",
-      "--text",
-      str(pattern_text),
-      "--out",
-      str(run),
-      "--max-steps",
-      "5",
-      "--hidden",
-      "16",
-      "--batch",
-      "4",
-      "--seq-len",
-      "16",
-      "--no-progress",
-      "--no-report",
-    ]
-  )
-  capsys.readouterr()
-  assert (
-    cli.main(["visualize", "--run", str(run), "--text", str(pattern_text), "--chars", "400"]) == 0
-  )
+  assert r["steps"] == 30 and "params" not in r
   out = capsys.readouterr().out
-  assert "in_quotes" not in out or "cell" in out
-  assert (run / "visualize" / "visualize.html").exists()
-  assert json.loads((run / "visualize" / "features.json").read_text())
-  with pytest.raises(SystemExit):
-    cli.main(["visualize", "--run", str(run), "--text", str(pattern_text), "--cell", "99"])
+  assert "adding T=8, gru: 30 steps in" in out
+  assert f"test loss {r['final_test_loss']:.4f} vs baseline 0.1667" in out
+
+
+def test_cli_visualize(tiny_run, tmp_path, capsys):
+  run, text = tiny_run
+  out = tmp_path / "vis"
+  args = ["visualize", "--run", str(run), "--text", str(text), "--chars", "400"]
+  assert cli.main([*args, "--out", str(out)]) == 0
+  printed = capsys.readouterr().out.splitlines()
+  features = json.loads((out / "features.json").read_text())
+  assert set(features) == PATTERN_FEATURES
+  for name, top in features.items():
+    assert len(top) == 3 and len({c["cell"] for c in top}) == 3
+    assert all(0 <= c["cell"] < 16 and abs(c["r"]) <= 1 for c in top)
+    line = f"{name:12s} " + "  ".join(f"cell {c['cell']:4d} r={c['r']:+.3f}" for c in top)
+    assert line in printed
+  best = {top[0]["cell"] for top in features.values()}
+  assert printed[-1] == f"wrote {out / 'visualize.html'}, features.json and 3 PNGs"
+  assert sorted(p.name for p in out.glob("*.png")) == sorted(f"cell_{k}.png" for k in best)
+  page = (out / "visualize.html").read_text(encoding="utf-8")
+  assert page.count("<span style=") == 400 * len(features)
+  assert "over the 400 characters of text on this page" in page
+  # one chosen cell: no r to explain
+  assert cli.main([*args, "--out", str(tmp_path / "one"), "--cell", "3"]) == 0
+  page = (tmp_path / "one" / "visualize.html").read_text(encoding="utf-8")
+  assert "<h2>chosen with --cell: cell 3</h2>" in page and "Pearson" not in page
+  assert page.count("<span style=") == 400
+  capsys.readouterr()
+  with pytest.raises(SystemExit) as e:
+    cli.main([*args, "--cell", "99"])
+  assert e.value.code == 2
   assert "--cell 99 is out of range: the model has 16 cells" in capsys.readouterr().err
 
 
+def test_generate_rejects_a_prime_outside_the_vocabulary(tiny_run, capsys):
+  run, _ = tiny_run
+  with pytest.raises(SystemExit) as e:
+    cli.main(["generate", "--run", str(run), "--prime", "déf Z", "--chars", "5"])
+  assert e.value.code == 2
+  captured = capsys.readouterr()
+  assert captured.out == ""
+  assert captured.err.startswith(
+    "rnnjax generate: error: prime has characters the model never saw: ['Z', 'é']"
+  )
+  assert cli.main(["generate", "--run", str(run), "--prime", "def ", "--chars", "5"]) == 0
+  assert capsys.readouterr().out.startswith("def ")
+
+
 @pytest.mark.parametrize(
-  "content,message",
+  ("content", "message"),
   [
     (None, "no such file"),
     (b"", "the file is empty"),
@@ -205,13 +256,16 @@ def test_every_subcommand_has_help(capsys):
     with pytest.raises(SystemExit) as e:
       cli.main([cmd, "--help"])
     assert e.value.code == 0
-    assert "usage: rnnjax " + cmd in capsys.readouterr().out
+    help_text = capsys.readouterr().out
+    assert help_text.startswith("usage: rnnjax " + cmd) and "(default" in help_text
 
 
 def test_cli_rejects_bad_arguments(capsys):
-  with pytest.raises(SystemExit):
+  with pytest.raises(SystemExit) as e:
     cli.main(["demo", "--minutes", "-1"])
+  assert e.value.code == 2
   assert "expected a number > 0, got -1" in capsys.readouterr().err
-  with pytest.raises(SystemExit):
+  with pytest.raises(SystemExit) as e:
     cli.main(["nonsense"])
-  assert "invalid choice" in capsys.readouterr().err
+  assert e.value.code == 2
+  assert "invalid choice: 'nonsense'" in capsys.readouterr().err

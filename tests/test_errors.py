@@ -40,7 +40,7 @@ def test_wrong_rank(lstm):
 
 
 @pytest.mark.parametrize(
-  "dtype,kind", [(jnp.int32, "integer"), (jnp.complex64, "complex64"), (jnp.bool_, "bool")]
+  ("dtype", "kind"), [(jnp.int32, "integer"), (jnp.complex64, "complex64"), (jnp.bool_, "bool")]
 )
 def test_non_float_inputs(lstm, dtype, kind):
   cell, params = lstm

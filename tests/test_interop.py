@@ -16,7 +16,7 @@ torch = pytest.importorskip(
 
 
 @pytest.mark.parametrize(
-  "kind,module,cell",
+  ("kind", "module", "cell"),
   [
     ("elman", "RNN", rj.elman(6)),
     ("gru", "GRU", rj.gru(6, reset="after")),

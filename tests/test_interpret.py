@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from rnnjax.apps import data, interpret
+from rnnjax.apps import data, interpret, plot
 from rnnjax.apps.models import char_lm
 
 
@@ -41,9 +41,61 @@ def test_char_states_html_and_png(tmp_path):
   states = interpret.char_states(model, params, vocab, text)
   assert states.shape == (len(text), 8)
   page = interpret.html_page(text, states, {"quotes": 3})
-  assert page.count("<span") == len(text) and "cell 3" in page
+  assert page.count("<span style=") == len(text) and "<h2>quotes: cell 3</h2>" in page
   png = interpret.cell_png(text, states[:, 3], tmp_path / "c.png", "cell 3")
   assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_html_page_colours_by_the_largest_activation_with_a_legend():
+  text = "ab\ncd"
+  states = np.zeros((5, 2))
+  states[:, 1] = [-2.0, 0.0, 0.5, 1.0, 2.0]
+  page = interpret.html_page(text, states, {"in_quotes (r = +0.50)": 1})
+  backgrounds = [
+    "rgb(0,0,255)",  # -2: the largest |activation|, blue
+    "rgb(255,255,255)",  # 0: white
+    "rgb(255,191,191)",  # +0.5 = +2/4
+    "rgb(255,127,127)",  # +1
+    "rgb(255,0,0)",  # +2: red
+  ]
+  spans = [
+    f"<span style='background:{c}'>{ch}</span>" for c, ch in zip(backgrounds, text, strict=True)
+  ]
+  assert "".join(spans) in page
+  assert "activation -2 <span class='legend'></span> +2" in page
+  assert "blue negative, white 0, red positive" in page
+  assert (
+    "r is the Pearson correlation between the cell&#x27;s activation and the feature, "
+    "over the 5 characters of text on this page."
+  ) in page
+  assert "Pearson" not in interpret.html_page(text, states, {"chosen": 1}, explain_r=False)
+
+
+def test_cell_figure_has_a_colour_bar_and_says_what_r_is():
+  text = "ab\ncd\nef"
+  acts = np.array([-2.0, 0.0, 9.0, 1.0, 2.0, 0.0, 0.0, 0.0])
+  note = interpret.r_note(len(text), "analysed")
+  fig = interpret.cell_figure(
+    text, acts, "cell 0: best for column (r = +0.50)", max_lines=2, note=note
+  )
+  grid, bar = fig.axes
+  colours = [p.get_facecolor()[:3] for p in grid.patches]
+  # a, b on line 0; c, d on line 1 (positions 3, 4); the scale is max |activation| = 9,
+  # from the newline at position 2, which is not drawn, nor is line 3
+  expected = [
+    (1 - 2 / 9, 1 - 2 / 9, 1),  # -2: light blue
+    (1, 1, 1),  # 0: white
+    (1, 1 - 1 / 9, 1 - 1 / 9),  # +1: light red
+    (1, 1 - 2 / 9, 1 - 2 / 9),  # +2
+  ]
+  np.testing.assert_allclose(colours, expected, atol=0.01)
+  np.testing.assert_allclose(bar.get_xlim(), [-9, 9])
+  label = " ".join(bar.get_xlabel().split())
+  assert "blue negative, white 0, red positive" in label
+  assert "r is the Pearson correlation between the cell's activation and the feature" in label
+  assert "over the 8 characters of text analysed" in label
+  assert "The picture shows the first 2 lines." in label
+  plot.pyplot().close(fig)
 
 
 def test_embedding_tools(tmp_path):
@@ -56,9 +108,10 @@ def test_embedding_tools(tmp_path):
   assert [c for c, _ in nn] == ["b", "c"]
   assert interpret.cluster_score(table, vocab, "123") > 0.5
   # a − b + c with a, b, c letters/digits: "1" − "a" + "b" is nearest to a digit
-  assert interpret.analogy(table, vocab, "1", "a", "b", 1)[0][0] in "23"
+  got = interpret.analogy(table, vocab, "1", "a", "b", 3)
+  assert [c for c, _ in got] == ["3", "2", "c"]  # the inputs 1, a, b are excluded
   xy = interpret.pca_2d(table)
   assert xy.shape == (7, 2)
-  assert interpret.embedding_png(table, vocab, tmp_path / "e.png").exists()
+  assert interpret.embedding_png(table, vocab, tmp_path / "e.png").read_bytes()[:4] == b"\x89PNG"
   with pytest.raises(ValueError, match=r"'z' is not in the vocabulary"):
     interpret.nearest(table, vocab, "z")

@@ -1,5 +1,6 @@
 """Deep, bidirectional, residual, dropout and embedding layers against plain compositions."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,7 +19,7 @@ def test_stacked_equals_chained_scans(key):
   xs = jax.random.normal(key, (T, B, I))
   carries, ys = rj.stacked(layers, xs, lengths=LENGTHS)
   h = xs
-  for (cell, p), carry in zip(layers, carries):
+  for (cell, p), carry in zip(layers, carries, strict=True):
     ref_c, h = loop_reference(cell, p, h, cell.initial_carry((B,), jnp.float64), LENGTHS)
     assert_trees_close(carry, ref_c, rtol=1e-12)
   np.testing.assert_allclose(ys, h, rtol=1e-12)
@@ -41,13 +42,33 @@ def test_residual_and_dropout(key):
   assert 0.3 < float(jnp.mean(mask_in == 0)) < 0.7
   with pytest.raises(ValueError, match=r"dropout_rate > 0 needs key=...; pass dropout_rate=0.0"):
     rj.stacked(layers, xs, dropout_rate=0.1)
+  bad = rj.init_stacked(key, [rj.gru(H), rj.gru(7)], I)
   with pytest.raises(
     ValueError,
     match=r"residual connection at layer 1 needs equal input and "
     r"output shapes, got \(6, 3, 5\) -> \(6, 3, 7\)",
   ):
-    bad = rj.init_stacked(key, [rj.gru(H), rj.gru(7)], I)
     rj.stacked(bad, xs, residual=True)
+
+
+def test_stacked_step_over_T_steps_equals_stacked(key):
+  cells = [rj.lstm(H), rj.gru(H, reset="after"), rj.elman(3)]
+  layers = [(c, f64(p)) for c, p in rj.init_stacked(key, cells, I)]
+  xs = jax.random.normal(jax.random.key(1), (T, B, I))
+  c0 = [
+    jax.tree.map(lambda c, l=l: c + 0.1 * (l + 1), cell.initial_carry((B,), jnp.float64))
+    for l, (cell, _) in enumerate(layers)
+  ]
+  ref_carries, ref_ys = rj.stacked(layers, xs, c0)
+  carries, ys = c0, []
+  for t in range(T):
+    carries, y = rj.stacked_step(layers, carries, xs[t])
+    ys.append(y)
+  chex.assert_shape(ys, (B, 3))
+  assert_trees_close(carries, ref_carries, rtol=1e-12, atol=1e-14)
+  np.testing.assert_allclose(jnp.stack(ys), ref_ys, rtol=1e-12, atol=1e-14)
+  with pytest.raises(ValueError, match=r"got 2 carries for 3 layers; pass \[cell.initial_carry"):
+    rj.stacked_step(layers, c0[:2], xs[0])
 
 
 @pytest.mark.parametrize("merge", ["concat", "sum"])
@@ -74,11 +95,11 @@ def test_stacked_bidirectional_gradients_flow(key):
   params = [(f[1], b[1]) for f, b in layers]
 
   def loss(params, x, backward):
-    L = [((cf, pf), (cb, pb)) for (cf, cb), (pf, pb) in zip(cells, params)]
+    L = [((cf, pf), (cb, pb)) for (cf, cb), (pf, pb) in zip(cells, params, strict=True)]
     return jnp.sum(rj.stacked(L, x, lengths=LENGTHS, backward=backward)[1] ** 2)
 
   _, ys = rj.stacked(layers, xs, lengths=LENGTHS)
-  assert ys.shape == (T, B, 2 * H)
+  chex.assert_shape(ys, (T, B, 2 * H))
   params64, xs64 = f64(params), xs.astype(jnp.float64)
   g_bptt = jax.jit(jax.grad(loss, (0, 1)), static_argnums=2)(params64, xs64, "bptt")
   g_ad = jax.jit(jax.grad(loss, (0, 1)), static_argnums=2)(params64, xs64, "autodiff")
@@ -91,7 +112,7 @@ def test_embedding(key):
   p = emb.init(key)
   ids = jnp.array([[1, 2], [9, 1]])
   out = emb.apply(p, ids)
-  assert out.shape == (2, 2, 3)
+  chex.assert_shape(out, (2, 2, 3))
   np.testing.assert_array_equal(out[1, 1], p.table[1])
   # the gradient is a scatter-add into the used rows (one-hot times E)
   g = jax.grad(lambda P: jnp.sum(emb.apply(P, ids)))(p).table

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnjax.apps import checkpoint, cli
+from rnnjax.apps import charlm, checkpoint, cli, plot
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = [
@@ -45,23 +45,40 @@ def _metrics(out):
   return [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+loss_curves: list[dict] = []  # plot.loss_curve's keyword arguments in the uninterrupted run
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(corpus, tmp_path_factory):
   out = tmp_path_factory.mktemp("full")
-  assert (
-    cli.main(["train", "--text", str(corpus), "--steps", "300", "--out", str(out)] + SMALL) == 0
-  )
+  real = plot.loss_curve
+
+  def loss_curve(*args, **kwargs):
+    loss_curves.append(kwargs)
+    return real(*args, **kwargs)
+
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(plot, "loss_curve", loss_curve)
+    assert (
+      cli.main(["train", "--text", str(corpus), "--steps", "300", "--out", str(out), *SMALL]) == 0
+    )
   return out
 
 
 def test_run_writes_checkpoint_metrics_and_plot(uninterrupted):
   rows = _metrics(uninterrupted)
-  assert [r["step"] for r in rows] == [1] + list(range(5, 301, 5))
+  assert [r["step"] for r in rows] == [1, *range(5, 301, 5)]
   assert all(r["grad_norm"] > 0 and np.isfinite(r["grad_norm"]) for r in rows)
   assert rows[-1]["loss"] < 0.5 * rows[0]["loss"]
   assert (uninterrupted / "bpc.png").stat().st_size > 1000
   summary = json.loads((uninterrupted / "summary.json").read_text())
   assert summary["steps"] == 300 and summary["val_bpc"] < summary["baseline_bpc"]
+  # bpc.png draws the uniform baseline log2(V)
+  vocab_size = len(checkpoint.read_meta(uninterrupted / "checkpoint.ckpt")["vocab"])
+  assert summary["baseline_bpc"] == pytest.approx(np.log2(vocab_size))
+  assert loss_curves == [
+    dict(baseline=summary["baseline_bpc"], baseline_label=f"uniform baseline log2(V={vocab_size})")
+  ]
   assert checkpoint.read_meta(uninterrupted / "checkpoint.ckpt")["train"]["max_steps"] == 300
   assert not list(uninterrupted.glob(".*.tmp"))
 
@@ -81,8 +98,8 @@ def test_killed_run_resumes_to_the_same_loss_curve(corpus, uninterrupted, tmp_pa
       "300",
       "--out",
       str(out),
-    ]
-    + SMALL,
+      *SMALL,
+    ],
     env=env,
     stdout=subprocess.DEVNULL,
     stderr=subprocess.DEVNULL,
@@ -99,12 +116,8 @@ def test_killed_run_resumes_to_the_same_loss_curve(corpus, uninterrupted, tmp_pa
   proc.wait()
   assert checkpoint.read_meta(out / "checkpoint.ckpt")["train"]["max_steps"] == 300
   assert _metrics(out)[-1]["step"] < 300
-  assert (
-    cli.main(
-      ["train", "--text", str(corpus), "--steps", "300", "--out", str(out), "--resume"] + SMALL
-    )
-    == 0
-  )
+  resume = ["train", "--text", str(corpus), "--steps", "300", "--out", str(out), "--resume"]
+  assert cli.main([*resume, *SMALL]) == 0
   resumed, full = _metrics(out), _metrics(uninterrupted)
   assert [r["step"] for r in resumed] == [r["step"] for r in full]
   assert [r["loss"] for r in resumed] == [r["loss"] for r in full]  # exactly
@@ -119,7 +132,7 @@ def test_corrupted_checkpoint_is_a_clear_error(corpus, uninterrupted, tmp_path, 
   (out / "checkpoint.ckpt").write_bytes(bytes(data))
   with pytest.raises(SystemExit) as e:
     cli.main(
-      ["train", "--text", str(corpus), "--steps", "300", "--out", str(out), "--resume"] + SMALL
+      ["train", "--text", str(corpus), "--steps", "300", "--out", str(out), "--resume", *SMALL]
     )
   assert e.value.code == 2
   err = capsys.readouterr().err
@@ -136,22 +149,26 @@ def test_mismatched_checkpoint_names_what_differs(corpus, uninterrupted, tmp_pat
   out.mkdir()
   (out / "checkpoint.ckpt").write_bytes((uninterrupted / "checkpoint.ckpt").read_bytes())
   args = ["train", "--text", str(corpus), "--steps", "300", "--out", str(out), "--resume"]
-  with pytest.raises(SystemExit):
+  with pytest.raises(SystemExit) as e:
     cli.main(args + [a if a != "16" else "24" for a in SMALL])
+  assert e.value.code == 2
   err = capsys.readouterr().err
   assert (
     "does not match the model" in err
     and "file has float32[16, 64], model expects float32[24, 96]" in err
   )
-  with pytest.raises(SystemExit):
-    cli.main(args + SMALL[:-2] + ["--lr", "3e-3"])
+  with pytest.raises(SystemExit) as e:
+    cli.main([*args, *SMALL[:-2], "--lr", "3e-3"])
+  assert e.value.code == 2
   err = capsys.readouterr().err
   assert "was written by a different run" in err and "'lr': 0.01" in err
 
 
 def test_generate_from_a_run(uninterrupted, capsys):
-  assert (
-    cli.main(["generate", "--run", str(uninterrupted), "--prime", "for ", "--chars", "30"]) == 0
-  )
+  args = ["generate", "--run", str(uninterrupted), "--prime", "for ", "--chars", "30"]
+  assert cli.main([*args, "--seed", "3"]) == 0
   text = capsys.readouterr().out
-  assert text.startswith("for ") and len(text.rstrip("\n")) >= 30
+  model, params, vocab, _ = charlm.restore_model(uninterrupted)
+  expected = charlm.generate(model, params, vocab, "for ", 30, 0.8, 3)
+  assert len(expected) == 34 and text == expected + "\n"
+  assert set(expected) <= set(vocab.chars)

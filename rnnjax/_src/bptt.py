@@ -2,7 +2,7 @@
 
 `bptt_scan` is the fast path, a `jax.custom_vjp` in the layout of
 ``jax.experimental.rnn``: primal, ``_fwd`` returning ``(out, residuals)``,
-``_bwd(res, g)``, and ``defvjp`` at the bottom. The lecture's derivation::
+``_bwd(res, g)``, and ``defvjp`` at the bottom. The lecture's derivation:
 
     L = Σ_t L_t,   ∂L/∂W = Σ_t ∂L/∂h_t Σ_{i≤t} (Π_{j=i+1}^{t} ∂h_j/∂h_{j-1}) ∂h_i/∂W
 
@@ -10,7 +10,7 @@ is evaluated right to left, as one reverse scan that carries
 ``dh_t = ∂L/∂h_t`` (and ``dc_t`` for the LSTM). Each step does only the
 recurrent part, the cell's local backward (``dz_t`` and
 ``dh_{t-1} = dz_t w_hᵀ + …``); the weight gradients are then single large
-matmuls over all ``N = T·B`` rows::
+matmuls over all ``N = T·B`` rows:
 
     dw_x = Xᵀ dZx     db = Σ_n dZx     dX = dZx w_xᵀ     dw_h = H_prevᵀ dZh
 
@@ -121,10 +121,10 @@ def reference_elman_grads(
 ) -> ElmanParams:
   """The lecture's BPTT for the vanilla RNN, literally, for one sequence.
 
-  With ``L = Σ_t <dys[t], h_t>`` (any loss's output cotangents ``dys``)::
+  With ``L = Σ_t <dys[t], h_t>`` (any loss's output cotangents ``dys``):
 
-    ∂L/∂W = Σ_t ∂L_t/∂h_t Σ_{i=1}^{t} (Π_{j=i+1}^{t} ∂h_j/∂h_{j-1}) ∂⁺h_i/∂W
-    ∂h_j/∂h_{j-1} = diag(f'(z_j)) W
+      ∂L/∂W = Σ_t ∂L_t/∂h_t Σ_{i=1}^{t} (Π_{j=i+1}^{t} ∂h_j/∂h_{j-1}) ∂⁺h_i/∂W
+      ∂h_j/∂h_{j-1} = diag(f'(z_j)) W
 
   where ``∂⁺h_i/∂W`` is the immediate partial derivative (``h_{i-1}`` held
   fixed). Every product of step Jacobians is formed explicitly, O(T²H³):

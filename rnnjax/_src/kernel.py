@@ -1,6 +1,6 @@
 """The one forward scan kernel every cell and every backward mode shares.
 
-Data flow (time-major, valid steps a prefix of each sequence)::
+Data flow (time-major, valid steps a prefix of each sequence):
 
     xs [T, B, I] --(one matmul over all T·B rows)--> zx [T, B, kH]
     zx --lax.scan(cell.fast_step, masked hold)--> carries [T, ...], residuals [T, ...]

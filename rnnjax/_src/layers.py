@@ -3,7 +3,7 @@ embeddings and dropout.
 
 A *layer* is a ``(cell, params)`` pair; a bidirectional layer is a pair of
 layers ``((cell_fwd, params_fwd), (cell_bwd, params_bwd))``. `stacked` runs a
-list of either kind::
+list of either kind:
 
     h^{(0)} = xs
     h^{(l)} = RNN_l(h^{(l-1)})  [+ h^{(l-1)} if residual]  [dropout between layers]
@@ -206,9 +206,9 @@ def stacked_step(
   """One step of a deep (unidirectional) RNN: each layer's output feeds the next.
 
   The step-by-step twin of `stacked`, for generation and for reading every
-  layer's state as text streams in::
+  layer's state as text streams in:
 
-    carry^{(l)}, y^{(l)} = cell_l.step(params_l, carry^{(l)}, y^{(l-1)}),  y^{(0)} = x
+      carry^{(l)}, y^{(l)} = cell_l.step(params_l, carry^{(l)}, y^{(l-1)}),  y^{(0)} = x
 
   Args:
     layers: ``(cell, params)`` pairs.

@@ -439,7 +439,47 @@ def _run_visualize(args: argparse.Namespace) -> int:
   return 0
 
 
+def _by_task(values: dict[str, str]) -> str:
+  """``{"adding": "50", "copy": "50", "reverse": "128"}`` as
+  ``"50 for adding and copy, 128 for reverse"``."""
+  groups: dict[str, list[str]] = {}
+  for task, value in values.items():
+    groups.setdefault(value, []).append(task)
+  return ", ".join(f"{value} for {' and '.join(tasks)}" for value, tasks in groups.items())
+
+
+def _experiment_defaults() -> dict[str, str]:
+  """What --batch, --lr and --steps default to, per task, read from
+  rnnjax.apps.experiment so that the help text cannot drift from it."""
+  import inspect
+
+  from rnnjax.apps import experiment
+
+  one = inspect.signature(experiment.run_experiment).parameters
+  s2s = inspect.signature(experiment.run_seq2seq).parameters
+
+  def per_task(name: str) -> str:
+    return _by_task(
+      {
+        t: str((s2s if t == "reverse" else one)[name].default)
+        for t in ("adding", "copy", "reverse")
+      }
+    )
+
+  def budget(b: dict[str, Any]) -> str:
+    parts = [f"{b['steps']} steps"] if b.get("steps") else []
+    parts += [f"{b['minutes']:g} minutes"] if b.get("minutes") else []
+    return " and ".join(parts)
+
+  return dict(
+    batch=per_task("batch"),
+    lr=per_task("lr"),
+    budget=_by_task({t: budget(b) for t, b in experiment.DEFAULT_BUDGET.items()}),
+  )
+
+
 def _add_experiment(sub: _Sub) -> None:
+  defaults = _experiment_defaults()
   p = sub.add_parser(
     "experiment",
     help="long-range tasks (adding, copy) and seq2seq reversal",
@@ -469,20 +509,19 @@ def _add_experiment(sub: _Sub) -> None:
     "--batch",
     type=_positive_int,
     default=None,
-    help="sequences per step (default: 50 for adding and copy, 128 for reverse)",
+    help=f"sequences per step (default: {defaults['batch']})",
   )
   p.add_argument(
     "--lr",
     type=_positive_float,
     default=None,
-    help="Adam learning rate (default: 0.001 for adding and copy, 0.003 for reverse)",
+    help=f"Adam learning rate (default: {defaults['lr']})",
   )
   p.add_argument(
     "--steps",
     type=_positive_int,
     default=None,
-    help="training steps (default, with no --minutes either: adding and copy train "
-    "for 3 minutes, reverse for 3000 steps)",
+    help=f"training steps (default, with no --minutes either: a budget of {defaults['budget']})",
   )
   p.add_argument(
     "--minutes",
@@ -672,12 +711,9 @@ def _run_jacobian(args: argparse.Namespace) -> int:
   )
   if "pascanu" in report:
     print(pascanu_text(report["pascanu"], report["verdict"]))
-  zero = plot.first_zero_lag(report["grad_norm_by_lag"])
-  if zero is not None:
-    print(
-      f"‖∂L_T/∂s‖ computes to 0 from lag {zero} of {report['T']} (the squares of its "
-      "entries underflow the float range); products_by_lag.png marks the lag"
-    )
+  note = plot.zero_gradient_note(report["grad_norm_by_lag"])
+  if note is not None:
+    print(f"gradients by lag: {note}; products_by_lag.png marks the lag")
   print(f"wrote {path} and {', '.join(str(f) for f in figs)}")
   return 0
 

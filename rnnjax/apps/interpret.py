@@ -253,7 +253,7 @@ def cell_figure(
     filter(None, [note, f"The picture shows the first {len(lines)} lines." if part else ""])
   )
   label = "activation: blue negative, white 0, red positive (scale: the largest |activation|)"
-  bar.set_label("\n".join([label, *textwrap.wrap(caption, int(cols * 1.4))]), fontsize=8)
+  bar.set_label("\n".join([label, *textwrap.wrap(caption, int(cols * 1.25))]), fontsize=8)
   bar.ax.tick_params(labelsize=7)
   return fig
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io as _io
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,21 +51,41 @@ def step_norms_figure(report: dict[str, Any]) -> Figure:
   return fig
 
 
+UNDERFLOW_NEAR = 1e-15
+"""A gradient norm that is 0 after a positive one below this has underflowed:
+every entry of the gradient left the float range (below float32's smallest
+number, about 1e-45, or float64's, about 5e-324)."""
+
+
 def first_zero_lag(grad_norm_by_lag: Any) -> int | None:
-  """The first lag at which a gradient norm is exactly 0 (it underflowed), or None."""
+  """The first lag at which a gradient norm is exactly 0, or None."""
   zeros = np.flatnonzero(np.asarray(grad_norm_by_lag, float) == 0)
   return int(zeros[0]) if zeros.size else None
+
+
+def zero_gradient_note(grad_norm_by_lag: Any) -> str | None:
+  """Why the log-scale gradient curve stops, or None when no norm is 0: it
+  underflowed (the norm before it was below `UNDERFLOW_NEAR`), or it is
+  exactly 0 (no gradient reaches those states)."""
+  g = np.asarray(grad_norm_by_lag, float)
+  lag = first_zero_lag(g)
+  if lag is None:
+    return None
+  if lag > 0 and 0 < g[lag - 1] < UNDERFLOW_NEAR:
+    return (
+      f"the gradient norm computes to 0 from lag {lag} (last value {g[lag - 1]:.1e}): "
+      "its entries underflow the float range"
+    )
+  return f"the gradient norm is exactly 0 from lag {lag}: no gradient reaches those states"
 
 
 def products_figure(report: dict[str, Any]) -> Figure:
   """``log10 ‖J_T ⋯ J_{T-ℓ+1}‖₂`` and ``log10 ‖∂L_T/∂s_{T-ℓ}‖`` by lag ``ℓ``.
 
   A gradient norm that computes to exactly 0 has no logarithm: the curve stops
-  there, and a dotted line with its own legend entry marks the lag where it
-  underflowed. (In float32 the diagnosis' gradient norms reach 0 near 1e-19:
-  the squares of their entries fall below float32's smallest normal number,
-  1.2e-38, and are flushed to 0; the product norms, carried in log space,
-  go on.)
+  there, and a dotted line with a legend entry (`zero_gradient_note`) marks
+  the lag and says why. In float32 the diagnosis' gradients underflow near
+  1e-38 (see `UNDERFLOW_NEAR`); the product norms, carried in log space, go on.
   """
   plt = pyplot()
   fig, ax = plt.subplots(figsize=(6.5, 3.8))
@@ -78,15 +99,14 @@ def products_figure(report: dict[str, Any]) -> Figure:
   drawn = np.full(g.shape, np.nan)
   np.log10(g, out=drawn, where=g > 0)
   ax.plot(np.arange(len(g)), drawn, label=r"$\log_{10}\|\partial L_T/\partial s_{T-\ell}\|$")
-  zero = first_zero_lag(g)
-  if zero is not None:
+  zero, note = first_zero_lag(g), zero_gradient_note(g)
+  if zero is not None and note is not None:
     ax.axvline(
       zero,
       color="tab:red",
       ls=":",
       lw=1.2,
-      label=f"gradient norm computes to 0 from lag {zero}: the squares\n"
-      "of its entries underflow (log10 0 = −∞ is not drawn)",
+      label="\n".join(textwrap.wrap(note + "; log10 0 = −∞ is not drawn", 52)),
     )
   ax.set_xlabel(r"lag $\ell$")
   ax.set_ylabel(r"$\log_{10}$ norm")

@@ -1,6 +1,6 @@
 """The vanilla (Elman) RNN: the lecture's ``h^t = f(V x^t + W h^{t-1} + b_h)``.
 
-Row-vector layout (``x @ w_x``), so ``V = w_xᵀ`` and ``W = w_hᵀ``::
+Row-vector layout (``x @ w_x``), so ``V = w_xᵀ`` and ``W = w_hᵀ``:
 
     z_t = x_t @ w_x + h_{t-1} @ w_h + b        # [B, H]
     h_t = f(z_t)                               # f = tanh | relu | sigmoid | linear
@@ -8,12 +8,12 @@ Row-vector layout (``x @ w_x``), so ``V = w_xᵀ`` and ``W = w_hᵀ``::
 Params: ``w_x: [I, H]``, ``w_h: [H, H]``, ``b: [H]``. PyTorch's ``nn.RNN`` maps
 as ``w_x = weight_ih_l0.T``, ``w_h = weight_hh_l0.T``, ``b = bias_ih_l0 + bias_hh_l0``.
 
-Backward of one step (min-char-rnn style)::
+Backward of one step (min-char-rnn style):
 
     dz_t = dh_t * f'(z_t)                      # backprop through f
     dh_{t-1} = dz_t @ w_hᵀ                     # through the recurrent matrix
 
-State Jacobian (the lecture's "cause of all problems")::
+State Jacobian (the lecture's "cause of all problems"):
 
     ∂h_t/∂h_{t-1} = diag(f'(z_t)) W = diag(f'(z_t)) w_hᵀ
 """

@@ -1,7 +1,7 @@
 """The gated recurrent unit, with the reset gate before or after ``W_hn``.
 
 Gate blocks in the order (r, z, n); row-vector layout, ``w_x: [I, 3H]``,
-``w_h: [H, 3H]``, ``b: [3H]`` (and ``b_hn: [H]`` for ``reset="after"``)::
+``w_h: [H, 3H]``, ``b: [3H]`` (and ``b_hn: [H]`` for ``reset="after"``):
 
     r_t = σ(x_t w_xr + h_{t-1} w_hr + b_r)                 # reset gate
     z_t = σ(x_t w_xz + h_{t-1} w_hz + b_z)                 # update gate
@@ -15,7 +15,7 @@ PyTorch ``nn.GRU`` (its gate order is also r, z, n) maps as ``w_x = weight_ih_l0
 ``w_h = weight_hh_l0.T``, ``b = bias_ih_l0 + [bias_hh_l0[:2H], 0]``,
 ``b_hn = bias_hh_l0[2H:]``.
 
-Backward of one step::
+Backward of one step:
 
     dz   = dh_t ⊙ (h_{t-1} − n_t)                         # through the interpolation
     dn   = dh_t ⊙ (1 − z_t) ⊙ (1 − n_t²)                   # through tanh

@@ -1,6 +1,6 @@
 """Long short-term memory, gate blocks in the order (i, f, g, o).
 
-Row-vector layout, ``w_x: [I, 4H]``, ``w_h: [H, 4H]``, one bias ``b: [4H]``::
+Row-vector layout, ``w_x: [I, 4H]``, ``w_h: [H, 4H]``, one bias ``b: [4H]``:
 
     [i|f|g|o]_pre = x_t w_x + h_{t-1} w_h + b               # [B, 4H]
     i, f, o = σ(i_pre), σ(f_pre), σ(o_pre);  g = tanh(g_pre)
@@ -11,7 +11,7 @@ The carry is ``LSTMCarry(h, c)`` (flax orders its tuple ``(c, h)``). PyTorch's
 ``nn.LSTM`` (same gate order) maps as ``w_x = weight_ih_l0.T``,
 ``w_h = weight_hh_l0.T``, ``b = bias_ih_l0 + bias_hh_l0``.
 
-Backward of one step::
+Backward of one step:
 
     do = dh_t ⊙ tanh(c_t) ⊙ o(1 − o)
     dc = dc_t + dh_t ⊙ o ⊙ (1 − tanh²(c_t))               # through h = o tanh(c)

@@ -1,0 +1,191 @@
+"""The `rnnjax` command: help texts, argument errors, the jacobian command's
+printed conditions, and the figures it writes."""
+
+import argparse
+import inspect
+import json
+
+import numpy as np
+import pytest
+
+from rnnjax.apps import cli, experiment, plot
+
+COMMANDS = {"demo", "train", "generate", "experiment", "visualize", "jacobian"}
+
+
+def _subcommands(parser):
+  actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+  assert len(actions) == 1
+  return dict(actions[0].choices)
+
+
+def _squeeze(text):
+  """``text`` without whitespace: argparse wraps help lines (also at hyphens)."""
+  return "".join(text.split())
+
+
+def test_every_option_has_help_that_states_its_default():
+  subs = _subcommands(cli.build_parser())
+  assert set(subs) == COMMANDS
+  for name, sub in subs.items():
+    page = _squeeze(sub.format_help())
+    formatter = sub._get_formatter()
+    options = [a for a in sub._actions if not isinstance(a, argparse._HelpAction)]
+    assert options, name
+    for action in options:
+      where = f"rnnjax {name} {'/'.join(action.option_strings) or action.dest}"
+      assert action.help and action.help.strip(), f"{where} has no help"
+      shown = formatter._expand_help(action)
+      assert _squeeze(shown) in page, f"{where}: help not rendered"
+      if not action.option_strings:
+        continue  # a required positional has no default
+      assert "default" in shown, f"{where}: help does not state its default: {shown!r}"
+      if action.default not in (None, False):
+        assert _squeeze(str(action.default)) in _squeeze(shown), (
+          f"{where}: default {action.default!r} not in its help {shown!r}"
+        )
+
+
+def test_experiment_help_states_the_experiment_defaults():
+  """--batch, --lr, --steps default to None and the task decides: the help
+  must say what the experiment functions and DEFAULT_BUDGET actually use."""
+  sub = _subcommands(cli.build_parser())["experiment"]
+  helps = {a.dest: " ".join(a.help.split()) for a in sub._actions}
+  one = inspect.signature(experiment.run_experiment).parameters
+  s2s = inspect.signature(experiment.run_seq2seq).parameters
+  for dest in ("batch", "lr"):
+    if one[dest].default == s2s[dest].default:
+      expected = f"{one[dest].default} for adding and copy and reverse"
+    else:
+      expected = f"{one[dest].default} for adding and copy, {s2s[dest].default} for reverse"
+    assert f"(default: {expected})" in helps[dest]
+  for task, budget in experiment.DEFAULT_BUDGET.items():
+    amount = f"{budget['steps']} steps" if "steps" in budget else f"{budget['minutes']:g} minutes"
+    assert amount in helps["steps"] and task in helps["steps"]
+  assert cli._by_task({"adding": "3 minutes", "copy": "3 minutes", "reverse": "9 steps"}) == (
+    "3 minutes for adding and copy, 9 steps for reverse"
+  )
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_jacobian_rejects_activation_for_gated_cells(cell, tmp_path, capsys):
+  with pytest.raises(SystemExit) as e:
+    cli.main(["jacobian", "--cell", cell, "--activation", "relu", "--out", str(tmp_path)])
+  assert e.value.code == 2
+  err = capsys.readouterr().err
+  assert (
+    f"rnnjax jacobian: error: --activation relu applies to --cell elman only; the {cell} "
+    "cell's gates fix its nonlinearities"
+  ) in err
+  assert not (tmp_path / "report.json").exists()
+
+
+def _jacobian(tmp_path, capsys, *extra, T=40):
+  out = tmp_path / "jac"
+  assert cli.main(["jacobian", "--hidden", "16", "--T", str(T), "--out", str(out), *extra]) == 0
+  report = json.loads((out / "report.json").read_text())
+  return report, capsys.readouterr().out.splitlines()
+
+
+def test_jacobian_default_run_prints_conditions_that_agree_with_the_verdict(tmp_path, capsys):
+  """Orthogonal W with tanh: σ_max = 1 up to float32 rounding, which is 1/γ:
+  neither of Pascanu's conditions holds, and the line says the bound decides
+  nothing instead of 'explosion possible' beside a 'vanishing' verdict."""
+  report, lines = _jacobian(tmp_path, capsys)
+  pc, verdict = report["pascanu"], report["verdict"]
+  assert pc["sigma_max"] == pytest.approx(1.0, rel=1e-5) and pc["threshold"] == 1.0
+  assert not pc["vanishing_sufficient"] and not pc["exploding_necessary"]
+  assert lines[0].startswith(f"rnnjax.elman(16, activation='tanh'): verdict {verdict};")
+  assert lines[1] == (
+    "Pascanu et al.: σ_max(W) = 1 ≈ 1/γ = 1 (relative tolerance 1e-05): the bound "
+    f"decides nothing; the measured verdict ({verdict}) does"
+  )
+  assert "explosion" not in "\n".join(lines)
+
+
+def test_jacobian_contracting_run_guarantees_vanishing_and_marks_underflow(tmp_path, capsys):
+  """The tests run with float64 (conftest.py): a gradient falling by about 100×
+  per step leaves float64's range (its entries underflow below 1e-308) before
+  lag 200, as a float32 one does below 1e-38."""
+  report, lines = _jacobian(tmp_path, capsys, "--gain", "0.01", T=200)
+  assert report["verdict"] == "vanishing" and report["pascanu"]["vanishing_sufficient"]
+  assert lines[1].startswith(
+    "Pascanu et al.: σ_max(W) = 0.01 < 1/γ = 1: vanishing guaranteed for any input"
+  )
+  g = np.asarray(report["grad_norm_by_lag"])
+  zero = plot.first_zero_lag(g)
+  assert zero is not None and 0 < g[zero - 1] < plot.UNDERFLOW_NEAR
+  assert lines[2].startswith(f"gradients by lag: the gradient norm computes to 0 from lag {zero}")
+
+
+PASCANU = dict(gamma=1.0, threshold=1.0, vanishing_sufficient=False, exploding_necessary=False)
+
+
+@pytest.mark.parametrize("verdict", ["vanishing", "stable", "exploding"])
+def test_pascanu_text_has_three_cases_and_names_the_verdict(verdict):
+  below = cli.pascanu_text(dict(PASCANU, sigma_max=0.9, vanishing_sufficient=True), verdict)
+  equal = cli.pascanu_text(dict(PASCANU, sigma_max=1.0000002), verdict, rtol=1e-5)
+  above = cli.pascanu_text(dict(PASCANU, sigma_max=1.5, exploding_necessary=True), verdict)
+  assert "σ_max(W) = 0.9 < 1/γ = 1: vanishing guaranteed for any input" in below
+  assert "‖J_t‖₂ ≤ γ·σ_max = 0.9 < 1" in below
+  assert ("reads" in below) == (verdict != "vanishing")
+  assert "σ_max(W) = 1 ≈ 1/γ = 1 (relative tolerance 1e-05): the bound decides nothing" in equal
+  assert "σ_max(W) = 1.5 > 1/γ = 1: explosion possible but not guaranteed" in above
+  for text in (equal, above):
+    assert f"the measured verdict ({verdict})" in text
+  for text in (below, equal):
+    assert "explosion" not in text
+
+
+def _report(grad_norm_by_lag):
+  T = len(grad_norm_by_lag) - 1
+  return dict(
+    cell="rnnjax.elman(4, activation='tanh')",
+    verdict="vanishing",
+    log_product_norm_by_lag=list(-np.arange(1.0, T + 1)),
+    grad_norm_by_lag=grad_norm_by_lag,
+    step_spectral_norm=[0.5] * T,
+  )
+
+
+def _legend(ax):
+  legend = ax.get_legend()
+  return [t.get_text() for t in legend.get_texts()] if legend else []
+
+
+def test_products_figure_labels_and_marks_an_underflowed_gradient():
+  fig = plot.products_figure(_report([1.0, 1e-6, 1e-12, 3e-19, 0.0, 0.0]))
+  ax = fig.axes[0]
+  assert "log" in ax.get_ylabel() and "norm" in ax.get_ylabel()
+  assert ax.get_title() == "rnnjax.elman(4, activation='tanh'): verdict vanishing"
+  grad = ax.get_lines()[1]
+  np.testing.assert_allclose(grad.get_ydata()[:4], [0, -6, -12, np.log10(3e-19)])
+  assert np.isnan(grad.get_ydata()[4:]).all()
+  marks = [line for line in ax.get_lines() if list(line.get_xdata()) == [4, 4]]
+  assert len(marks) == 1
+  text = " ".join(" ".join(_legend(ax)).split())
+  assert "computes to 0 from lag 4 (last value 3.0e-19)" in text and "underflow" in text
+  plot.pyplot().close(fig)
+
+
+def test_products_figure_without_zeros_and_with_exact_zeros():
+  fig = plot.products_figure(_report([1.0, 0.5, 0.25]))
+  assert len(fig.axes[0].get_lines()) == 2 and len(_legend(fig.axes[0])) == 2
+  plot.pyplot().close(fig)
+  fig = plot.products_figure(_report([1.0, 0.5, 0.0]))  # not an underflow: a true zero
+  text = " ".join(" ".join(_legend(fig.axes[0])).split())
+  assert "exactly 0 from lag 2" in text and "underflow" not in text
+  plot.pyplot().close(fig)
+
+
+def test_loss_figure_draws_a_labelled_baseline():
+  history = [dict(step=1, bpc=4.0), dict(step=10, bpc=2.0)]
+  fig = plot.loss_figure(history, "bpc", "t", baseline=3.4594, baseline_label="uniform")
+  lines = fig.axes[0].get_lines()
+  assert len(lines) == 2
+  np.testing.assert_allclose(lines[1].get_ydata(), [3.4594, 3.4594])
+  assert _legend(fig.axes[0]) == ["training bpc", "uniform = 3.459"]
+  plot.pyplot().close(fig)
+  fig = plot.loss_figure(history)
+  assert len(fig.axes[0].get_lines()) == 1 and fig.axes[0].get_legend() is None
+  plot.pyplot().close(fig)
