@@ -26,6 +26,7 @@ space with a running normalisation, and the Lyapunov spectrum uses the QR
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -103,11 +104,6 @@ def _check(
 ) -> tuple[Array, Carry]:
   if not isinstance(cell, Cell):
     raise TypeError(f"{what}: cell must be an rnnjax Cell, got {type(cell).__name__}")
-  if cell.state_jacobian is None:
-    raise ValueError(
-      f"{what}: cell {cell!r} has no state Jacobian; give it a "
-      f"state_jacobian(params, carry, x) rule"
-    )
   xs = jnp.asarray(xs)
   if xs.ndim != 2:
     raise ValueError(
@@ -124,6 +120,25 @@ def _check(
   if carry is None:
     carry = cell.initial_carry((), jnp.result_type(xs, params.w_x))
   return xs, carry
+
+
+def _jacfwd_state_jacobian(cell: Cell) -> Callable[[Params, Carry, Array], Array]:
+  """``∂s_t/∂s_{t-1}`` by ``jax.jacfwd`` of ``cell.step`` over the flattened
+  carry: the measured Jacobian, for cells that give no closed form."""
+
+  def state_jacobian(params: Params, carry: Carry, x: Array) -> Array:
+    def flat_step(s: Array) -> Array:
+      new, _ = cell.step(params, unflatten_state(cell, s, carry), x)
+      return flatten_state(cell, new)
+
+    return jax.jacfwd(flat_step)(flatten_state(cell, carry))
+
+  return state_jacobian
+
+
+def _state_jacobian(cell: Cell) -> Callable[[Params, Carry, Array], Array]:
+  """The cell's closed-form step Jacobian, or the measured one when it declares none."""
+  return cell.state_jacobian or _jacfwd_state_jacobian(cell)
 
 
 @partial(jax.jit, static_argnums=0)
@@ -144,7 +159,7 @@ def trajectory(
   """
   xs, carry = _check(cell, params, xs, carry, "rnnjax.jacobian.trajectory")
 
-  def body(c, x):
+  def body(c: Carry, x: Array) -> tuple[Carry, Carry]:
     new, _ = cell.step(params, c, x)
     return new, c
 
@@ -162,7 +177,8 @@ def step_jacobians(
   """``J_t = ∂s_t/∂s_{t-1}`` for every step: ``[T, S, S]``.
 
   ``method="closed"`` uses the cell's closed form (elman:
-  ``diag(f'(z_t)) W``, with ``W = w_hᵀ``); ``"jacfwd"`` differentiates
+  ``diag(f'(z_t)) W``, with ``W = w_hᵀ``), or ``jax.jacfwd`` when the cell
+  declares none (``state_jacobian=None``); ``"jacfwd"`` always differentiates
   ``cell.step``. Tests hold them equal.
 
   Args:
@@ -197,14 +213,8 @@ def step_jacobians(
     raise ValueError(f"step_jacobians: unknown method {method!r}; expected 'closed' or 'jacfwd'")
   xs, carry = _check(cell, params, xs, carry, "rnnjax.jacobian.step_jacobians")
   prevs, _ = trajectory(cell, params, xs, carry)
-  if method == "closed":
-    return jax.vmap(lambda c, x: cell.state_jacobian(params, c, x))(prevs, xs)
-
-  def flat_step(s, x):
-    new, _ = cell.step(params, unflatten_state(cell, s, carry), x)
-    return flatten_state(cell, new)
-
-  return jax.vmap(lambda c, x: jax.jacfwd(flat_step)(flatten_state(cell, c), x))(prevs, xs)
+  rule = _state_jacobian(cell) if method == "closed" else _jacfwd_state_jacobian(cell)
+  return jax.vmap(lambda c, x: rule(params, c, x))(prevs, xs)
 
 
 def norms(Js: Array) -> dict[str, Array]:
@@ -352,8 +362,8 @@ def gradient_norms_vs_lag(
     H = cell.hidden_size
     dL_dsT = jnp.concatenate([jnp.ones(H), jnp.zeros(S - H)]).astype(dtype) / math.sqrt(H)
 
-  def run(eps):  # s_t + eps_t: ∂L/∂eps_t = ∂L/∂s_t
-    def body(c, inp):
+  def run(eps: Array) -> Array:  # s_t + eps_t: ∂L/∂eps_t = ∂L/∂s_t
+    def body(c: Carry, inp: tuple[Array, Array]) -> tuple[Carry, None]:
       x, e = inp
       new, _ = cell.step(params, c, x)
       return unflatten_state(cell, flatten_state(cell, new) + e, carry), None
@@ -390,7 +400,7 @@ def log_product_norms(Js: Array) -> Array:
   """
   S = Js.shape[-1]
 
-  def body(carry, J):
+  def body(carry: tuple[Array, Array], J: Array) -> tuple[tuple[Array, Array], Array]:
     P, logscale = carry
     P = P @ J  # J_T ⋯ J_{k+1}
     s = jnp.linalg.norm(P)
@@ -435,8 +445,8 @@ def product_norm_power(
   prevs, _ = trajectory(cell, params, xs, carry)
   c_start = jax.tree.map(lambda a: a[start], prevs)
 
-  def flow(s):  # s_start -> s_T along the trajectory
-    def body(c, x):
+  def flow(s: Array) -> Array:  # s_start -> s_T along the trajectory
+    def body(c: Carry, x: Array) -> tuple[Carry, None]:
       return cell.step(params, c, x)[0], None
 
     final, _ = lax.scan(body, unflatten_state(cell, s, carry), xs[start:])
@@ -448,7 +458,7 @@ def product_norm_power(
   v = jax.random.normal(key, s0.shape, s0.dtype)
   v = v / jnp.linalg.norm(v)
 
-  def it(v, _):
+  def it(v: Array, _: None) -> tuple[Array, Array]:
     u = jax.jvp(flow, (s0,), (v,))[1]  # P v
     w = vjp(u)[0]  # Pᵀ P v
     n = jnp.linalg.norm(w)
@@ -476,7 +486,7 @@ def log_singular_values(Js: Array) -> Array:
   """
   S = Js.shape[-1]
 
-  def body(carry, J):
+  def body(carry: tuple[Array, Array], J: Array) -> tuple[tuple[Array, Array], None]:
     P, logscale = carry
     P = J @ P
     s = jnp.linalg.norm(P)
@@ -589,9 +599,12 @@ def lyapunov_spectrum(
     )
   dtype = jnp.result_type(xs, params.w_x)
   key = jax.random.key(0) if key is None else key
+  state_jacobian = _state_jacobian(cell)
   Q0, _ = jnp.linalg.qr(jax.random.normal(key, (S, k), dtype))
 
-  def orthonormalise(Z, acc, counted, block_start, t):
+  def orthonormalise(
+    Z: Array, acc: Array, counted: Array, block_start: Array, t: Array
+  ) -> tuple[Array, Array, Array, Array]:
     Q, R = jnp.linalg.qr(Z)
     d = jnp.diag(R)
     Q = Q * jnp.where(d < 0, -1.0, 1.0).astype(Q.dtype)[None]  # keep Q continuous
@@ -600,10 +613,12 @@ def lyapunov_spectrum(
     counted = counted + jnp.where(use, t + 1 - block_start, 0)
     return Q, acc, counted, t + 1
 
-  def body(state, inp):
+  def body(
+    state: tuple[Carry, Array, Array, Array, Array], inp: tuple[Array, Array]
+  ) -> tuple[tuple[Carry, Array, Array, Array, Array], None]:
     c, Z, acc, counted, block_start = state
     x, t = inp
-    Z = cell.state_jacobian(params, c, x) @ Z  # J_t Z
+    Z = state_jacobian(params, c, x) @ Z  # J_t Z
     c, _ = cell.step(params, c, x)
     if qr_every == 1:
       Z, acc, counted, block_start = orthonormalise(Z, acc, counted, block_start, t)
@@ -656,7 +671,9 @@ def max_lyapunov_perturbation(
   d = jax.random.normal(key, s.shape, s.dtype)
   c2 = unflatten_state(cell, s + eps * d / jnp.linalg.norm(d), carry)
 
-  def body(state, inp):
+  def body(
+    state: tuple[Carry, Carry, Array], inp: tuple[Array, Array]
+  ) -> tuple[tuple[Carry, Carry, Array], None]:
     c1, c2, acc = state
     x, t = inp
     c1, _ = cell.step(params, c1, x)

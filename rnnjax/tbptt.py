@@ -146,12 +146,14 @@ def truncated_bptt(
   """
 
   @partial(jax.jit, static_argnames=("n_head",))
-  def run_window(params, carry, xs_w, targets_w, n_head):
+  def run_window(
+    params: PyTree, carry: Carry, xs_w: Array, targets_w: Array, n_head: int
+  ) -> tuple[Array, PyTree, Carry]:
     """One window of ``n_head + k1`` inputs: ``n_head`` steps of history
     whose loss does not count, then ``k1`` steps that count."""
     carry = jax.lax.stop_gradient(carry)
 
-    def loss(params):
+    def loss(params: PyTree) -> tuple[Array, Carry]:
       c_mid, _ = (
         (carry, None) if n_head == 0 else scan(cell, params["rnn"], xs_w[:n_head], carry, **scan_kw)
       )
@@ -162,7 +164,7 @@ def truncated_bptt(
     return value, grads, c_end
 
   @jax.jit
-  def advance(params, carry, xs_w):
+  def advance(params: PyTree, carry: Carry, xs_w: Array) -> Carry:
     return scan(cell, params["rnn"], xs_w, carry, **scan_kw)[0]
 
   def run(

@@ -74,8 +74,8 @@ def test_jacobian_rejects_activation_for_gated_cells(cell, tmp_path, capsys):
   assert e.value.code == 2
   err = capsys.readouterr().err
   assert (
-    f"rnnjax jacobian: error: --activation relu applies to --cell elman only; the {cell} "
-    "cell's gates fix its nonlinearities"
+    f"rnnjax jacobian: error: --activation relu does not apply to --cell {cell}: its factory "
+    "takes no activation (a gated cell's gates fix its nonlinearities); use --cell elman"
   ) in err
   assert not (tmp_path / "report.json").exists()
 

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -158,7 +159,15 @@ def test_demo_learns_and_writes_summary(pattern_text, tmp_path, capsys, monkeypa
   assert len(curves) == 1
   assert curves[0]["baseline"] == pytest.approx(summary["baseline_bpc"], abs=1e-4)
   assert curves[0]["baseline_label"] == f"uniform baseline log2(V={summary['vocab_size']})"
-  assert summary["report"]["verdict"] in ("vanishing", "stable", "exploding")
+  # the verdict follows diagnose's rule from the evidence the report prints
+  lam, rate = (
+    float(v)
+    for v in re.search(
+      r"largest Lyapunov exponent ([-+.\d]+) per step; log ‖∏ J‖₂ per step ([-+.\d]+)", md
+    ).groups()
+  )
+  rule = "exploding" if lam > 0.01 or rate > 0.01 else "vanishing" if rate < -0.01 else "stable"
+  assert summary["report"]["verdict"] == rule and f"verdict **{rule}**" in md
   assert f"gradient flow of the trained LSTM: {summary['report']['verdict']}" in printed
   best = summary["report"]["best_cells"]
   assert set(best) == PATTERN_FEATURES

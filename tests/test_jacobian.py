@@ -243,9 +243,6 @@ def test_bad_input():
   cell = rj.elman(4)
   p = cell.init(jax.random.key(0), 3)
   xs = jnp.zeros((10, 3))
-  no_jac = cell._replace(state_jacobian=None)
-  with pytest.raises(ValueError, match=r"has no state Jacobian; give it a state_jacobian"):
-    jac.step_jacobians(no_jac, p, xs)
   with pytest.raises(ValueError, match=r"k must lie in \[1, S=4\] \(the state size\), got 5"):
     jac.lyapunov_spectrum(cell, p, xs, k=5)
   with pytest.raises(
@@ -311,3 +308,19 @@ def test_gradient_norms_do_not_underflow_before_the_gradient_does():
   tiny = (g64 < 1e-20) & (g64 > 1e-35)  # squares underflow float32 here
   assert tiny.sum() >= 5
   np.testing.assert_allclose(g32[tiny], g64[tiny], rtol=1e-3)
+
+
+def test_a_cell_without_a_closed_form_jacobian_gets_the_measured_one():
+  """state_jacobian=None: the tools fall back to jax.jacfwd of the step."""
+  cell = rj.lstm(3)
+  p = f64(cell.init(jax.random.key(0), 2))
+  xs = jax.random.normal(jax.random.key(1), (12, 2), jnp.float64)
+  measured = cell._replace(state_jacobian=None)
+  np.testing.assert_allclose(
+    jac.step_jacobians(measured, p, xs), jac.step_jacobians(cell, p, xs), rtol=1e-12, atol=1e-14
+  )
+  np.testing.assert_allclose(
+    jac.lyapunov_spectrum(measured, p, xs, transient=2),
+    jac.lyapunov_spectrum(cell, p, xs, transient=2),
+    rtol=1e-10,
+  )

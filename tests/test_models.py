@@ -89,3 +89,21 @@ def test_exact_match_counts_up_to_eos():
   assert bool(jnp.all(experiment.exact_match(toks, b)))
   wrong = toks.at[0, 1].set(12 if int(toks[0, 1]) != 12 else 11)
   np.testing.assert_array_equal(experiment.exact_match(wrong, b), [True, False, True])
+
+
+def test_held_out_strings_carry_no_loss_in_training():
+  b = experiment.reverse_training_batch(jax.random.key(3), 200, 4)
+  held = np.asarray(tasks.held_out(b.src, b.src_len))
+  assert 5 <= held.sum() <= 50
+  np.testing.assert_array_equal(np.asarray(b.tgt_len) == 0, held)
+  np.testing.assert_array_equal(np.asarray(b.tgt_len)[~held], np.asarray(b.src_len)[~held] + 1)
+  model = seq2seq(rj.gru(8), rj.gru(8), tasks.REVERSE_VOCAB, embed=4)
+  p = model.init(jax.random.key(0))
+  keep = np.flatnonzero(~held)  # the loss of the batch is the loss of
+  sub = [a[:, keep] if a.ndim == 2 else a[keep] for a in b]  # its training strings alone
+  # float32 sums over batches of different sizes: equal to rounding (a held-out string
+  # counted in the loss would move it by about 1/len(keep) of one string's loss, ~1e-2)
+  np.testing.assert_allclose(model.loss(p, *b), model.loss(p, *sub), rtol=1e-6)
+  assert (
+    abs(float(model.loss(p, *b._replace(tgt_len=b.src_len + 1))) - float(model.loss(p, *b))) > 1e-4
+  )

@@ -21,6 +21,7 @@ products of step Jacobians, for teaching and for the tests.
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -56,27 +57,33 @@ def bptt_scan(
     ``(carry_T, ys)``: the carry after each sequence's last valid step, and
     ``ys: [T, B, H]``, zero on padding.
   """
-  zx = kernel.project(cell, params, xs)
+  zx = cell.project(params, xs)  # [T, B, kH]
   return kernel.forward(cell, params, zx, carry0, mask, unroll)
 
 
-def _fwd(cell, unroll, params, xs, carry0, mask):
-  zx = kernel.project(cell, params, xs)  # [T, B, kH]
+def _fwd(
+  cell: Cell, unroll: int, params: Params, xs: Array, carry0: Carry, mask: Array | None
+) -> tuple[tuple[Carry, Array], tuple[Any, ...]]:
+  zx = cell.project(params, xs)  # [T, B, kH]
   carry_T, ys, carries, res = kernel.forward(cell, params, zx, carry0, mask, unroll, keep=True)
   return (carry_T, ys), (params, xs, carry0, carries, res, mask)
 
 
-def _shift(carry0, carries):
+def _shift(carry0: Carry, carries: Carry) -> Carry:
   """``carry_{t-1}`` for every t: ``[carry_0, carry_1, ..., carry_{T-1}]``."""
   return jax.tree.map(lambda c0, cs: jnp.concatenate([c0[None], cs[:-1]]), carry0, carries)
 
 
-def _bwd(cell, unroll, residuals, g):
+def _bwd(
+  cell: Cell, unroll: int, residuals: tuple[Any, ...], g: tuple[Carry, Array]
+) -> tuple[Params, Array, Carry, None]:
   params, xs, carry0, carries, res, mask = residuals
   dcarry_T, dys = g
   prevs = _shift(carry0, carries)
 
-  def body(d, inp):
+  def body(
+    d: Carry, inp: tuple[Carry, Carry, Any, Array, Array | None]
+  ) -> tuple[Carry, tuple[Array, Array | None]]:
     prev, cur, r, dy, m = inp
     d_out = cell.add_output_grad(d, dy)  # ∂L_t/∂h_t joins dh_t
     d_prev, dzx, dzh = cell.backward_step(params, prev, cur, r, d_out)
@@ -91,24 +98,23 @@ def _bwd(cell, unroll, residuals, g):
     body, dcarry_T, (prevs, carries, res, dys, mask), reverse=True, unroll=unroll
   )
 
-  T, B, I = xs.shape
+  T, B, _ = xs.shape
   N = T * B
 
   def flat(a: Array) -> Array:  # [T, B, ...] -> [N, ...]
     return a.reshape(N, *a.shape[2:])
 
-  dZx = flat(dzx)  # [N, kH]
-  dZh = dZx if dzh is None else flat(dzh)
-  X = flat(xs).astype(dZx.dtype)  # [N, I]
-  grads = {
-    "w_x": X.T @ dZx,  # dw_x = Xᵀ dZx
-    "b": jnp.sum(dZx, axis=0),  # db = Σ dZx
-    **cell.recurrent_grads(
-      params, jax.tree.map(flat, prevs), jax.tree.map(flat, res), dZh
-    ),  # dw_h = H_prevᵀ dZh
-  }
-  dxs = (dZx @ params.w_x.T.astype(dZx.dtype)).reshape(T, B, I)  # dX = dZx w_xᵀ
-  dparams = params._replace(**{k: v.astype(getattr(params, k).dtype) for k, v in grads.items()})
+  # Through the cell's own input projection, as one pass over all N = T·B rows;
+  # for the affine zx = x w_x + b this is dw_x = Xᵀ dZx, db = Σ dZx, dX = dZx w_xᵀ.
+  # (The projection's primal output is unused here, so XLA drops its recomputation.)
+  zx, project_vjp = jax.vjp(cell.project, params, xs)
+  dparams_x, dxs = project_vjp(dzx.astype(zx.dtype))
+  dZh = flat(dzx if dzh is None else dzh)  # [N, kH]
+  recurrent = cell.recurrent_grads(  # dw_h = H_prevᵀ dZh
+    params, jax.tree.map(flat, prevs), jax.tree.map(flat, res), dZh
+  )
+  dparams = dparams_x._replace(**{k: getattr(dparams_x, k) + v for k, v in recurrent.items()})
+  dparams = jax.tree.map(lambda d, p: d.astype(p.dtype), dparams, params)
   dcarry0 = jax.tree.map(lambda d, c: d.astype(c.dtype), dcarry0, carry0)
   return dparams, dxs.astype(xs.dtype), dcarry0, None
 

@@ -22,12 +22,6 @@ from rnnjax._src.cells.base import Cell
 from rnnjax._src.typing import Array, Carry, Params
 
 
-def project(cell: Cell, params: Params, xs: Array) -> Array:
-  """The hoisted input projection ``zx = xs @ w_x + b``: ``[T, B, I] -> [T, B, kH]``,
-  one matmul over all ``T·B`` rows."""
-  return cell.project(params, xs)
-
-
 def hold(m: Array | None, new: Any, old: Any) -> Any:
   """``new`` where the step is valid (``m: [B]``), else ``old``; ``m=None``: new."""
   if m is None:
@@ -63,7 +57,7 @@ def forward(
   and residuals the hand-written backward needs.
   """
 
-  def body(carry, inp):
+  def body(carry: Carry, inp: tuple[Array, Array | None]) -> tuple[Carry, Any]:
     zx_t, m_t = inp
     new, res = masked_step(cell, params, carry, zx_t, m_t)
     return new, ((new, res) if keep else cell.output(new))

@@ -101,7 +101,7 @@ def scan(
   if mode == "bptt":
     carry, ys = bptt.bptt_scan(cell, unroll, params, xs, carry, mask)
   elif mode == "autodiff":
-    zx = kernel.project(cell, params, xs)
+    zx = cell.project(params, xs)  # [T, B, kH]
     carry, ys = kernel.forward(cell, params, zx, carry, mask, unroll)
   else:
     k = max(1, math.ceil(math.sqrt(T))) if checkpoint_every is None else checkpoint_every
@@ -155,9 +155,9 @@ def _checkpointed(
   m_c = jnp.pad(valid, ((0, pad), (0, 0))).reshape(n, k, B)
 
   @jax.checkpoint
-  def chunk(c, inp):
+  def chunk(c: Carry, inp: tuple[Array, Array]) -> tuple[Any, ...]:
     x, m = inp
-    zx = kernel.project(cell, params, x)  # [k, B, kH]
+    zx = cell.project(params, x)  # [k, B, kH]
     return kernel.forward(cell, params, zx, c, m, unroll)
 
   carry, ys = lax.scan(chunk, carry, (xs_c, m_c))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -85,10 +86,14 @@ def evaluate_bpc(
   return total / count / LN2
 
 
-def default_prime(vocab: Vocab, text: str) -> str:
-  """``"def "`` when the vocabulary has its characters (Python source), else the
-  first four characters of ``text``: the prime of the samples the commands print."""
-  return "def " if set("def ") <= set(vocab.chars) else text[:4]
+def default_prime(vocab: Vocab, text: str = "") -> str:
+  """The prime of the samples the commands print: ``"def "`` when the vocabulary
+  has its characters (Python source), else the first four characters of
+  ``text`` (held-out text of the run's corpus), else the vocabulary's first
+  known character."""
+  if set("def ") <= set(vocab.chars):
+    return "def "
+  return text[:4] or vocab.chars[1:2] or vocab.chars[:1]
 
 
 def generate(
@@ -256,6 +261,7 @@ def train_char_lm(
     ):
       checkpoint.save(out_dir / CHECKPOINT, state, meta)
 
+  t0 = time.perf_counter()
   with contextlib.ExitStack() as stack:
     metrics_file = None
     if out_dir is not None:
@@ -270,7 +276,7 @@ def train_char_lm(
 
     result = training.run_loop(
       step_fn,
-      steps=cfg.max_steps,
+      steps=cfg.max_steps or None,
       minutes=None if cfg.max_steps else cfg.minutes,
       start=int(state["step"]),
       log_every=cfg.log_every,
@@ -280,6 +286,7 @@ def train_char_lm(
       after_step=save,
     )
   jax.block_until_ready(state["params"])
+  train_seconds = time.perf_counter() - t0  # the device's work included
   save(-1)
   return CharLMRun(
     model,
@@ -288,6 +295,6 @@ def train_char_lm(
     evaluate_bpc(model, state["params"], val_ids),
     math.log2(vocab.size),
     result.steps,
-    result.seconds,
+    train_seconds,
     history,
   )

@@ -96,7 +96,8 @@ def _add_demo(sub: _Sub) -> None:
     "--sample-chars",
     type=_positive_int,
     default=500,
-    help="characters to sample after the prime 'def ' (default %(default)s)",
+    help="characters to sample after the prime ('def ' when the vocabulary has those "
+    "characters, else the start of the held-out text) (default %(default)s)",
   )
   p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
   p.add_argument(
@@ -348,8 +349,9 @@ def _add_generate(sub: _Sub) -> None:
   )
   p.add_argument(
     "--prime",
-    default="def ",
-    help="text to start from, made of characters the model was trained on (default %(default)r)",
+    default=None,
+    help="text to start from, made of characters the model was trained on (default: 'def ' "
+    "when the vocabulary has those characters, else its first character)",
   )
   p.add_argument(
     "--chars",
@@ -373,7 +375,8 @@ def _run_generate(args: argparse.Namespace) -> int:
   from rnnjax.apps import charlm
 
   model, params, vocab, _ = charlm.restore_model(args.run)
-  print(charlm.generate(model, params, vocab, args.prime, args.chars, args.temperature, args.seed))
+  prime = charlm.default_prime(vocab) if args.prime is None else args.prime
+  print(charlm.generate(model, params, vocab, prime, args.chars, args.temperature, args.seed))
   return 0
 
 
@@ -689,13 +692,16 @@ def _run_jacobian(args: argparse.Namespace) -> int:
   }[args.init]
   options: dict[str, Any] = dict(recurrent_init=rec)
   if args.activation is not None:
-    if args.cell != "elman":
-      raise ValueError(
-        f"--activation {args.activation} applies to --cell elman only; the "
-        f"{args.cell} cell's gates fix its nonlinearities"
-      )
     options["activation"] = args.activation
-  cell = rj.make_cell(args.cell, args.hidden, **options)
+  try:
+    cell = rj.make_cell(args.cell, args.hidden, **options)
+  except TypeError as e:  # the cell's factory takes no activation= (a gated cell)
+    if "activation" not in str(e):
+      raise
+    raise ValueError(
+      f"--activation {args.activation} does not apply to --cell {args.cell}: its factory "
+      f"takes no activation (a gated cell's gates fix its nonlinearities); use --cell elman"
+    ) from None
   kp, kx = jax.random.split(jax.random.key(args.seed))
   params = cell.init(kp, args.input_size)
   xs = args.input_scale * jax.random.normal(kx, (args.T, args.input_size))
