@@ -1,6 +1,8 @@
 """The hand-written BPTT against jax.grad (float64), the lecture-literal
 reference, numerical differences, checkpoint memory and truncated BPTT."""
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -211,3 +213,41 @@ def test_tbptt_errors():
     tbptt.windows(10, 0, 2)
   with pytest.raises(ValueError, match=r"the stream has T=2 steps, fewer than k1=3"):
     tbptt.windows(2, 3, 3)
+
+
+class _ElmanPlus(NamedTuple):
+  w_x: jax.Array
+  w_h: jax.Array
+  b: jax.Array
+  extra: jax.Array  # a leaf no rule of the built-in Elman cell names
+
+
+def test_every_params_leaf_gets_its_true_gradient_or_a_trace_time_error():
+  """Gradients are complete by construction: a leaf nobody reads gets 0 (as autodiff
+  says), and a leaf the recurrence reads without a rule is an error naming it."""
+  cell = rj.elman(3)
+  base = f64(cell.init(jax.random.key(0), 2))
+  params = _ElmanPlus(*base, extra=jnp.array([7.0, 7.0, 7.0]))
+  xs = jax.random.normal(jax.random.key(1), (5, 2, 2), jnp.float64)
+
+  def grads(cell, backward):
+    def loss(p):
+      return jnp.sum(rj.scan(cell, p, xs, backward=backward)[1] ** 2)
+
+    return jax.grad(loss)(params)
+
+  bptt, auto = grads(cell, "bptt"), grads(cell, "autodiff")
+  np.testing.assert_array_equal(bptt.extra, [0.0, 0.0, 0.0])
+  assert_trees_close(bptt, auto)
+
+  def fast_step(p, h, zx):  # the recurrence now reads `extra` too
+    return cell.fast_step(p._replace(w_h=p.w_h * p.extra[0]), h, zx)
+
+  scaled = cell._replace(fast_step=fast_step, step=None)
+  assert float(jnp.abs(grads(scaled, "autodiff").extra).max()) > 0
+  with pytest.raises(
+    ValueError,
+    match=r"fast_step reads params \['.extra'\], but its "
+    r"recurrent_grads gives gradients only to \['w_h'\]",
+  ):
+    grads(scaled, "bptt")

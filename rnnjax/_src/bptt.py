@@ -61,10 +61,58 @@ def bptt_scan(
   return kernel.forward(cell, params, zx, carry0, mask, unroll)
 
 
+def _check_rules_cover_params(cell: Cell, params: Params, carry0: Carry, zx: Array) -> None:
+  """Fail at trace time when ``fast_step`` reads a params leaf that
+  ``recurrent_grads`` gives no gradient to.
+
+  The hand-written backward assembles ``dparams`` from the input projection's
+  VJP (every leaf ``project`` reads) and the fields ``recurrent_grads`` names;
+  any other leaf the recurrence reads would silently get a zero gradient. Which
+  leaves ``fast_step`` reads is read off its jaxpr; no compute runs.
+  """
+
+  def abstract(a: Array) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct(a.shape, a.dtype)
+
+  paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+  leaves = [abstract(leaf) for _, leaf in paths_leaves]
+  carry = jax.tree.map(abstract, carry0)
+  zx_t = jax.ShapeDtypeStruct(zx.shape[1:], zx.dtype)  # one step's [B, kH]
+
+  def step(ls: list[Any], c: Carry, z: Array) -> tuple[Carry, Any]:
+    return cell.fast_step(jax.tree.unflatten(treedef, ls), c, z)
+
+  jaxpr = jax.make_jaxpr(step)(leaves, carry, zx_t).jaxpr
+  read = {id(v) for eqn in jaxpr.eqns for v in eqn.invars} | {id(v) for v in jaxpr.outvars}
+  _, res = jax.eval_shape(step, leaves, carry, zx_t)
+
+  def rules(ls: list[Any], c: Carry, r: Any, z: Array) -> dict[str, Array]:
+    return cell.recurrent_grads(jax.tree.unflatten(treedef, ls), c, r, z)
+
+  named = set(jax.eval_shape(rules, leaves, carry, res, zx_t))
+
+  def field(path: Any) -> Any:
+    return getattr(path[0], "name", getattr(path[0], "key", None)) if path else None
+
+  missing = [
+    jax.tree_util.keystr(path)
+    for (path, _), var in zip(paths_leaves, jaxpr.invars[: len(leaves)], strict=True)
+    if id(var) in read and field(path) not in named
+  ]
+  if missing:
+    raise ValueError(
+      f"rnnjax.scan(backward='bptt'): {cell!r}'s fast_step reads params {missing}, but its "
+      f"recurrent_grads gives gradients only to {sorted(named)}, so the hand-written "
+      f"backward would leave them without one; name them in recurrent_grads, or use "
+      f"backward='autodiff'"
+    )
+
+
 def _fwd(
   cell: Cell, unroll: int, params: Params, xs: Array, carry0: Carry, mask: Array | None
 ) -> tuple[tuple[Carry, Array], tuple[Any, ...]]:
   zx = cell.project(params, xs)  # [T, B, kH]
+  _check_rules_cover_params(cell, params, carry0, zx)
   carry_T, ys, carries, res = kernel.forward(cell, params, zx, carry0, mask, unroll, keep=True)
   return (carry_T, ys), (params, xs, carry0, carries, res, mask)
 
