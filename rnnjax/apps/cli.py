@@ -55,36 +55,12 @@ def _add_demo(sub: _Sub) -> None:
     "(default %(default)s)",
   )
   p.add_argument(
-    "--text",
-    type=Path,
-    default=None,
-    help="train on this UTF-8 text file (default: the embedded corpus, the source of "
-    "Python's standard library)",
-  )
-  p.add_argument(
     "--temperature",
     type=_positive_float,
     default=0.8,
     help="sampling temperature of the printed sample (default %(default)s)",
   )
-  p.add_argument(
-    "--hidden", type=_positive_int, default=256, help="LSTM size H (default %(default)s)"
-  )
-  p.add_argument(
-    "--batch", type=_positive_int, default=32, help="parallel streams (default %(default)s)"
-  )
-  p.add_argument(
-    "--seq-len",
-    type=_positive_int,
-    default=64,
-    help="truncated-BPTT window in characters (default %(default)s)",
-  )
-  p.add_argument(
-    "--lr",
-    type=_positive_float,
-    default=5e-3,
-    help="peak Adam learning rate, cosine-decayed over the budget (default %(default)s)",
-  )
+  _lm_args(p, hidden_help="LSTM size H", lr_over="the budget")
   p.add_argument(
     "--max-steps",
     type=_positive_int,
@@ -98,10 +74,6 @@ def _add_demo(sub: _Sub) -> None:
     default=500,
     help="characters to sample after the prime ('def ' when the vocabulary has those "
     "characters, else the start of the held-out text) (default %(default)s)",
-  )
-  p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
-  p.add_argument(
-    "--no-progress", action="store_true", help="hide the progress bar (default: shown)"
   )
   p.add_argument(
     "--no-report",
@@ -199,12 +171,45 @@ def _run_demo(args: argparse.Namespace) -> int:
   return 0
 
 
-def _corpus_args(p: argparse.ArgumentParser) -> None:
+def _lm_args(p: argparse.ArgumentParser, *, hidden_help: str, lr_over: str) -> None:
+  """The options `demo` and `train` share, their defaults read from the char-LM's configs."""
+  from rnnjax.apps import charlm
+
+  model, train = charlm.ModelConfig(), charlm.TrainConfig()
   p.add_argument(
     "--text",
     type=Path,
     default=None,
-    help="UTF-8 text file to train on (default: the embedded stdlib corpus)",
+    help="train on this UTF-8 text file (default: the embedded corpus, the source of "
+    "Python's standard library)",
+  )
+  p.add_argument(
+    "--hidden",
+    type=_positive_int,
+    default=model.hidden,
+    help=f"{hidden_help} (default %(default)s)",
+  )
+  p.add_argument(
+    "--batch",
+    type=_positive_int,
+    default=train.batch,
+    help="parallel streams (default %(default)s)",
+  )
+  p.add_argument(
+    "--seq-len",
+    type=_positive_int,
+    default=train.seq_len,
+    help="truncated-BPTT window in characters (default %(default)s)",
+  )
+  p.add_argument(
+    "--lr",
+    type=_positive_float,
+    default=train.lr,
+    help=f"peak Adam learning rate, cosine-decayed over {lr_over} (default %(default)s)",
+  )
+  p.add_argument("--seed", type=int, default=train.seed, help=SEED_HELP)
+  p.add_argument(
+    "--no-progress", action="store_true", help="hide the progress bar (default: shown)"
   )
 
 
@@ -217,7 +222,6 @@ def _add_train(sub: _Sub) -> None:
     "--checkpoint-every steps, written atomically; metrics to metrics.jsonl; "
     "a BPC plot; --resume continues a killed run to the same loss curve.",
   )
-  _corpus_args(p)
   p.add_argument(
     "--steps", type=_positive_int, default=2000, help="training steps (default %(default)s)"
   )
@@ -243,28 +247,7 @@ def _add_train(sub: _Sub) -> None:
     "--cell", choices=_cell_names(), default="lstm", help="recurrent cell (default %(default)s)"
   )
   p.add_argument(
-    "--hidden",
-    type=_positive_int,
-    default=256,
-    help="hidden size H of each layer (default %(default)s)",
-  )
-  p.add_argument(
     "--layers", type=_positive_int, default=1, help="stacked recurrent layers (default %(default)s)"
-  )
-  p.add_argument(
-    "--batch", type=_positive_int, default=32, help="parallel streams (default %(default)s)"
-  )
-  p.add_argument(
-    "--seq-len",
-    type=_positive_int,
-    default=64,
-    help="truncated-BPTT window in characters (default %(default)s)",
-  )
-  p.add_argument(
-    "--lr",
-    type=_positive_float,
-    default=5e-3,
-    help="peak Adam learning rate, cosine-decayed over --steps (default %(default)s)",
   )
   p.add_argument(
     "--clip",
@@ -278,10 +261,7 @@ def _add_train(sub: _Sub) -> None:
     default=10,
     help="append a row to OUT/metrics.jsonl every this many steps (default %(default)s)",
   )
-  p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
-  p.add_argument(
-    "--no-progress", action="store_true", help="hide the progress bar (default: shown)"
-  )
+  _lm_args(p, hidden_help="hidden size H of each layer", lr_over="--steps")
   p.set_defaults(func=_run_train)
 
 
