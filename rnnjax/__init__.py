@@ -45,6 +45,8 @@ from rnnjax._src.layers import stacked_step as stacked_step
 from rnnjax._src.registry import cell_names as cell_names
 from rnnjax._src.registry import make_cell as make_cell
 from rnnjax._src.registry import register_cell as register_cell
+from rnnjax._src.regularizers import locked_dropout as locked_dropout
+from rnnjax._src.regularizers import weight_drop as weight_drop
 from rnnjax._src.scan import flip as flip
 from rnnjax._src.scan import scan as scan
 from rnnjax._src.typing import Array as Array

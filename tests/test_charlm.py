@@ -9,10 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
 from rnnjax.apps import charlm, checkpoint, cli, plot
+from rnnjax.apps.models import char_lm
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = [
@@ -172,3 +174,39 @@ def test_generate_from_a_run(uninterrupted, capsys):
   expected = charlm.generate(model, params, vocab, "for ", 30, 0.8, 3)
   assert len(expected) == 34 and text == expected + "\n"
   assert charlm.generate(model, params, vocab, "for ", 30, 0.8, 4) != expected  # seeded
+
+
+def test_regularised_training_is_reproducible_and_off_at_evaluation(corpus, tmp_path):
+  """--dropout and --weight-drop draw their masks from the run's key and the step:
+  two runs agree exactly; without a key (evaluation) the model is the plain one."""
+  args = [
+    "train",
+    "--text",
+    str(corpus),
+    "--steps",
+    "12",
+    "--dropout",
+    "0.2",
+    "--weight-drop",
+    "0.3",
+    *SMALL,
+  ]
+  for name in ("a", "b"):
+    assert cli.main([*args, "--out", str(tmp_path / name)]) == 0
+
+  def curve(name):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in _metrics(tmp_path / name)]
+
+  assert curve("a") == curve("b") and len(curve("a")) == 3
+  model, params, vocab, meta = charlm.restore_model(tmp_path / "a")
+  assert meta["model"]["dropout"] == 0.2 and meta["model"]["weight_drop"] == 0.3
+  ids = jax.numpy.asarray(vocab.encode("for i in range(n):\n"))[:, None]
+  _, plain = model.apply(params, ids)
+  _, train1 = model.apply(params, ids, key=jax.random.key(1))
+  _, train2 = model.apply(params, ids, key=jax.random.key(2))
+  assert not np.allclose(train1, plain) and not np.allclose(train1, train2)
+  plain_model = char_lm(**{**meta["model"], "dropout": 0.0, "weight_drop": 0.0})
+  np.testing.assert_allclose(plain, plain_model.apply(params, ids)[1], rtol=1e-6)
+  with pytest.raises(SystemExit) as e:
+    cli.main([*args[: -len(SMALL)], "--dropout", "1.5", "--out", str(tmp_path / "c")])
+  assert e.value.code == 2

@@ -35,6 +35,8 @@ class ModelConfig(NamedTuple):
   embed: int = 64
   layers: int = 1
   cell: str = "lstm"
+  dropout: float = 0.0  # locked dropout on embeddings and layer outputs
+  weight_drop: float = 0.0  # DropConnect on every w_h
 
 
 class TrainConfig(NamedTuple):
@@ -233,6 +235,8 @@ def train_char_lm(
     embed=model_cfg.embed,
     layers=model_cfg.layers,
     cell=model_cfg.cell,
+    dropout=model_cfg.dropout,
+    weight_drop=model_cfg.weight_drop,
   )
   meta = _meta(vocab, model, cfg, corpus)
   state, history = _fresh_state(model, cfg), list[dict[str, Any]]()
@@ -243,6 +247,7 @@ def train_char_lm(
   optimizer = training.make_optimizer(cfg.lr, cfg.clip)
   train_step = training.make_train_step(model.loss, optimizer, has_aux=True)
   streams = stream_batches(train_ids, cfg.batch, cfg.seq_len, forever=False)
+  regularised = model_cfg.dropout > 0 or model_cfg.weight_drop > 0
 
   def step_fn(step: int, frac: float) -> dict[str, Any]:
     w = step % streams.count  # the data position
@@ -251,7 +256,12 @@ def train_char_lm(
     x, y = streams(w)
     lr = training.cosine_lr(cfg.lr, frac)
     opt_state = training.set_learning_rate(state["opt_state"], lr)
-    out = train_step(state["params"], opt_state, jnp.asarray(x), jnp.asarray(y), state["carries"])
+    # a regularised run draws its masks from the run's key and the step number,
+    # so a resumed run draws the same ones
+    key = (jax.random.fold_in(state["key"], step),) if regularised else ()
+    out = train_step(
+      state["params"], opt_state, jnp.asarray(x), jnp.asarray(y), state["carries"], *key
+    )
     state.update(params=out.params, opt_state=out.opt_state, carries=out.aux, step=step + 1)
     return dict(loss=out.loss, bpc=out.loss / LN2, grad_norm=out.grad_norm, lr=lr)
 

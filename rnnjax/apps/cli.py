@@ -19,6 +19,13 @@ def _cell_names() -> list[str]:
   return list(rj.cell_names())
 
 
+def _rate(text: str) -> float:
+  value = float(text)
+  if not 0.0 <= value < 1.0:
+    raise argparse.ArgumentTypeError(f"expected a rate in [0, 1), got {text}")
+  return value
+
+
 def _positive_float(text: str) -> float:
   value = float(text)
   if not value > 0:
@@ -99,7 +106,7 @@ def _run_demo(args: argparse.Namespace) -> int:
   )
   run = charlm.train_char_lm(
     corpus,
-    charlm.ModelConfig(hidden=args.hidden),
+    charlm.ModelConfig(hidden=args.hidden, dropout=args.dropout, weight_drop=args.weight_drop),
     charlm.TrainConfig(
       batch=args.batch,
       seq_len=args.seq_len,
@@ -207,6 +214,20 @@ def _lm_args(p: argparse.ArgumentParser, *, hidden_help: str, lr_over: str) -> N
     default=train.lr,
     help=f"peak Adam learning rate, cosine-decayed over {lr_over} (default %(default)s)",
   )
+  p.add_argument(
+    "--dropout",
+    type=_rate,
+    default=model.dropout,
+    help="variational (locked) dropout on the embeddings and every layer's outputs, one mask "
+    "per sequence (default %(default)s: off)",
+  )
+  p.add_argument(
+    "--weight-drop",
+    type=_rate,
+    default=model.weight_drop,
+    help="DropConnect on every layer's recurrent matrix w_h, one mask per training step "
+    "(default %(default)s: off)",
+  )
   p.add_argument("--seed", type=int, default=train.seed, help=SEED_HELP)
   p.add_argument(
     "--no-progress", action="store_true", help="hide the progress bar (default: shown)"
@@ -271,7 +292,13 @@ def _run_train(args: argparse.Namespace) -> int:
   corpus = data.text_corpus(args.text) if args.text else data.python_source_corpus()
   run = charlm.train_char_lm(
     corpus,
-    charlm.ModelConfig(hidden=args.hidden, layers=args.layers, cell=args.cell),
+    charlm.ModelConfig(
+      hidden=args.hidden,
+      layers=args.layers,
+      cell=args.cell,
+      dropout=args.dropout,
+      weight_drop=args.weight_drop,
+    ),
     charlm.TrainConfig(
       batch=args.batch,
       seq_len=args.seq_len,

@@ -38,7 +38,14 @@ class CharLM(NamedTuple):
 
 
 def char_lm(
-  vocab_size: int, hidden: int = 256, *, embed: int = 64, layers: int = 1, cell: str = "lstm"
+  vocab_size: int,
+  hidden: int = 256,
+  *,
+  embed: int = 64,
+  layers: int = 1,
+  cell: str = "lstm",
+  dropout: float = 0.0,
+  weight_drop: float = 0.0,
 ) -> CharLM:
   """A character LM with ``layers`` stacked cells of kind ``cell``.
 
@@ -48,13 +55,18 @@ def char_lm(
     embed: the embedding size E.
     layers: how many stacked cells.
     cell: a registered cell name (`rnnjax.cell_names`).
+    dropout: variational (locked) dropout on the embeddings and on every
+      layer's outputs (`rnnjax.locked_dropout`), when ``apply``/``loss`` get a key.
+    weight_drop: DropConnect on every layer's ``w_h`` (`rnnjax.weight_drop`),
+      one mask per forward pass, when ``apply``/``loss`` get a key.
 
   Returns:
     A `CharLM` whose functions are
     ``init(key) -> CharLMParams``;
     ``initial_carry(batch) -> list of carries``;
-    ``apply(params, ids [T, B], carries=None) -> (carries, logits [T, B, V])``;
-    ``loss(params, ids, targets, carries=None) -> (mean nats per char, carries)``;
+    ``apply(params, ids [T, B], carries=None, key=None) -> (carries, logits [T, B, V])``;
+    ``loss(params, ids, targets, carries=None, key=None) -> (mean nats per char, carries)``
+    (with ``key``, a training pass: the regularisers are on; without, evaluation);
     ``sample(params, key, prime_ids [P], n, temperature=1.0) -> ids [n]``.
   """
   if layers < 1:
@@ -75,16 +87,35 @@ def char_lm(
     return [c.initial_carry((batch,)) for c in cells]
 
   def apply(
-    params: CharLMParams, ids: jax.Array, carries: Any = None, **scan_kw: Any
+    params: CharLMParams,
+    ids: jax.Array,
+    carries: Any = None,
+    key: jax.Array | None = None,
+    **scan_kw: Any,
   ) -> tuple[list[Any], jax.Array]:
-    xs = emb.apply(params.embed, ids)  # [T, B, E]
-    carries, hs = rj.stacked(list(zip(cells, params.rnn, strict=True)), xs, carries, **scan_kw)
-    return carries, readout.dense(params.out, hs)  # [T, B, V]
+    train = key is not None
+    keys: list[jax.Array | None] = [None] * (2 * layers + 1)
+    if key is not None:
+      keys = list(jax.random.split(key, 2 * layers + 1))
+    drop = dropout if train else 0.0
+    hs = rj.locked_dropout(keys.pop(), emb.apply(params.embed, ids), drop)  # [T, B, E]
+    finals = []
+    for l, (c, p) in enumerate(zip(cells, params.rnn, strict=True)):
+      p = rj.weight_drop(keys.pop(), p, weight_drop if train else 0.0)
+      carry, hs = rj.scan(c, p, hs, None if carries is None else carries[l], **scan_kw)
+      hs = rj.locked_dropout(keys.pop(), hs, drop)  # [T, B, H]
+      finals.append(carry)
+    return finals, readout.dense(params.out, hs)  # [T, B, V]
 
   def loss(
-    params: CharLMParams, ids: jax.Array, targets: jax.Array, carries: Any = None, **scan_kw: Any
+    params: CharLMParams,
+    ids: jax.Array,
+    targets: jax.Array,
+    carries: Any = None,
+    key: jax.Array | None = None,
+    **scan_kw: Any,
   ) -> tuple[jax.Array, list[Any]]:
-    carries, logits = apply(params, ids, carries, **scan_kw)
+    carries, logits = apply(params, ids, carries, key, **scan_kw)
     return jnp.mean(readout.cross_entropy(logits, targets)), carries
 
   @partial(jax.jit, static_argnames=("n",))
@@ -111,5 +142,13 @@ def char_lm(
     apply,
     loss,
     sample,
-    dict(vocab_size=vocab_size, hidden=hidden, embed=embed, layers=layers, cell=cell),
+    dict(
+      vocab_size=vocab_size,
+      hidden=hidden,
+      embed=embed,
+      layers=layers,
+      cell=cell,
+      dropout=dropout,
+      weight_drop=weight_drop,
+    ),
   )
