@@ -3,6 +3,7 @@ and the fix. They run at trace time, before any compute."""
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Collection
 from typing import Any
 
@@ -16,6 +17,62 @@ def positive_int(name: str, value: Any, what: str) -> int:
   if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
     raise ValueError(f"{what}: {name} must be a positive int, got {value!r}")
   return int(value)
+
+
+def _is_int(value: Any) -> bool:
+  return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def unit_interval(name: str, value: Any, what: str) -> float:
+  """``value`` if it is a real number in ``[0, 1)``, else a ValueError."""
+  if (
+    isinstance(value, bool)
+    or not isinstance(value, (int, float, np.integer, np.floating))
+    or not 0.0 <= value < 1.0
+  ):
+    raise ValueError(
+      f"{what}: {name} must be a number in [0, 1), got {value!r}; "
+      f"pass 0.0 to disable it (e.g. for evaluation)"
+    )
+  return float(value)
+
+
+def prng_key(key: Any, what: str) -> Any:
+  """``key`` if it is a JAX PRNG key, else a TypeError naming the fix.
+
+  Accepted: a typed key array (``jax.random.key(seed)``, also traced or
+  batched) or legacy ``uint32`` key data (``jax.random.PRNGKey(seed)``).
+  """
+  dtype = getattr(key, "dtype", None)
+  if dtype is not None and (jnp.issubdtype(dtype, jax.dtypes.prng_key) or dtype == np.uint32):
+    return key
+  if dtype is None:
+    got = f"{type(key).__name__} {reprlib.repr(key)}"
+  else:
+    got = f"an array of dtype {dtype} and shape {tuple(np.shape(key))}"
+  seed = int(key) if _is_int(key) else "seed"
+  raise TypeError(
+    f"{what}: key must be a JAX PRNG key, got {got}; pass jax.random.key({seed}) "
+    f"(split it with jax.random.split for several inits)"
+  )
+
+
+def batch_shape(value: Any, what: str) -> tuple[int, ...]:
+  """``value`` as a tuple of non-negative ints (``(B,)``, ``()``, ...), else an
+  error naming the fix."""
+  if _is_int(value):
+    raise TypeError(
+      f"{what}: batch_shape must be a tuple of ints, got the int {value!r}; "
+      f"use ({int(value)},) for a batch of {int(value)}, or () for one sequence"
+    )
+  if not isinstance(value, (tuple, list)) or not all(_is_int(d) for d in value):
+    raise TypeError(
+      f"{what}: batch_shape must be a tuple of ints such as (B,) or (), got "
+      f"{type(value).__name__} {reprlib.repr(value)}"
+    )
+  if any(d < 0 for d in value):
+    raise ValueError(f"{what}: batch_shape must have non-negative sizes, got {tuple(value)}")
+  return tuple(int(d) for d in value)
 
 
 def choice(name: str, value: Any, choices: Collection[Any], what: str) -> Any:

@@ -144,7 +144,8 @@ def stacked(
     residual: add each layer's input to its output where the sizes agree
       (from the second layer on); a mismatch is an error.
     dropout_rate: dropout on the outputs of every layer but the last
-      (needs ``key``; pass 0 for evaluation).
+      (needs ``key``; pass 0 for evaluation); in ``[0, 1)``, checked even
+      for a single layer, which it leaves unchanged.
     key: PRNG key for dropout.
     merge: how bidirectional layers merge their directions.
     time_major: ``xs`` and ``ys`` are ``[T, B, ·]`` (default) or ``[B, T, ·]``.
@@ -158,7 +159,8 @@ def stacked(
 
   Raises:
     ValueError: ``layers`` is empty, ``carries`` has the wrong length,
-      dropout lacks a ``key``, or a residual connection meets unequal shapes.
+      ``dropout_rate`` lies outside ``[0, 1)``, dropout lacks a ``key``, or a
+      residual connection meets unequal shapes.
 
   Examples:
     >>> import jax, jax.numpy as jnp, rnnjax as rj
@@ -169,6 +171,7 @@ def stacked(
   """
   if not layers:
     raise ValueError("rnnjax.stacked: layers is empty; pass a list of (cell, params)")
+  checks.unit_interval("dropout_rate", dropout_rate, "rnnjax.stacked")
   if dropout_rate and key is None:
     raise ValueError(
       "rnnjax.stacked: dropout_rate > 0 needs key=...; pass dropout_rate=0.0 for evaluation"

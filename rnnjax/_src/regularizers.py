@@ -46,7 +46,7 @@ def locked_dropout(key: Array | None, xs: Array, rate: float, *, time_major: boo
   Examples:
     >>> import jax, jax.numpy as jnp, rnnjax as rj
     >>> ys = rj.locked_dropout(jax.random.key(0), jnp.ones((5, 2, 4)), 0.5)
-    >>> bool((ys == ys[0]).all())                # the same mask at every step
+    >>> bool((ys == ys[:1]).all())               # the same mask at every step
     True
   """
   _check_rate(rate, "rnnjax.locked_dropout")

@@ -10,10 +10,14 @@ backward mode:
 * ``"checkpoint"``: autodiff with rematerialisation in chunks of
   ``checkpoint_every`` steps (default ``ceil(sqrt(T))``), so the stored
   activations grow like ``T/k + k·(per-step)`` = O(√T) instead of O(T).
+
+Empty inputs (``T = 0`` or ``B = 0``) follow ``lax.scan``: empty outputs and
+the initial carry, with zero gradients for the params and the inputs.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Literal
 
@@ -44,8 +48,19 @@ def scan(
 ) -> tuple[Carry, Array]:
   """Run ``cell`` over ``xs`` and return ``(carry, ys)``.
 
+  Every argument is checked while tracing, before any compute. The params
+  are checked against ``jax.eval_shape(cell.init, key, I)``: every leaf the
+  cell's init makes must be present, at the same path and with the same
+  shape (dtypes are free). Params may be another NamedTuple type with those
+  fields and carry extra leaves of their own (which then get the gradient
+  autodiff gives them); only params of the very type that the cell's init
+  returns must hold nothing more (this catches, e.g., ``reset="after"`` GRU
+  params given to a ``reset="before"`` GRU).
+
   Args:
-    cell: a `rnnjax.Cell` (``rj.elman``, ``rj.gru``, ``rj.lstm``).
+    cell: a `rnnjax.Cell` (``rj.elman``, ``rj.gru``, ``rj.lstm``); static to
+      JAX, so a jitted function may take it as an ordinary argument
+      (``jax.jit(rj.scan)(cell, params, xs)``).
     params: the cell's params, from ``cell.init(key, I)``.
     xs: ``[T, B, I]`` floating inputs (``[B, T, I]`` with ``time_major=False``).
     carry: the initial carry for batch ``B`` (default zeros).
@@ -58,17 +73,25 @@ def scan(
     time_major: ``xs`` and ``ys`` are ``[T, B, ·]`` (default) or ``[B, T, ·]``.
     backward: ``"auto"`` (= ``"bptt"``), ``"bptt"``, ``"autodiff"`` or
       ``"checkpoint"``; all give the same values and gradients.
-    checkpoint_every: chunk length of ``"checkpoint"`` (default ⌈√T⌉).
+    checkpoint_every: chunk length of ``"checkpoint"`` (default ⌈√T⌉); a
+      positive int, checked whenever it is given.
 
   Returns:
     ``(carry, ys)``: the carry after each sequence's last valid step (leaves
     ``[B, H]``) and the outputs ``ys: [T, B, H]`` (or ``[B, T, H]``).
 
+    Empty inputs are allowed, as in ``lax.scan``: with ``T = 0`` the result
+    is the initial carry and ``ys`` of shape ``[0, B, H]``; with ``B = 0``
+    the empty carry and ``ys: [T, 0, H]``. Every backward mode then gives
+    zero gradients for ``params`` and ``xs``, and passes the carry's
+    gradient straight through to the initial carry.
+
   Raises:
     TypeError: ``cell`` is not a `rnnjax.Cell`, ``xs`` is not floating
       point, or ``lengths`` are not integers.
-    ValueError: a shape, an option or a length does not fit; the message
-      names the argument and the fix.
+    ValueError: a shape, an option or a length does not fit, or ``params``
+      do not fit the cell (a leaf of ``cell.init(key, I)`` is missing or has
+      another shape); the message names the argument and the fix.
 
   Examples:
     >>> import jax, rnnjax as rj
@@ -77,6 +100,10 @@ def scan(
     >>> carry, ys = rj.scan(cell, params, jax.numpy.ones((5, 2, 3)))
     >>> ys.shape, carry.h.shape
     ((5, 2, 8), (2, 8))
+    >>> carry, ys = jax.jit(rj.scan)(cell, params, jax.numpy.ones((5, 2, 3)))
+    >>> carry, ys = rj.scan(cell, params, jax.numpy.ones((0, 2, 3)))  # T = 0
+    >>> ys.shape, carry.h.shape
+    ((0, 2, 8), (2, 8))
   """
   if not isinstance(cell, Cell):
     raise TypeError(
@@ -85,7 +112,10 @@ def scan(
   if backward not in BACKWARDS:
     raise ValueError(f"rnnjax.scan: unknown backward {backward!r}; expected one of {BACKWARDS}")
   checks.positive_int("unroll", unroll, "rnnjax.scan")
+  if checkpoint_every is not None:
+    checks.positive_int("checkpoint_every", checkpoint_every, "rnnjax.scan")
   xs = check_inputs(cell, params, xs, time_major, "rnnjax.scan")
+  check_params(cell, params, xs.shape[-1], "rnnjax.scan")
   if not time_major:
     xs = jnp.swapaxes(xs, 0, 1)
   T, B, _ = xs.shape
@@ -94,6 +124,8 @@ def scan(
   if lengths is not None:
     lengths = checks.lengths(lengths, T, B, "rnnjax.scan")
     mask = jnp.arange(T)[:, None] < lengths[None, :]  # [T, B]
+  if T == 0 or B == 0:
+    return _empty(cell, params, xs, carry, time_major)
   if reverse:
     xs = flip(xs, lengths)
 
@@ -105,7 +137,6 @@ def scan(
     carry, ys = kernel.forward(cell, params, zx, carry, mask, unroll)
   else:
     k = max(1, math.ceil(math.sqrt(T))) if checkpoint_every is None else checkpoint_every
-    checks.positive_int("checkpoint_every", k, "rnnjax.scan")
     carry, ys = _checkpointed(cell, params, xs, carry, mask, unroll, k)
 
   if reverse:
@@ -160,8 +191,28 @@ def _checkpointed(
     zx = cell.project(params, x)  # [k, B, kH]
     return kernel.forward(cell, params, zx, c, m, unroll)
 
-  carry, ys = lax.scan(chunk, carry, (xs_c, m_c))
-  return carry, ys.reshape(n * k, B, -1)[:T]
+  carry, ys = lax.scan(chunk, carry, (xs_c, m_c))  # ys: [n, k, B, ...]
+  return carry, ys.reshape(n * k, *ys.shape[2:])[:T]
+
+
+def _empty(
+  cell: Cell, params: Params, xs: Array, carry: Carry, time_major: bool
+) -> tuple[Carry, Array]:
+  """``T = 0`` or ``B = 0``: the initial carry and empty outputs, as ``lax.scan``.
+
+  The output's size and dtype are those of one kernel step, found by
+  ``jax.eval_shape`` (no compute). ``params`` and ``xs`` do not reach the
+  outputs, so their gradients are zeros; the carry's passes straight through.
+  """
+  T, B, I = xs.shape
+
+  def one_step(p: Params, x: Array, c: Carry) -> tuple[Any, ...]:
+    return kernel.forward(cell, p, cell.project(p, x), c, None)
+
+  step_carry, y = jax.eval_shape(one_step, params, jax.ShapeDtypeStruct((1, B, I), xs.dtype), carry)
+  carry = jax.tree.map(lambda c, s: c.astype(s.dtype), carry, step_carry)
+  shape = (T, B, *y.shape[2:]) if time_major else (B, T, *y.shape[2:])
+  return carry, jnp.zeros(shape, y.dtype)
 
 
 # ---------------------------------------------------------------- checks
@@ -185,8 +236,9 @@ def check_inputs(cell: Cell, params: Params, xs: Any, time_major: bool, what: st
       f"{tuple(xs.shape)}; add a batch axis (xs[:, None] for one sequence) or "
       f"jax.vmap over extra axes"
     )
-  input_size = params.w_x.shape[0]
-  if xs.shape[-1] != input_size:
+  w_x = getattr(params, "w_x", None)
+  input_size = None if w_x is None else jnp.shape(w_x)[0]
+  if input_size is not None and xs.shape[-1] != input_size:
     raise ValueError(
       f"{what}: xs has feature size {xs.shape[-1]} but params expect input_size "
       f"{input_size} (xs.shape={tuple(xs.shape)}, layout {layout}); init the cell "
@@ -195,11 +247,72 @@ def check_inputs(cell: Cell, params: Params, xs: Any, time_major: bool, what: st
   return xs
 
 
+@functools.lru_cache(maxsize=128)
+def _init_shapes(cell: Cell, input_size: int) -> Params:
+  """``jax.eval_shape`` of ``cell.init(key, input_size)``, cached per cell."""
+  try:
+    return jax.eval_shape(lambda: cell.init(jax.random.key(0), input_size))
+  except Exception as e:
+    e.add_note(
+      f"(raised by {cell!r}.init(key, {input_size}), which rnnjax.scan evaluates "
+      f"abstractly to check the params against the cell)"
+    )
+    raise
+
+
+def _path(path: Any) -> str:
+  return jax.tree_util.keystr(path) or "<root>"
+
+
+def check_params(cell: Cell, params: Params, input_size: int, what: str) -> None:
+  """Fail at trace time when ``params`` do not fit ``cell`` with ``input_size``.
+
+  Compares the leaves of ``jax.eval_shape(cell.init, key, input_size)`` with
+  those of ``params`` by path (``.w_x``, ``.b_hn``, ...): each must exist with
+  the same shape. The tree types are compared loosely: another NamedTuple
+  with those fields passes, and extra leaves are allowed, unless ``params``
+  have the very type the cell's init returns.
+  """
+  try:
+    expected = _init_shapes(cell, input_size)
+  except TypeError as e:  # an unhashable cell: no cache
+    if "unhashable" not in str(e):
+      raise
+    expected = _init_shapes.__wrapped__(cell, input_size)
+  want = {_path(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(expected)[0]}
+  got = {_path(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+  got_type, want_type = type(params).__name__, type(expected).__name__
+  fix = f"pass params from cell.init(key, {input_size}) of this same cell"
+  for path, w in want.items():
+    if path not in got:
+      raise ValueError(
+        f"{what}: params do not fit {cell!r}: the cell's {want_type} has a leaf {path} "
+        f"of shape {tuple(w.shape)} that the given {got_type} lacks (its leaves: "
+        f"{', '.join(sorted(got)) or 'none'}); {fix}"
+      )
+    shape = tuple(jnp.shape(got[path]))
+    if shape != tuple(w.shape):
+      raise ValueError(
+        f"{what}: params do not fit {cell!r} with input_size {input_size}: leaf {path} of "
+        f"the given {got_type} has shape {shape}, but the cell's {want_type} needs "
+        f"{tuple(w.shape)}; {fix}"
+      )
+  extra = sorted(set(got) - set(want))
+  if extra and type(params) is type(expected):
+    raise ValueError(
+      f"{what}: params do not fit {cell!r}: the given {got_type} has leaves "
+      f"{', '.join(extra)} that this cell's init does not make (and its step would "
+      f"ignore); {fix}"
+    )
+
+
 def check_carry(
   cell: Cell, params: Params, xs: Array, carry: Carry | None, B: int, what: str
 ) -> Carry:
   """Default zeros, else the structure and shapes of ``cell.initial_carry((B,))``."""
-  cdt, _ = compute_dtypes(cell.dtype, xs, params.w_x)
+  w_x = getattr(params, "w_x", None)
+  like = [w_x] if w_x is not None else jax.tree.leaves(params)
+  cdt, _ = compute_dtypes(cell.dtype, xs, *like)
   expected = cell.initial_carry((B,), cdt)
   if carry is None:
     return expected

@@ -5,25 +5,43 @@ style) that the generic runner (`rnnjax.scan`), the generic hand-written BPTT
 (`rnnjax.bptt_scan`) and the Jacobian tools (`rnnjax.jacobian`) call. Each
 slot's contract is a `typing.Protocol` in `rnnjax._src.typing`.
 
+A cell is static to JAX: `Cell` is registered with
+``jax.tree_util.register_static``, so it is a pytree with no leaves. It can be
+passed straight to a jitted function (``jax.jit(rj.scan)(cell, params, xs)``),
+where it is part of the cache key (equal cells share one compilation), and
+``jax.tree.map`` over ``(cell, params)`` layers maps only the params.
+
 Weight layout is row-vector (``x @ w_x``): ``w_x: [I, kH]``, ``w_h: [H, kH]``,
 ``b: [kH]`` with the ``k`` gate blocks side by side along the last axis.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple, ParamSpec
 
+import jax
 import jax.numpy as jnp
 
 from rnnjax._src import typing as t
 from rnnjax._src.activations import Activation
 
 
+@jax.tree_util.register_static
 class Cell(NamedTuple):
   """A recurrent cell as a NamedTuple of pure functions.
 
   Build one with `rnnjax.elman`, `rnnjax.gru`, `rnnjax.lstm` or
   `rnnjax.make_cell`; run it with `rnnjax.scan`.
+
+  A cell is a static pytree node with no leaves: a jitted function may take
+  it as an ordinary argument, and ``jax.tree.map`` passes over it. Two cells
+  are equal (and hash alike) when their fields are: the same functions, by
+  identity, and equal options. The built-in factories return the same cell
+  for the same arguments, so ``rj.lstm(8) == rj.lstm(8)`` and a jitted
+  function compiles once for both; ``cell._replace(...)`` with a new
+  function is a different cell and compiles anew.
 
   Attributes:
     name: the cell's kind (``"elman"``, ``"gru"``, ``"lstm"``), for display.
@@ -69,6 +87,30 @@ class Cell(NamedTuple):
   def __repr__(self) -> str:
     opts = ", ".join(f"{k}={v!r}" for k, v in self.options)
     return f"rnnjax.{self.name}({self.hidden_size}{', ' + opts if opts else ''})"
+
+
+_P = ParamSpec("_P")
+
+
+def memoized(factory: Callable[_P, Cell]) -> Callable[_P, Cell]:
+  """``factory`` returning the same `Cell` for equal (hashable) arguments.
+
+  Each call of a factory builds new closures, and a cell compares its
+  functions by identity, so without this ``rj.lstm(8) != rj.lstm(8)`` and a
+  jitted function taking the cell would compile again for each. Calls with
+  unhashable arguments build a fresh cell, uncached.
+  """
+  cached: Callable[..., Cell] = functools.lru_cache(maxsize=256, typed=True)(factory)
+
+  @functools.wraps(factory)
+  def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> Cell:
+    try:
+      hash((args, tuple(kwargs.items())))
+    except TypeError:
+      return factory(*args, **kwargs)
+    return cached(*args, **kwargs)
+
+  return wrapper
 
 
 def compute_dtypes(dtype: t.DType | None, *arrays: Any) -> tuple[Any, Any]:

@@ -46,6 +46,7 @@ class ElmanParams(NamedTuple):
   b: Array  # [H]      b_h
 
 
+@base.memoized
 def elman(
   hidden_size: int,
   activation: str = "tanh",
@@ -70,6 +71,9 @@ def elman(
 
   Returns:
     A `rnnjax.Cell`; its carry is ``h: [..., H]`` and its output ``y = h``.
+    Its ``init`` raises a TypeError for a ``key`` that is not a PRNG key, and its
+    ``initial_carry`` for a ``batch_shape`` that is not a tuple of ints. Equal
+    arguments give the same (equal, hashable) cell.
 
   Raises:
     ValueError: ``hidden_size`` is not a positive int, or ``activation`` is
@@ -92,6 +96,7 @@ def elman(
   H = hidden_size
 
   def init(key: Array, input_size: int) -> ElmanParams:
+    checks.prng_key(key, what + ".init")
     checks.positive_int("input_size", input_size, what + ".init")
     kx, kh, kb = jax.random.split(key, 3)
     return ElmanParams(
@@ -101,7 +106,8 @@ def elman(
     )
 
   def initial_carry(batch_shape: tuple[int, ...] = (), dtype: DType = jnp.float32) -> Array:
-    return jnp.zeros((*tuple(batch_shape), H), dtype)
+    batch_shape = checks.batch_shape(batch_shape, what + ".initial_carry")
+    return jnp.zeros((*batch_shape, H), dtype)
 
   project = base.affine_projection(dtype)
 

@@ -58,6 +58,7 @@ class GRUParams(NamedTuple):
   b_hn: Array | None = None  # [H], reset="after" only
 
 
+@base.memoized
 def gru(
   hidden_size: int,
   reset: str = "before",
@@ -85,6 +86,9 @@ def gru(
 
   Returns:
     A `rnnjax.Cell`; its carry is ``h: [..., H]`` and its output ``y = h``.
+    Its ``init`` raises a TypeError for a ``key`` that is not a PRNG key, and its
+    ``initial_carry`` for a ``batch_shape`` that is not a tuple of ints. Equal
+    arguments give the same (equal, hashable) cell.
 
   Raises:
     ValueError: ``hidden_size`` is not a positive int, or ``reset`` is
@@ -106,6 +110,7 @@ def gru(
   after = reset == "after"
 
   def init(key: Array, input_size: int) -> GRUParams:
+    checks.prng_key(key, what + ".init")
     checks.positive_int("input_size", input_size, what + ".init")
     kx, kh, kb, kc = jax.random.split(key, 4)
     b = bias_init(kb, (3 * H,), param_dtype)
@@ -119,7 +124,8 @@ def gru(
     )
 
   def initial_carry(batch_shape: tuple[int, ...] = (), dtype: DType = jnp.float32) -> Array:
-    return jnp.zeros((*tuple(batch_shape), H), dtype)
+    batch_shape = checks.batch_shape(batch_shape, what + ".initial_carry")
+    return jnp.zeros((*batch_shape, H), dtype)
 
   def _gates(
     params: GRUParams, h: Array, zx: Array, cdt: DType, acc: DType

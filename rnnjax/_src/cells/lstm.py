@@ -61,6 +61,7 @@ class LSTMCarry(NamedTuple):
   c: Array  # [..., H]
 
 
+@base.memoized
 def lstm(
   hidden_size: int,
   *,
@@ -89,6 +90,9 @@ def lstm(
   Returns:
     A `rnnjax.Cell`; its carry is ``LSTMCarry(h, c)`` (each ``[..., H]``) and
     its output ``y = h``.
+    Its ``init`` raises a TypeError for a ``key`` that is not a PRNG key, and its
+    ``initial_carry`` for a ``batch_shape`` that is not a tuple of ints. Equal
+    arguments give the same (equal, hashable) cell.
 
   Raises:
     ValueError: ``hidden_size`` is not a positive int.
@@ -107,6 +111,7 @@ def lstm(
   H = hidden_size
 
   def init(key: Array, input_size: int) -> LSTMParams:
+    checks.prng_key(key, what + ".init")
     checks.positive_int("input_size", input_size, what + ".init")
     kx, kh, kb, kc = jax.random.split(key, 4)
     b = bias_init(kb, (4 * H,), param_dtype)
@@ -122,7 +127,8 @@ def lstm(
     )
 
   def initial_carry(batch_shape: tuple[int, ...] = (), dtype: DType = jnp.float32) -> LSTMCarry:
-    zeros = jnp.zeros((*tuple(batch_shape), H), dtype)
+    batch_shape = checks.batch_shape(batch_shape, what + ".initial_carry")
+    zeros = jnp.zeros((*batch_shape, H), dtype)
     return LSTMCarry(zeros, zeros)
 
   def _cell(
