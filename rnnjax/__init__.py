@@ -34,6 +34,7 @@ from rnnjax._src.cells.gru import gru as gru
 from rnnjax._src.cells.lstm import LSTMCarry as LSTMCarry
 from rnnjax._src.cells.lstm import LSTMParams as LSTMParams
 from rnnjax._src.cells.lstm import lstm as lstm
+from rnnjax._src.custom import custom_cell as custom_cell
 from rnnjax._src.layers import Embedding as Embedding
 from rnnjax._src.layers import EmbeddingParams as EmbeddingParams
 from rnnjax._src.layers import bidirectional as bidirectional
@@ -72,6 +73,7 @@ __all__ = [
   "bidirectional",
   "bptt_scan",
   "cell_names",
+  "custom_cell",
   "dropout",
   "elman",
   "embedding",

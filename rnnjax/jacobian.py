@@ -110,16 +110,21 @@ def _check(
       f"{what}: xs must be one sequence [T, I], got shape {tuple(xs.shape)}; "
       f"use jax.vmap over the batch axis (in_axes=1)"
     )
-  if xs.shape[-1] != params.w_x.shape[0]:
+  w_x = getattr(params, "w_x", None)  # cells with an affine input projection
+  if w_x is not None and xs.shape[-1] != w_x.shape[0]:
     raise ValueError(
-      f"{what}: xs has feature size {xs.shape[-1]} but params expect "
-      f"input_size {params.w_x.shape[0]}"
+      f"{what}: xs has feature size {xs.shape[-1]} but params expect input_size {w_x.shape[0]}"
     )
   if xs.shape[0] < 1:
     raise ValueError(f"{what}: xs has no steps (T=0)")
   if carry is None:
-    carry = cell.initial_carry((), jnp.result_type(xs, params.w_x))
+    carry = cell.initial_carry((), _dtype(xs, params))
   return xs, carry
+
+
+def _dtype(xs: Array, params: Params) -> Any:
+  """The dtype the tools compute in: the result type of the inputs and params."""
+  return jnp.result_type(xs, *jax.tree.leaves(params))
 
 
 def _jacfwd_state_jacobian(cell: Cell) -> Callable[[Params, Carry, Array], Array]:
@@ -357,7 +362,7 @@ def gradient_norms_vs_lag(
   """
   xs, carry = _check(cell, params, xs, carry, "rnnjax.jacobian.gradient_norms_vs_lag")
   S = cell.state_size
-  dtype = jnp.result_type(xs, params.w_x)
+  dtype = _dtype(xs, params)
   if dL_dsT is None:
     H = cell.hidden_size
     dL_dsT = jnp.concatenate([jnp.ones(H), jnp.zeros(S - H)]).astype(dtype) / math.sqrt(H)
@@ -597,7 +602,7 @@ def lyapunov_spectrum(
       f"lyapunov_spectrum: T={T} steps leave nothing after discarding a "
       f"transient of {transient}; use a longer xs or a shorter transient"
     )
-  dtype = jnp.result_type(xs, params.w_x)
+  dtype = _dtype(xs, params)
   key = jax.random.key(0) if key is None else key
   state_jacobian = _state_jacobian(cell)
   Q0, _ = jnp.linalg.qr(jax.random.normal(key, (S, k), dtype))

@@ -86,8 +86,11 @@ def _check_rules_cover_params(cell: Cell, params: Params, carry0: Carry, zx: Arr
   read = {id(v) for eqn in jaxpr.eqns for v in eqn.invars} | {id(v) for v in jaxpr.outvars}
   _, res = jax.eval_shape(step, leaves, carry, zx_t)
 
+  recurrent_grads = cell.recurrent_grads
+  assert recurrent_grads is not None  # the per-step path has no rule to check
+
   def rules(ls: list[Any], c: Carry, r: Any, z: Array) -> dict[str, Array]:
-    return cell.recurrent_grads(jax.tree.unflatten(treedef, ls), c, r, z)
+    return recurrent_grads(jax.tree.unflatten(treedef, ls), c, r, z)
 
   named = set(jax.eval_shape(rules, leaves, carry, res, zx_t))
 
@@ -112,7 +115,8 @@ def _fwd(
   cell: Cell, unroll: int, params: Params, xs: Array, carry0: Carry, mask: Array | None
 ) -> tuple[tuple[Carry, Array], tuple[Any, ...]]:
   zx = cell.project(params, xs)  # [T, B, kH]
-  _check_rules_cover_params(cell, params, carry0, zx)
+  if cell.recurrent_grads is not None:
+    _check_rules_cover_params(cell, params, carry0, zx)
   carry_T, ys, carries, res = kernel.forward(cell, params, zx, carry0, mask, unroll, keep=True)
   return (carry_T, ys), (params, xs, carry0, carries, res, mask)
 
@@ -125,6 +129,8 @@ def _shift(carry0: Carry, carries: Carry) -> Carry:
 def _bwd(
   cell: Cell, unroll: int, residuals: tuple[Any, ...], g: tuple[Carry, Array]
 ) -> tuple[Params, Array, Carry, None]:
+  if cell.recurrent_grads is None:
+    return _bwd_per_step_params(cell, unroll, residuals, g)
   params, xs, carry0, carries, res, mask = residuals
   dcarry_T, dys = g
   prevs = _shift(carry0, carries)
@@ -163,6 +169,45 @@ def _bwd(
   )
   dparams = dparams_x._replace(**{k: getattr(dparams_x, k) + v for k, v in recurrent.items()})
   dparams = jax.tree.map(lambda d, p: d.astype(p.dtype), dparams, params)
+  dcarry0 = jax.tree.map(lambda d, c: d.astype(c.dtype), dcarry0, carry0)
+  return dparams, dxs.astype(xs.dtype), dcarry0, None
+
+
+def _bwd_per_step_params(
+  cell: Cell, unroll: int, residuals: tuple[Any, ...], g: tuple[Carry, Array]
+) -> tuple[Params, Array, Carry, None]:
+  """The backward of a cell without a recurrent-gradient rule (a custom cell's
+  hint-free path): its ``backward_step`` returns each step's params gradient,
+  summed in the reverse scan's carry, so memory stays O(params), not O(T·params).
+
+  Padding: the step sees zero cotangents on padded rows (the carry is held and
+  the output is zero there), and ``∂L/∂carry`` passes through them unchanged.
+  """
+  params, xs, carry0, carries, res, mask = residuals
+  dcarry_T, dys = g
+  prevs = _shift(carry0, carries)
+
+  def body(state: tuple[Carry, Params], inp: Any) -> tuple[tuple[Carry, Params], Array]:
+    d, acc = state
+    prev, cur, r, dy, m = inp
+    d_in, dy_in = d, dy
+    if m is not None:  # no cotangent enters a padded step
+      d_in = kernel.hold(m, d, jax.tree.map(jnp.zeros_like, d))
+      dy_in = jnp.where(m[:, None], dy, jnp.zeros((), dy.dtype))
+    d_prev, dzx, dparams = cell.backward_step(
+      params, prev, cur, r, cell.add_output_grad(d_in, dy_in)
+    )
+    if m is not None:  # padding: pass ∂L/∂carry through
+      d_prev = kernel.hold(m, d_prev, d)
+    return (d_prev, jax.tree.map(jnp.add, acc, dparams)), dzx
+
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  (dcarry0, dparams_rec), dzx = lax.scan(
+    body, (dcarry_T, zeros), (prevs, carries, res, dys, mask), reverse=True, unroll=unroll
+  )
+  zx, project_vjp = jax.vjp(cell.project, params, xs)
+  dparams_x, dxs = project_vjp(dzx.astype(zx.dtype))
+  dparams = jax.tree.map(lambda a, b, p: (a + b).astype(p.dtype), dparams_x, dparams_rec, params)
   dcarry0 = jax.tree.map(lambda d, c: d.astype(c.dtype), dcarry0, carry0)
   return dparams, dxs.astype(xs.dtype), dcarry0, None
 

@@ -60,10 +60,16 @@ def forward(
   def body(carry: Carry, inp: tuple[Array, Array | None]) -> tuple[Carry, Any]:
     zx_t, m_t = inp
     new, res = masked_step(cell, params, carry, zx_t, m_t)
-    return new, ((new, res) if keep else cell.output(new))
+    return new, ((new, res) if keep else outputs(cell, new, res))
 
   carry_T, out = lax.scan(body, carry0, (zx, mask), unroll=unroll)
   if keep:
     carries, res = out
-    return carry_T, mask_outputs(cell.output(carries), mask), carries, res
+    return carry_T, mask_outputs(outputs(cell, carries, res), mask), carries, res
   return carry_T, mask_outputs(out, mask)
+
+
+def outputs(cell: Cell, carry: Carry, res: Any) -> Array:
+  """A step's output: ``cell.step_output(carry, res)`` when the cell has one, else
+  ``cell.output(carry)`` (``h``)."""
+  return cell.output(carry) if cell.step_output is None else cell.step_output(carry, res)

@@ -207,6 +207,22 @@ class OutputFn(Protocol):
     ...
 
 
+class StepOutputFn(Protocol):
+  """The ``step_output`` slot: a step's output from its carry and residuals."""
+
+  def __call__(self, carry: Carry, residuals: Any, /) -> Array:
+    """The output ``y: [..., O]`` of a step.
+
+    Args:
+      carry: the carry after the step.
+      residuals: what `FastStepFn` returned for the step.
+
+    Returns:
+      ``y``.
+    """
+    ...
+
+
 class AddOutputGradFn(Protocol):
   """`rnnjax.Cell.add_output_grad`: the output's gradient joins the carry's."""
 

@@ -61,6 +61,9 @@ class Cell(NamedTuple):
     add_output_grad: `AddOutputGradFn`, adds ``∂L/∂y`` to ``∂L/∂carry``.
     options: ``(name, value)`` pairs the factory was called with, for display.
     dtype: the compute dtype, or None for the inputs' result type.
+    step_output: for cells whose output is not read off the carry (custom
+      cells, `rnnjax.custom_cell`): ``y = step_output(carry, residuals)``;
+      None means ``y = output(carry)``.
     activation: set when the step is ``h_t = f(zx_t + h_{t-1} @ w_h)``, so
       the step Jacobian is ``diag(f'(z_t)) w_hᵀ``; the Jacobian tools then
       give the lecture's bound and Pascanu's conditions from its ``γ``.
@@ -76,13 +79,14 @@ class Cell(NamedTuple):
   project: t.ProjectFn
   fast_step: t.FastStepFn
   backward_step: t.BackwardStepFn
-  recurrent_grads: t.RecurrentGradsFn
-  state_jacobian: t.StateJacobianFn
+  recurrent_grads: t.RecurrentGradsFn | None
+  state_jacobian: t.StateJacobianFn | None
   output: t.OutputFn
   add_output_grad: t.AddOutputGradFn
   options: tuple[tuple[str, Any], ...] = ()
   dtype: t.DType | None = None
   activation: Activation | None = None
+  step_output: t.StepOutputFn | None = None
 
   def __repr__(self) -> str:
     opts = ", ".join(f"{k}={v!r}" for k, v in self.options)
