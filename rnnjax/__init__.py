@@ -46,8 +46,11 @@ from rnnjax._src.layers import stacked_step as stacked_step
 from rnnjax._src.registry import cell_names as cell_names
 from rnnjax._src.registry import make_cell as make_cell
 from rnnjax._src.registry import register_cell as register_cell
+from rnnjax._src.regularizers import ZoneoutParams as ZoneoutParams
 from rnnjax._src.regularizers import locked_dropout as locked_dropout
 from rnnjax._src.regularizers import weight_drop as weight_drop
+from rnnjax._src.regularizers import zoneout as zoneout
+from rnnjax._src.regularizers import zoneout_inputs as zoneout_inputs
 from rnnjax._src.scan import flip as flip
 from rnnjax._src.scan import scan as scan
 from rnnjax._src.typing import Array as Array
@@ -70,6 +73,7 @@ __all__ = [
   "LSTMParams",
   "Params",
   "PyTree",
+  "ZoneoutParams",
   "bidirectional",
   "bptt_scan",
   "cell_names",
@@ -83,6 +87,7 @@ __all__ = [
   "init_stacked",
   "interop",
   "jacobian",
+  "locked_dropout",
   "lstm",
   "make_cell",
   "reference_elman_grads",
@@ -92,4 +97,7 @@ __all__ = [
   "stacked_step",
   "tasks",
   "tbptt",
+  "weight_drop",
+  "zoneout",
+  "zoneout_inputs",
 ]

@@ -189,6 +189,8 @@ def test_regularised_training_is_reproducible_and_off_at_evaluation(corpus, tmp_
     "0.2",
     "--weight-drop",
     "0.3",
+    "--zoneout",
+    "0.1",
     *SMALL,
   ]
   for name in ("a", "b"):
@@ -200,6 +202,7 @@ def test_regularised_training_is_reproducible_and_off_at_evaluation(corpus, tmp_
   assert curve("a") == curve("b") and len(curve("a")) == 3
   model, params, vocab, meta = charlm.restore_model(tmp_path / "a")
   assert meta["model"]["dropout"] == 0.2 and meta["model"]["weight_drop"] == 0.3
+  assert meta["model"]["zoneout"] == 0.1
   ids = jax.numpy.asarray(vocab.encode("for i in range(n):\n"))[:, None]
   _, plain = model.apply(params, ids)
   _, train1 = model.apply(params, ids, key=jax.random.key(1))
@@ -207,6 +210,8 @@ def test_regularised_training_is_reproducible_and_off_at_evaluation(corpus, tmp_
   assert not np.allclose(train1, plain) and not np.allclose(train1, train2)
   plain_model = char_lm(**{**meta["model"], "dropout": 0.0, "weight_drop": 0.0})
   np.testing.assert_allclose(plain, plain_model.apply(params, ids)[1], rtol=1e-6)
+  no_zoneout = char_lm(**{**meta["model"], "zoneout": 0.0})  # zoneout evaluates at E[mask]
+  assert not np.allclose(plain, no_zoneout.apply(params, ids)[1])
   with pytest.raises(SystemExit) as e:
     cli.main([*args[: -len(SMALL)], "--dropout", "1.5", "--out", str(tmp_path / "c")])
   assert e.value.code == 2

@@ -57,3 +57,43 @@ def test_weight_drop_expectation_and_errors():
   assert rj.weight_drop(None, p, 0.0) is p
   with pytest.raises(ValueError, match=r"have no field 'w_hh'"):
     rj.weight_drop(jax.random.key(0), p, 0.5, field="w_hh")
+
+
+def test_zoneout_holds_units_with_frequency_rate():
+  cell = rj.zoneout(rj.lstm(8))
+  xs = jax.random.normal(jax.random.key(0), (10, 16, 3), jnp.float64)
+  xm = rj.zoneout_inputs(jax.random.key(1), xs, cell, 0.3)
+  p = f64(cell.init(jax.random.key(2), xm.shape[-1]))
+  assert type(p).__name__ == "ZoneoutParams" and isinstance(p.cell, rj.LSTMParams)
+  prev, held, total = cell.initial_carry((16,), jnp.float64), 0, 0
+  for t in range(10):
+    new, _ = cell.step(p, prev, xm[t])
+    s_prev = jnp.concatenate([prev.h, prev.c], -1)
+    s_new = jnp.concatenate([new.h, new.c], -1)
+    m = np.asarray(xm[t, :, 3:]) == 1
+    np.testing.assert_array_equal(np.asarray(s_new)[m], np.asarray(s_prev)[m])  # kept
+    plain, _ = rj.lstm(8).step(p.cell, prev, xs[t])
+    s_plain = np.asarray(jnp.concatenate([plain.h, plain.c], -1))
+    np.testing.assert_allclose(np.asarray(s_new)[~m], s_plain[~m], rtol=1e-12)  # updated
+    held, total = held + m.sum(), total + m.size
+    prev = new
+  assert abs(held / total - 0.3) < 0.03
+
+
+def test_zoneout_evaluation_is_the_expectation_and_bptt_equals_autodiff():
+  cell = rj.zoneout(rj.gru(4))
+  xs = jax.random.normal(jax.random.key(0), (6, 2, 3), jnp.float64)
+  xm = rj.zoneout_inputs(None, xs, cell, 0.25)  # evaluation: m = rate
+  p = f64(cell.init(jax.random.key(1), xm.shape[-1]))
+  _, ys = rj.scan(cell, p, xm)
+  h, ref = jnp.zeros((2, 4)), []
+  for t in range(6):
+    h = 0.25 * h + 0.75 * rj.gru(4).step(p.cell, h, xs[t])[0]  # E[s_t] given s_{t-1}
+    ref.append(h)
+  np.testing.assert_allclose(ys, jnp.stack(ref), rtol=1e-12)
+  train = rj.zoneout_inputs(jax.random.key(2), xs, cell, 0.25)
+
+  def loss(p, backward):
+    return jnp.sum(rj.scan(cell, p, train, lengths=jnp.array([6, 3]), backward=backward)[1] ** 2)
+
+  assert_trees_close(jax.grad(loss)(p, "bptt"), jax.grad(loss)(p, "autodiff"))

@@ -9,7 +9,12 @@ Each is applied to a training forward pass and is the identity at evaluation
 * `weight_drop` (DropConnect on the recurrent matrix, Wan et al. 2013;
   Merity et al. 2018): one mask on ``w_h`` per forward pass, applied to the
   params before `rnnjax.scan`, so every backward mode (the hand-written BPTT
-  included) differentiates through it by the chain rule.
+  included) differentiates through it by the chain rule;
+* `zoneout` (Krueger et al. 2017): each unit of the state keeps its previous
+  value with probability ``rate`` at each step; at evaluation the state is the
+  expectation ``rate · s_{t-1} + (1 − rate) · s̃_t``. The masks are data: they
+  ride along the inputs (`zoneout_inputs`), so the zoneout cell is a plain
+  `rnnjax.custom_cell` and every capability of the library applies to it.
 
 Both scale the kept entries by ``1 / (1 − rate)`` (inverted dropout), so the
 expectation over masks equals the unregularised value.
@@ -17,12 +22,14 @@ expectation over masks equals the unregularised value.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from rnnjax._src.typing import Array, Params
+from rnnjax._src.cells.base import Cell
+from rnnjax._src.custom import custom_cell
+from rnnjax._src.typing import Array, Carry, Params
 
 
 def _check_rate(rate: float, what: str) -> None:
@@ -102,3 +109,96 @@ def weight_drop(key: Array | None, params: Params, rate: float, *, field: str = 
     )
   keep = jax.random.bernoulli(key, 1.0 - rate, w.shape)
   return params._replace(**{field: jnp.where(keep, w / (1.0 - rate), jnp.zeros((), w.dtype))})
+
+
+def _flatten(carry: Carry) -> Array:
+  leaves = jax.tree.leaves(carry)
+  return leaves[0] if len(leaves) == 1 else jnp.concatenate(leaves, axis=-1)
+
+
+def _unflatten(s: Array, like: Carry) -> Carry:
+  leaves, tree = jax.tree.flatten(like)
+  sizes = [leaf.shape[-1] for leaf in leaves]
+  cuts = [sum(sizes[: i + 1]) for i in range(len(sizes) - 1)]
+  return jax.tree.unflatten(tree, jnp.split(s, cuts, axis=-1))
+
+
+class ZoneoutParams(NamedTuple):
+  """The params of a `zoneout` cell: the wrapped cell's, unchanged."""
+
+  cell: Params
+
+
+def zoneout(cell: Cell) -> Cell:
+  """Zoneout around ``cell``: each state unit keeps its previous value where a mask says so.
+
+  The returned cell reads inputs ``[x ; m]``: the cell's own ``x: [..., I]``
+  followed by keep-masks ``m: [..., S]`` over the flattened state (``S =
+  cell.state_size``; the LSTM's ``[h; c]`` units are zoned out independently)::
+
+    s̃_t = step(s_{t-1}, x_t)
+    s_t = m_t ⊙ s_{t-1} + (1 − m_t) ⊙ s̃_t          y_t = output(s_t)
+
+  Build the inputs with `zoneout_inputs`: Bernoulli(rate) masks for training,
+  the constant ``rate`` (the expectation) for evaluation. Its ``init(key,
+  input_size)`` takes the augmented size ``I + S``, as `rnnjax.scan` sees it;
+  its params are ``ZoneoutParams(cell=...)`` around the wrapped cell's, so a
+  model can train with zoneout and evaluate with the plain cell on
+  ``params.cell``.
+
+  Args:
+    cell: any cell.
+
+  Returns:
+    A `rnnjax.custom_cell` over ``[x ; m]``.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, rnnjax as rj
+    >>> cell = rj.zoneout(rj.gru(4))
+    >>> xs = rj.zoneout_inputs(jax.random.key(0), jnp.ones((6, 2, 3)), cell, 0.5)
+    >>> params = cell.init(jax.random.key(1), xs.shape[-1])    # ZoneoutParams(cell=GRUParams)
+    >>> rj.scan(cell, params, xs)[1].shape
+    (6, 2, 4)
+  """
+  S = cell.state_size
+
+  def init(key: Array, input_size: int) -> ZoneoutParams:
+    if input_size <= S:
+      raise ValueError(
+        f"rnnjax.zoneout({cell!r}).init: input_size {input_size} must be I + S with S = {S} "
+        f"keep-masks; build the inputs with rnnjax.zoneout_inputs"
+      )
+    return ZoneoutParams(cell.init(key, input_size - S))
+
+  def step(params: ZoneoutParams, carry: Carry, xm: Array) -> tuple[Carry, Array]:
+    x, m = xm[..., :-S], xm[..., -S:]
+    new, _ = cell.step(params.cell, carry, x)
+    s = m * _flatten(carry) + (1.0 - m) * _flatten(new)  # keep where m = 1
+    carry = _unflatten(s.astype(_flatten(new).dtype), new)
+    return carry, cell.output(carry)
+
+  return custom_cell(
+    init, step, cell.initial_carry, name=f"zoneout_{cell.name}", output_size=cell.hidden_size
+  )
+
+
+def zoneout_inputs(key: Array | None, xs: Array, cell: Cell, rate: float) -> Array:
+  """``[xs ; m]`` for a `zoneout` cell: keep-masks ``m ~ Bernoulli(rate)`` per
+  step, sequence and unit, or the expectation ``m = rate`` when ``key`` is None.
+
+  Args:
+    key: PRNG key for training; None for evaluation.
+    xs: ``[T, B, I]`` (any layout whose last axis is the features).
+    cell: the zoneout cell (for its state size S).
+    rate: the probability that a unit keeps its previous value, in ``[0, 1)``.
+
+  Returns:
+    ``[T, B, I + S]``.
+  """
+  _check_rate(rate, "rnnjax.zoneout_inputs")
+  shape = (*xs.shape[:-1], cell.state_size)
+  if key is None:
+    m = jnp.full(shape, rate, xs.dtype)
+  else:
+    m = jax.random.bernoulli(key, rate, shape).astype(xs.dtype)
+  return jnp.concatenate([xs, m], axis=-1)

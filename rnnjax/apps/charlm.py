@@ -37,6 +37,7 @@ class ModelConfig(NamedTuple):
   cell: str = "lstm"
   dropout: float = 0.0  # locked dropout on embeddings and layer outputs
   weight_drop: float = 0.0  # DropConnect on every w_h
+  zoneout: float = 0.0  # zoneout on every layer's state units
 
 
 class TrainConfig(NamedTuple):
@@ -237,6 +238,7 @@ def train_char_lm(
     cell=model_cfg.cell,
     dropout=model_cfg.dropout,
     weight_drop=model_cfg.weight_drop,
+    zoneout=model_cfg.zoneout,
   )
   meta = _meta(vocab, model, cfg, corpus)
   state, history = _fresh_state(model, cfg), list[dict[str, Any]]()
@@ -247,7 +249,7 @@ def train_char_lm(
   optimizer = training.make_optimizer(cfg.lr, cfg.clip)
   train_step = training.make_train_step(model.loss, optimizer, has_aux=True)
   streams = stream_batches(train_ids, cfg.batch, cfg.seq_len, forever=False)
-  regularised = model_cfg.dropout > 0 or model_cfg.weight_drop > 0
+  regularised = model_cfg.dropout > 0 or model_cfg.weight_drop > 0 or model_cfg.zoneout > 0
 
   def step_fn(step: int, frac: float) -> dict[str, Any]:
     w = step % streams.count  # the data position

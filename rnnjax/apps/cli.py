@@ -106,7 +106,12 @@ def _run_demo(args: argparse.Namespace) -> int:
   )
   run = charlm.train_char_lm(
     corpus,
-    charlm.ModelConfig(hidden=args.hidden, dropout=args.dropout, weight_drop=args.weight_drop),
+    charlm.ModelConfig(
+      hidden=args.hidden,
+      dropout=args.dropout,
+      weight_drop=args.weight_drop,
+      zoneout=args.zoneout,
+    ),
     charlm.TrainConfig(
       batch=args.batch,
       seq_len=args.seq_len,
@@ -228,6 +233,13 @@ def _lm_args(p: argparse.ArgumentParser, *, hidden_help: str, lr_over: str) -> N
     help="DropConnect on every layer's recurrent matrix w_h, one mask per training step "
     "(default %(default)s: off)",
   )
+  p.add_argument(
+    "--zoneout",
+    type=_rate,
+    default=model.zoneout,
+    help="zoneout: each state unit keeps its previous value with this probability at each "
+    "step; evaluation uses the expectation (default %(default)s: off)",
+  )
   p.add_argument("--seed", type=int, default=train.seed, help=SEED_HELP)
   p.add_argument(
     "--no-progress", action="store_true", help="hide the progress bar (default: shown)"
@@ -298,6 +310,7 @@ def _run_train(args: argparse.Namespace) -> int:
       cell=args.cell,
       dropout=args.dropout,
       weight_drop=args.weight_drop,
+      zoneout=args.zoneout,
     ),
     charlm.TrainConfig(
       batch=args.batch,

@@ -46,6 +46,7 @@ def char_lm(
   cell: str = "lstm",
   dropout: float = 0.0,
   weight_drop: float = 0.0,
+  zoneout: float = 0.0,
 ) -> CharLM:
   """A character LM with ``layers`` stacked cells of kind ``cell``.
 
@@ -59,6 +60,8 @@ def char_lm(
       layer's outputs (`rnnjax.locked_dropout`), when ``apply``/``loss`` get a key.
     weight_drop: DropConnect on every layer's ``w_h`` (`rnnjax.weight_drop`),
       one mask per forward pass, when ``apply``/``loss`` get a key.
+    zoneout: every layer's state units keep their previous value with this
+      probability (`rnnjax.zoneout`); without a key, the expectation.
 
   Returns:
     A `CharLM` whose functions are
@@ -72,6 +75,7 @@ def char_lm(
   if layers < 1:
     raise ValueError(f"char_lm: layers must be >= 1, got {layers}")
   cells = tuple(rj.make_cell(cell, hidden) for _ in range(layers))
+  zoned = tuple(rj.zoneout(c) for c in cells) if zoneout > 0 else None
   emb = rj.embedding(vocab_size, embed)
 
   def init(key: jax.Array) -> CharLMParams:
@@ -94,18 +98,34 @@ def char_lm(
     **scan_kw: Any,
   ) -> tuple[list[Any], jax.Array]:
     train = key is not None
-    keys: list[jax.Array | None] = [None] * (2 * layers + 1)
+    keys: list[jax.Array | None] = [None] * (3 * layers + 1)
     if key is not None:
-      keys = list(jax.random.split(key, 2 * layers + 1))
+      keys = list(jax.random.split(key, 3 * layers + 1))
     drop = dropout if train else 0.0
     hs = rj.locked_dropout(keys.pop(), emb.apply(params.embed, ids), drop)  # [T, B, E]
     finals = []
     for l, (c, p) in enumerate(zip(cells, params.rnn, strict=True)):
       p = rj.weight_drop(keys.pop(), p, weight_drop if train else 0.0)
-      carry, hs = rj.scan(c, p, hs, None if carries is None else carries[l], **scan_kw)
+      carry0 = None if carries is None else carries[l]
+      zkey = keys.pop()
+      if zoned is None:
+        carry, hs = rj.scan(c, p, hs, carry0, **scan_kw)
+      else:  # masks drawn with zkey for training, the expectation without a key
+        xm = rj.zoneout_inputs(zkey, hs, zoned[l], zoneout)
+        carry, hs = rj.scan(zoned[l], rj.ZoneoutParams(p), xm, carry0, **scan_kw)
       hs = rj.locked_dropout(keys.pop(), hs, drop)  # [T, B, H]
       finals.append(carry)
     return finals, readout.dense(params.out, hs)  # [T, B, V]
+
+  def step_layers(params: CharLMParams, carries: list[Any], x: jax.Array) -> tuple[list[Any], Any]:
+    """One step of every layer (evaluation: zoneout at its expectation)."""
+    if zoned is None:
+      return rj.stacked_step(list(zip(cells, params.rnn, strict=True)), carries, x)
+    new = []
+    for zc, p, carry in zip(zoned, params.rnn, carries, strict=True):
+      carry, x = zc.step(rj.ZoneoutParams(p), carry, rj.zoneout_inputs(None, x, zc, zoneout))
+      new.append(carry)
+    return new, x
 
   def loss(
     params: CharLMParams,
@@ -123,12 +143,11 @@ def char_lm(
     params: CharLMParams, key: jax.Array, prime_ids: jax.Array, n: int, temperature: float = 1.0
   ) -> jax.Array:
     carries, logits = apply(params, prime_ids[:, None], initial_carry(1))
-    layers_ = list(zip(cells, params.rnn, strict=True))
 
     def body(state: Any, k: jax.Array) -> tuple[Any, jax.Array]:
       carries, logits = state
       nxt = jax.random.categorical(k, logits / temperature)
-      carries, h = rj.stacked_step(layers_, carries, emb.apply(params.embed, nxt[None]))
+      carries, h = step_layers(params, carries, emb.apply(params.embed, nxt[None]))
       return (carries, readout.dense(params.out, h)[0]), nxt
 
     _, out = jax.lax.scan(body, (carries, logits[-1, 0]), jax.random.split(key, n))
@@ -150,5 +169,6 @@ def char_lm(
       cell=cell,
       dropout=dropout,
       weight_drop=weight_drop,
+      zoneout=zoneout,
     ),
   )
