@@ -34,6 +34,22 @@ from rnnjax._src.cells.gru import gru as gru
 from rnnjax._src.cells.lstm import LSTMCarry as LSTMCarry
 from rnnjax._src.cells.lstm import LSTMParams as LSTMParams
 from rnnjax._src.cells.lstm import lstm as lstm
+from rnnjax._src.cells.zoo import CIFGParams as CIFGParams
+from rnnjax._src.cells.zoo import IndRNNParams as IndRNNParams
+from rnnjax._src.cells.zoo import LayerNormGRUParams as LayerNormGRUParams
+from rnnjax._src.cells.zoo import LayerNormLSTMParams as LayerNormLSTMParams
+from rnnjax._src.cells.zoo import LSTMProjectedParams as LSTMProjectedParams
+from rnnjax._src.cells.zoo import MGUParams as MGUParams
+from rnnjax._src.cells.zoo import OrthogonalRNNParams as OrthogonalRNNParams
+from rnnjax._src.cells.zoo import PeepholeLSTMParams as PeepholeLSTMParams
+from rnnjax._src.cells.zoo import cifg_lstm as cifg_lstm
+from rnnjax._src.cells.zoo import indrnn as indrnn
+from rnnjax._src.cells.zoo import layer_norm_gru as layer_norm_gru
+from rnnjax._src.cells.zoo import layer_norm_lstm as layer_norm_lstm
+from rnnjax._src.cells.zoo import lstm_projected as lstm_projected
+from rnnjax._src.cells.zoo import mgu as mgu
+from rnnjax._src.cells.zoo import orthogonal_rnn as orthogonal_rnn
+from rnnjax._src.cells.zoo import peephole_lstm as peephole_lstm
 from rnnjax._src.custom import custom_cell as custom_cell
 from rnnjax._src.layers import Embedding as Embedding
 from rnnjax._src.layers import EmbeddingParams as EmbeddingParams
@@ -63,33 +79,49 @@ __version__ = "0.1.0"
 __all__ = [
   "Activation",
   "Array",
+  "CIFGParams",
   "Carry",
   "Cell",
   "ElmanParams",
   "Embedding",
   "EmbeddingParams",
   "GRUParams",
+  "IndRNNParams",
   "LSTMCarry",
   "LSTMParams",
+  "LSTMProjectedParams",
+  "LayerNormGRUParams",
+  "LayerNormLSTMParams",
+  "MGUParams",
+  "OrthogonalRNNParams",
   "Params",
+  "PeepholeLSTMParams",
   "PyTree",
   "ZoneoutParams",
   "bidirectional",
   "bptt_scan",
   "cell_names",
+  "cifg_lstm",
   "custom_cell",
   "dropout",
   "elman",
   "embedding",
   "flip",
   "gru",
+  "indrnn",
   "init",
   "init_stacked",
   "interop",
   "jacobian",
+  "layer_norm_gru",
+  "layer_norm_lstm",
   "locked_dropout",
   "lstm",
+  "lstm_projected",
   "make_cell",
+  "mgu",
+  "orthogonal_rnn",
+  "peephole_lstm",
   "reference_elman_grads",
   "register_cell",
   "scan",

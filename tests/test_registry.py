@@ -7,7 +7,18 @@ import rnnjax as rj
 from rnnjax._src import registry
 from tests.helpers import assert_trees_close
 
-BUILTINS = ("elman", "gru", "lstm")
+BUILTINS = (
+  "cifg_lstm",
+  "elman",
+  "gru",
+  "indrnn",
+  "layer_norm_gru",
+  "layer_norm_lstm",
+  "lstm",
+  "mgu",
+  "orthogonal_rnn",
+  "peephole_lstm",
+)
 
 
 @pytest.fixture
@@ -55,8 +66,8 @@ def test_make_cell_builds_the_named_cell_with_its_options():
 def test_make_cell_unknown_name_names_the_choices():
   with pytest.raises(
     ValueError,
-    match=r"unknown cell 'rnn'; expected one of \['elman', 'gru', 'lstm'\] "
-    r"\(or register yours with rnnjax.register_cell\)",
+    match=r"unknown cell 'rnn'; expected one of \['cifg_lstm', 'elman', 'gru', .*, "
+    r"'peephole_lstm'\] \(or register yours with rnnjax.register_cell\)",
   ):
     rj.make_cell("rnn", 8)
 
@@ -70,7 +81,7 @@ def test_register_cell_adds_and_refuses_duplicates():
     return rj.elman(hidden_size, **options)
 
   rj.register_cell("tied", tied)
-  assert rj.cell_names() == ("elman", "gru", "lstm", "tied")
+  assert rj.cell_names() == tuple(sorted((*BUILTINS, "tied")))
   _same_cell(rj.make_cell("tied", 5, activation="linear"), rj.elman(5, "linear"))
   assert calls == [(5, {"activation": "linear"})]
   with pytest.raises(

@@ -14,11 +14,32 @@ from rnnjax._src.cells.base import Cell
 from rnnjax._src.cells.elman import elman
 from rnnjax._src.cells.gru import gru
 from rnnjax._src.cells.lstm import lstm
+from rnnjax._src.cells.zoo import (
+  cifg_lstm,
+  indrnn,
+  layer_norm_gru,
+  layer_norm_lstm,
+  mgu,
+  orthogonal_rnn,
+  peephole_lstm,
+)
 
 CellFactory = Callable[..., Cell]
 """``factory(hidden_size, **options) -> Cell``."""
 
-_REGISTRY: dict[str, CellFactory] = {"elman": elman, "gru": gru, "lstm": lstm}
+_REGISTRY: dict[str, CellFactory] = {
+  "elman": elman,
+  "gru": gru,
+  "lstm": lstm,
+  "mgu": mgu,
+  "indrnn": indrnn,
+  "peephole_lstm": peephole_lstm,
+  "cifg_lstm": cifg_lstm,
+  "layer_norm_lstm": layer_norm_lstm,
+  "layer_norm_gru": layer_norm_gru,
+  "orthogonal_rnn": orthogonal_rnn,
+}
+# Not registered: lstm_projected, whose projection size P has no default.
 
 
 def cell_names() -> tuple[str, ...]:
@@ -29,8 +50,9 @@ def cell_names() -> tuple[str, ...]:
 
   Examples:
     >>> import rnnjax as rj
-    >>> rj.cell_names()
-    ('elman', 'gru', 'lstm')
+    >>> rj.cell_names()  # doctest: +NORMALIZE_WHITESPACE
+    ('cifg_lstm', 'elman', 'gru', 'indrnn', 'layer_norm_gru', 'layer_norm_lstm', 'lstm',
+     'mgu', 'orthogonal_rnn', 'peephole_lstm')
   """
   return tuple(sorted(_REGISTRY))
 

@@ -710,18 +710,25 @@ def _run_jacobian(args: argparse.Namespace) -> int:
     "identity": rj.init.identity(g),
     "gaussian": rj.init.gaussian(g),
   }[args.init]
-  options: dict[str, Any] = dict(recurrent_init=rec)
+  options: dict[str, Any] = {}
+  if (args.init, g) != ("orthogonal", 1.0):  # the built-ins' default needs no option
+    options["recurrent_init"] = rec
   if args.activation is not None:
     options["activation"] = args.activation
   try:
     cell = rj.make_cell(args.cell, args.hidden, **options)
-  except TypeError as e:  # the cell's factory takes no activation= (a gated cell)
-    if "activation" not in str(e):
-      raise
-    raise ValueError(
-      f"--activation {args.activation} does not apply to --cell {args.cell}: its factory "
-      f"takes no activation (a gated cell's gates fix its nonlinearities); use --cell elman"
-    ) from None
+  except TypeError as e:  # the cell's factory does not take one of the options
+    if "activation" in str(e):
+      raise ValueError(
+        f"--activation {args.activation} does not apply to --cell {args.cell}: its factory "
+        f"takes no activation (a gated cell's gates fix its nonlinearities); use --cell elman"
+      ) from None
+    if "recurrent_init" in str(e):
+      raise ValueError(
+        f"--init {args.init} --gain {g} does not apply to --cell {args.cell}: its factory "
+        f"takes no recurrent_init; use --cell elman, gru or lstm"
+      ) from None
+    raise
   kp, kx = jax.random.split(jax.random.key(args.seed))
   params = cell.init(kp, args.input_size)
   xs = args.input_scale * jax.random.normal(kx, (args.T, args.input_size))
