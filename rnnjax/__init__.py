@@ -50,6 +50,9 @@ from rnnjax._src.cells.zoo import lstm_projected as lstm_projected
 from rnnjax._src.cells.zoo import mgu as mgu
 from rnnjax._src.cells.zoo import orthogonal_rnn as orthogonal_rnn
 from rnnjax._src.cells.zoo import peephole_lstm as peephole_lstm
+from rnnjax._src.check import CellCheck as CellCheck
+from rnnjax._src.check import CellCheckError as CellCheckError
+from rnnjax._src.check import check_cell as check_cell
 from rnnjax._src.custom import custom_cell as custom_cell
 from rnnjax._src.layers import Embedding as Embedding
 from rnnjax._src.layers import EmbeddingParams as EmbeddingParams
@@ -82,6 +85,8 @@ __all__ = [
   "CIFGParams",
   "Carry",
   "Cell",
+  "CellCheck",
+  "CellCheckError",
   "ElmanParams",
   "Embedding",
   "EmbeddingParams",
@@ -101,6 +106,7 @@ __all__ = [
   "bidirectional",
   "bptt_scan",
   "cell_names",
+  "check_cell",
   "cifg_lstm",
   "custom_cell",
   "dropout",

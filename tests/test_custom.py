@@ -143,3 +143,165 @@ def test_jacobian_tools_measure_a_custom_cell():
 def test_custom_cell_errors():
   with pytest.raises(TypeError, match=r"rnnjax.custom_cell: step must be callable, got int"):
     rj.custom_cell(_lstm_init, 3, _zeros)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def _tiny_init(key, input_size):
+  return {"w": jax.random.normal(key, (input_size + H, H), jnp.float32) / 3}
+
+
+def _tiny_step(p, h, x):
+  h = jnp.tanh(jnp.concatenate([x, h], -1) @ p["w"])
+  return h, h
+
+
+def _h_zeros(shape=(), dtype=jnp.float32):
+  return jnp.zeros((*shape, H), dtype)
+
+
+def _tiny(step=_tiny_step, init=_tiny_init, initial_carry=_h_zeros, **kw):
+  return rj.custom_cell(init, step, initial_carry, name="tiny", **kw)
+
+
+def _traced(cell, B=2, T=5, **kw):
+  """``rj.scan`` evaluated abstractly: the checks must fire while tracing, with no compute."""
+  params = jax.eval_shape(lambda: cell.init(jax.random.key(0), I))
+  xs = jax.ShapeDtypeStruct((T, B, I), jnp.float32)
+  return jax.eval_shape(lambda p, x: rj.scan(cell, p, x, **kw), params, xs)
+
+
+def test_a_step_that_changes_the_carry_structure_or_shape():
+  def grows(p, h, x):
+    h, _ = _tiny_step(p, h, x)
+    return (h, h), h  # a tuple carry from an array carry
+
+  with pytest.raises(
+    ValueError,
+    match=r"rnnjax.custom_cell\('tiny'\): step\(params, carry, x\) with x \(2, 3\) float32 "
+    r"returned a carry of structure PyTreeDef\(\(\*, \*\)\), \{\[0\]: \(2, 4\) float32, "
+    r"\[1\]: \(2, 4\) float32\}, but it was given the carry \(2, 4\) float32",
+  ):
+    _traced(_tiny(grows))
+
+  def shrinks(p, h, x):
+    h, y = _tiny_step(p, h, x)
+    return h[:, :2], y
+
+  msg = r"'tiny'.*returned the carry leaf <root> with shape \(2, 2\), but it was given \(2, 4\)"
+  for backward in ("bptt", "autodiff", "checkpoint"):
+    with pytest.raises(ValueError, match=msg):
+      _traced(_tiny(shrinks), backward=backward)
+  with pytest.raises(
+    ValueError, match=r"'tiny'.*shape \(2,\), but it was given \(4,\)"
+  ):  # unbatched
+    jac.step_jacobians(
+      _tiny(lambda p, h, x: (h[:2], h)), _tiny_init(jax.random.key(0), I), jnp.ones((3, I))
+    )
+
+  def lstm_swaps(p, carry, x):  # returns the LSTM's carry as a list, not the tuple it was given
+    (c, h), y = _lstm_step(p, carry, x)
+    return [c, h], y
+
+  swapped = rj.custom_cell(_lstm_init, lstm_swaps, _zeros, name="swapped")
+  with pytest.raises(ValueError, match=r"'swapped'.*structure PyTreeDef\(\[\*, \*\]\).*given"):
+    rj.scan(swapped, swapped.init(jax.random.key(0), I), jnp.ones((4, 2, I)))
+
+
+def test_a_step_that_returns_integers_or_a_wrong_y():
+  def int_y(p, h, x):
+    h, _ = _tiny_step(p, h, x)
+    return h, jnp.argmax(h, -1, keepdims=True)
+
+  with pytest.raises(TypeError, match=r"'tiny'.*returned y of dtype int\d+ and shape \(2, 1\)"):
+    _traced(_tiny(int_y))
+
+  def int_carry(p, h, x):
+    h, _ = _tiny_step(p, h, x)
+    return (h > 0).astype(jnp.int32), h
+
+  with pytest.raises(
+    TypeError, match=r"'tiny'.*returned the carry leaf <root> as \(2, 4\) int32, given \(2, 4\)"
+  ):
+    _traced(_tiny(int_carry))
+
+  def one_row(p, h, x):
+    h, _ = _tiny_step(p, h, x)
+    return h, h[:1]
+
+  with pytest.raises(
+    ValueError,
+    match=r"'tiny'.*returned y of shape \(1, 4\) for the carry \(3, 4\) float32, of batch "
+    r"shape \(3,\); y must have the carry's batch shape in front: \(3, 4\)",
+  ):
+    _traced(_tiny(one_row), B=3)
+
+  def wide_y(p, h, x):
+    h, _ = _tiny_step(p, h, x)
+    return h, jnp.concatenate([h, h], -1)
+
+  with pytest.raises(ValueError, match=r"'tiny'.*y of shape \(2, 8\).*pass output_size=8"):
+    _traced(_tiny(wide_y))
+  assert _traced(_tiny(wide_y, output_size=2 * H))[1].shape == (5, 2, 2 * H)
+  with pytest.raises(TypeError, match=r"'tiny'.*must return a pair \(carry, y\), got ArrayImpl"):
+    _tiny(lambda p, h, x: h).step(
+      _tiny_init(jax.random.key(0), I), _h_zeros((2,)), jnp.ones((2, I))
+    )
+
+
+def test_an_init_that_returns_non_floating_leaves():
+  def init(key, input_size):
+    return {"w": _tiny_init(key, input_size)["w"], "steps": jnp.arange(3), "n": 7}
+
+  cell = _tiny(init=init)
+  msg = (
+    r"rnnjax.custom_cell\('tiny'\): init\(key, 3\) returned non-floating params leaves "
+    r"\['n'\]: \(\) int\d+, \['steps'\]: \(3,\) int\d+ \(params \{\['n'\]: \(\) int\d+, "
+    r"\['steps'\]: \(3,\) int\d+, \['w'\]: \(7, 4\) float32\}\)"
+  )
+  with pytest.raises(TypeError, match=msg):
+    cell.init(jax.random.key(0), I)
+  params = {"w": jnp.zeros((I + H, H)), "steps": jnp.zeros(3), "n": 7.0}  # float: fine
+  with pytest.raises(TypeError, match=msg):  # rj.scan checks params against init, abstractly
+    rj.scan(cell, params, jnp.ones((5, 2, I)))
+  with pytest.raises(TypeError, match=r"rnnjax.custom_cell\('tiny'\).init: key must be a JAX"):
+    cell.init(0, I)
+
+
+def test_an_initial_carry_that_does_not_match_the_step():
+  def five(shape=(), dtype=jnp.float32):
+    return jnp.zeros((*shape, 5), dtype)
+
+  def proj_step(p, h, x):  # the carry's size comes from the params, H = 4
+    h = jnp.tanh(x @ p["w"][:I] + jnp.sum(h, -1, keepdims=True))
+    return h, h
+
+  with pytest.raises(
+    ValueError,
+    match=r"'tiny'.*returned the carry leaf <root> with shape \(2, 4\), but it was given "
+    r"\(2, 5\), the shape initial_carry\(\(2,\), float32\) builds: .*initial_carry must build",
+  ):
+    _traced(_tiny(proj_step, initial_carry=five))
+  # a step that cannot even run on that carry: its own error gets a note naming the shapes
+  with pytest.raises(TypeError) as e:
+    _traced(_tiny(initial_carry=five))
+  assert any(
+    "raised inside the step of rnnjax.custom_cell('tiny'), called with the carry (2, 5) "
+    "float32 and x (2, 3) float32; initial_carry(batch_shape, dtype) builds the carry "
+    "(*batch_shape, 5) float32" in note
+    for note in getattr(e.value, "__notes__", [])
+  )
+  # checked at construction: the batch shape in front, floating leaves, some leaves
+  with pytest.raises(
+    ValueError,
+    match=r"'tiny'\): initial_carry\(\(2,\), float32\) built the carry leaf <root> with shape "
+    r"\(4,\), but initial_carry\(\(\), float32\) builds \(4,\)",
+  ):
+    _tiny(initial_carry=lambda shape=(), dtype=jnp.float32: jnp.zeros(H, dtype))
+  with pytest.raises(TypeError, match=r"'tiny'\): initial_carry\(\(\), float32\) built non-float"):
+    _tiny(initial_carry=lambda shape=(), dtype=None: jnp.zeros((*shape, H), jnp.int32))
+  with pytest.raises(ValueError, match=r"'tiny'\): initial_carry returned no arrays"):
+    _tiny(initial_carry=lambda shape=(), dtype=None: ())
+  with pytest.raises(TypeError, match=r"'tiny'\).initial_carry: batch_shape must be a tuple"):
+    _tiny().initial_carry(8)

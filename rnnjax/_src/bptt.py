@@ -7,7 +7,10 @@
     L = Σ_t L_t,   ∂L/∂W = Σ_t ∂L/∂h_t Σ_{i≤t} (Π_{j=i+1}^{t} ∂h_j/∂h_{j-1}) ∂h_i/∂W
 
 is evaluated right to left, as one reverse scan that carries
-``dh_t = ∂L/∂h_t`` (and ``dc_t`` for the LSTM). Each step does only the
+``dh_t = ∂L/∂h_t`` (and ``dc_t`` for the LSTM). At an episode reset (``resets``)
+the step's carry was the initial carry, so the step's ``∂L/∂carry_{t-1}`` goes to
+the initial carry's gradient (summed in the scan's carry) and nothing crosses
+into the steps before it. Each step does only the
 recurrent part, the cell's local backward (``dz_t`` and
 ``dh_{t-1} = dz_t w_hᵀ + …``); the weight gradients are then single large
 matmuls over all ``N = T·B`` rows:
@@ -36,7 +39,13 @@ from rnnjax._src.typing import Array, Carry, Params
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def bptt_scan(
-  cell: Cell, unroll: int, params: Params, xs: Array, carry0: Carry, mask: Array | None
+  cell: Cell,
+  unroll: int,
+  params: Params,
+  xs: Array,
+  carry0: Carry,
+  mask: Array | None,
+  resets: Array | None = None,
 ) -> tuple[Carry, Array]:
   """The scan kernel with the hand-written BPTT as its VJP.
 
@@ -52,13 +61,15 @@ def bptt_scan(
     carry0: the initial carry for batch B.
     mask: ``[T, B]`` bool, True on valid steps (a prefix of each sequence),
       or None when every step is valid.
+    resets: ``[T, B]`` bool in processing order, True where the carry is reset
+      to ``carry0`` before the step (never on a padded step), or None.
 
   Returns:
     ``(carry_T, ys)``: the carry after each sequence's last valid step, and
     ``ys: [T, B, H]``, zero on padding.
   """
   zx = cell.project(params, xs)  # [T, B, kH]
-  return kernel.forward(cell, params, zx, carry0, mask, unroll)
+  return kernel.forward(cell, params, zx, carry0, mask, unroll, resets=resets)
 
 
 def _check_rules_cover_params(cell: Cell, params: Params, carry0: Carry, zx: Array) -> None:
@@ -112,33 +123,64 @@ def _check_rules_cover_params(cell: Cell, params: Params, carry0: Carry, zx: Arr
 
 
 def _fwd(
-  cell: Cell, unroll: int, params: Params, xs: Array, carry0: Carry, mask: Array | None
+  cell: Cell,
+  unroll: int,
+  params: Params,
+  xs: Array,
+  carry0: Carry,
+  mask: Array | None,
+  resets: Array | None = None,
 ) -> tuple[tuple[Carry, Array], tuple[Any, ...]]:
   zx = cell.project(params, xs)  # [T, B, kH]
   if cell.recurrent_grads is not None:
     _check_rules_cover_params(cell, params, carry0, zx)
-  carry_T, ys, carries, res = kernel.forward(cell, params, zx, carry0, mask, unroll, keep=True)
-  return (carry_T, ys), (params, xs, carry0, carries, res, mask)
+  carry_T, ys, carries, res = kernel.forward(
+    cell, params, zx, carry0, mask, unroll, keep=True, resets=resets
+  )
+  return (carry_T, ys), (params, xs, carry0, carries, res, mask, resets)
 
 
-def _shift(carry0: Carry, carries: Carry) -> Carry:
-  """``carry_{t-1}`` for every t: ``[carry_0, carry_1, ..., carry_{T-1}]``."""
-  return jax.tree.map(lambda c0, cs: jnp.concatenate([c0[None], cs[:-1]]), carry0, carries)
+def _shift(carry0: Carry, carries: Carry, resets: Array | None = None) -> Carry:
+  """The carry each step started from: ``[carry_0, carry_1, ..., carry_{T-1}]``,
+  with ``carry_0`` in place of ``carry_{t-1}`` where ``resets[t]`` is set."""
+  prevs = jax.tree.map(lambda c0, cs: jnp.concatenate([c0[None], cs[:-1]]), carry0, carries)
+  return kernel.reset(resets, prevs, carry0)
+
+
+def _cut_at_reset(r: Array | None, d_prev: Carry, acc: Carry) -> tuple[Carry, Carry]:
+  """At a reset (``r: [B]``) the step started from the initial carry: its
+  ``∂L/∂carry_{t-1}`` joins the initial carry's gradient ``acc`` and none
+  crosses into the previous step. ``r=None``: unchanged."""
+  if r is None:
+    return d_prev, acc
+  zero = jax.tree.map(jnp.zeros_like, d_prev)
+  acc = jax.tree.map(jnp.add, acc, kernel.hold(r, d_prev, zero))
+  return kernel.hold(r, zero, d_prev), acc
+
+
+def _reset_acc(dcarry_T: Carry, resets: Array | None) -> Carry:
+  """The initial carry's gradient from the reset points, zeros (or None)."""
+  return None if resets is None else jax.tree.map(jnp.zeros_like, dcarry_T)
+
+
+def _add_reset_acc(dcarry0: Carry, acc: Carry) -> Carry:
+  return dcarry0 if acc is None else jax.tree.map(jnp.add, dcarry0, acc)
 
 
 def _bwd(
   cell: Cell, unroll: int, residuals: tuple[Any, ...], g: tuple[Carry, Array]
-) -> tuple[Params, Array, Carry, None]:
+) -> tuple[Params, Array, Carry, None, None]:
   if cell.recurrent_grads is None:
     return _bwd_per_step_params(cell, unroll, residuals, g)
-  params, xs, carry0, carries, res, mask = residuals
+  params, xs, carry0, carries, res, mask, resets = residuals
   dcarry_T, dys = g
-  prevs = _shift(carry0, carries)
+  prevs = _shift(carry0, carries, resets)
 
   def body(
-    d: Carry, inp: tuple[Carry, Carry, Any, Array, Array | None]
-  ) -> tuple[Carry, tuple[Array, Array | None]]:
-    prev, cur, r, dy, m = inp
+    state: tuple[Carry, Carry], inp: tuple[Carry, Carry, Any, Array, Array | None, Array | None]
+  ) -> tuple[tuple[Carry, Carry], tuple[Array, Array | None]]:
+    d, acc = state
+    prev, cur, r, dy, m, rs = inp
     d_out = cell.add_output_grad(d, dy)  # ∂L_t/∂h_t joins dh_t
     d_prev, dzx, dzh = cell.backward_step(params, prev, cur, r, d_out)
     same = dzh is dzx
@@ -146,11 +188,16 @@ def _bwd(
       d_prev = kernel.hold(m, d_prev, d)
       dzx = jnp.where(m[:, None], dzx, jnp.zeros((), dzx.dtype))
       dzh = dzx if same else jnp.where(m[:, None], dzh, jnp.zeros((), dzh.dtype))
-    return d_prev, (dzx, None if same else dzh)
+    return _cut_at_reset(rs, d_prev, acc), (dzx, None if same else dzh)
 
-  dcarry0, (dzx, dzh) = lax.scan(
-    body, dcarry_T, (prevs, carries, res, dys, mask), reverse=True, unroll=unroll
+  (dcarry0, acc), (dzx, dzh) = lax.scan(
+    body,
+    (dcarry_T, _reset_acc(dcarry_T, resets)),
+    (prevs, carries, res, dys, mask, resets),
+    reverse=True,
+    unroll=unroll,
   )
+  dcarry0 = _add_reset_acc(dcarry0, acc)
 
   T, B, _ = xs.shape
   N = T * B
@@ -170,12 +217,12 @@ def _bwd(
   dparams = dparams_x._replace(**{k: getattr(dparams_x, k) + v for k, v in recurrent.items()})
   dparams = jax.tree.map(lambda d, p: d.astype(p.dtype), dparams, params)
   dcarry0 = jax.tree.map(lambda d, c: d.astype(c.dtype), dcarry0, carry0)
-  return dparams, dxs.astype(xs.dtype), dcarry0, None
+  return dparams, dxs.astype(xs.dtype), dcarry0, None, None
 
 
 def _bwd_per_step_params(
   cell: Cell, unroll: int, residuals: tuple[Any, ...], g: tuple[Carry, Array]
-) -> tuple[Params, Array, Carry, None]:
+) -> tuple[Params, Array, Carry, None, None]:
   """The backward of a cell without a recurrent-gradient rule (a custom cell's
   hint-free path): its ``backward_step`` returns each step's params gradient,
   summed in the reverse scan's carry, so memory stays O(params), not O(T·params).
@@ -183,13 +230,15 @@ def _bwd_per_step_params(
   Padding: the step sees zero cotangents on padded rows (the carry is held and
   the output is zero there), and ``∂L/∂carry`` passes through them unchanged.
   """
-  params, xs, carry0, carries, res, mask = residuals
+  params, xs, carry0, carries, res, mask, resets = residuals
   dcarry_T, dys = g
-  prevs = _shift(carry0, carries)
+  prevs = _shift(carry0, carries, resets)
 
-  def body(state: tuple[Carry, Params], inp: Any) -> tuple[tuple[Carry, Params], Array]:
-    d, acc = state
-    prev, cur, r, dy, m = inp
+  def body(
+    state: tuple[Carry, Params, Carry], inp: Any
+  ) -> tuple[tuple[Carry, Params, Carry], Array]:
+    d, acc, racc = state
+    prev, cur, r, dy, m, rs = inp
     d_in, dy_in = d, dy
     if m is not None:  # no cotangent enters a padded step
       d_in = kernel.hold(m, d, jax.tree.map(jnp.zeros_like, d))
@@ -199,17 +248,23 @@ def _bwd_per_step_params(
     )
     if m is not None:  # padding: pass ∂L/∂carry through
       d_prev = kernel.hold(m, d_prev, d)
-    return (d_prev, jax.tree.map(jnp.add, acc, dparams)), dzx
+    d_prev, racc = _cut_at_reset(rs, d_prev, racc)
+    return (d_prev, jax.tree.map(jnp.add, acc, dparams), racc), dzx
 
   zeros = jax.tree.map(jnp.zeros_like, params)
-  (dcarry0, dparams_rec), dzx = lax.scan(
-    body, (dcarry_T, zeros), (prevs, carries, res, dys, mask), reverse=True, unroll=unroll
+  (dcarry0, dparams_rec, racc), dzx = lax.scan(
+    body,
+    (dcarry_T, zeros, _reset_acc(dcarry_T, resets)),
+    (prevs, carries, res, dys, mask, resets),
+    reverse=True,
+    unroll=unroll,
   )
+  dcarry0 = _add_reset_acc(dcarry0, racc)
   zx, project_vjp = jax.vjp(cell.project, params, xs)
   dparams_x, dxs = project_vjp(dzx.astype(zx.dtype))
   dparams = jax.tree.map(lambda a, b, p: (a + b).astype(p.dtype), dparams_x, dparams_rec, params)
   dcarry0 = jax.tree.map(lambda d, c: d.astype(c.dtype), dcarry0, carry0)
-  return dparams, dxs.astype(xs.dtype), dcarry0, None
+  return dparams, dxs.astype(xs.dtype), dcarry0, None, None
 
 
 bptt_scan.defvjp(_fwd, _bwd)

@@ -8,6 +8,13 @@ Data flow (time-major, valid steps a prefix of each sequence):
 Past a sequence's length the carry is held (``carry_t = carry_{t-1}``), so the
 last carry is the carry at each sequence's last valid step, and the output is
 zero.
+
+Episode resets (``resets: [T, B]`` bool, already in processing order and
+already masked by the lengths): before step t the carry of every sequence b
+with ``resets[t, b]`` is replaced by the reset carry ``carry0[b]``::
+
+    carry_in_t = resets[t] ? carry0 : carry_{t-1}
+    carry_t    = mask[t] ? fast_step(carry_in_t, zx_t) : carry_{t-1}
 """
 
 from __future__ import annotations
@@ -22,11 +29,32 @@ from rnnjax._src.cells.base import Cell
 from rnnjax._src.typing import Array, Carry, Params
 
 
+def rows(m: Array, a: Array) -> Array:
+  """``m: [B]`` (or ``[T, B]``) broadcastable against ``a: [B, ...]`` (``[T, B, ...]``)."""
+  return m.reshape(m.shape + (1,) * (a.ndim - m.ndim))
+
+
 def hold(m: Array | None, new: Any, old: Any) -> Any:
   """``new`` where the step is valid (``m: [B]``), else ``old``; ``m=None``: new."""
   if m is None:
     return new
-  return jax.tree.map(lambda a, b: jnp.where(m[:, None], a, b), new, old)
+  return jax.tree.map(lambda a, b: jnp.where(rows(m, a), a, b), new, old)
+
+
+def reset(r: Array | None, carry: Carry, carry0: Carry) -> Carry:
+  """``carry0`` where ``r: [B]`` is set, else ``carry``; ``r=None``: carry.
+
+  Works on a step's carry (leaves ``[B, ...]``) and on stacked carries
+  (``r: [T, B]``, leaves ``[T, B, ...]``; ``carry0``'s ``[B, ...]`` leaves then
+  broadcast over T)."""
+  if r is None:
+    return carry
+
+  def pick(c: Array, c0: Array) -> Array:
+    c0 = c0.astype(c.dtype).reshape((1,) * (c.ndim - c0.ndim) + c0.shape)
+    return jnp.where(rows(r, c), c0, c)
+
+  return jax.tree.map(pick, carry, carry0)
 
 
 def masked_step(
@@ -50,19 +78,26 @@ def forward(
   mask: Array | None,
   unroll: int = 1,
   keep: bool = False,
+  resets: Array | None = None,
+  reset_carry: Carry | None = None,
 ) -> tuple[Any, ...]:
   """Run the kernel over ``zx: [T, B, kH]``.
+
+  ``resets: [T, B]`` bool (or None) replaces the carry by ``reset_carry``
+  (default ``carry0``) before each marked step. A reset must not fall on a
+  padded step (`rnnjax.scan` masks them), so padding holds the carry unchanged.
 
   Returns ``(carry_T, ys)`` and, with ``keep=True``, also the stacked carries
   and residuals the hand-written backward needs.
   """
+  init = carry0 if reset_carry is None else reset_carry
 
-  def body(carry: Carry, inp: tuple[Array, Array | None]) -> tuple[Carry, Any]:
-    zx_t, m_t = inp
-    new, res = masked_step(cell, params, carry, zx_t, m_t)
+  def body(carry: Carry, inp: tuple[Array, Array | None, Array | None]) -> tuple[Carry, Any]:
+    zx_t, m_t, r_t = inp
+    new, res = masked_step(cell, params, reset(r_t, carry, init), zx_t, m_t)
     return new, ((new, res) if keep else outputs(cell, new, res))
 
-  carry_T, out = lax.scan(body, carry0, (zx, mask), unroll=unroll)
+  carry_T, out = lax.scan(body, carry0, (zx, mask, resets), unroll=unroll)
   if keep:
     carries, res = out
     return carry_T, mask_outputs(outputs(cell, carries, res), mask), carries, res

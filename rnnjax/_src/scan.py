@@ -13,6 +13,11 @@ backward mode:
 
 Empty inputs (``T = 0`` or ``B = 0``) follow ``lax.scan``: empty outputs and
 the initial carry, with zero gradients for the params and the inputs.
+
+Episode resets (``resets``, haiku's ``ResetCore``) run concatenated episodes in
+one scan: the kernel replaces the carry by the initial carry before each marked
+step, and every backward mode stops the gradient there and sends it to the
+initial carry instead.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ def scan(
   carry: Carry | None = None,
   *,
   lengths: Array | None = None,
+  resets: Array | None = None,
   reverse: bool = False,
   unroll: int = 1,
   time_major: bool = True,
@@ -67,6 +73,20 @@ def scan(
     lengths: optional ``[B]`` ints in ``[0, T]``. Outputs past a length are
       zeros and the returned carry is the carry after each sequence's last
       valid step.
+    resets: optional ``[T, B]`` bool (``[B, T]`` with ``time_major=False``),
+      True where an episode starts, as haiku's ``ResetCore``: ``resets[t, b]``
+      resets sequence b's carry to its initial carry (``carry``, or zeros)
+      before step t, so each episode runs as if alone, and no gradient flows
+      across the reset into the steps before it; the initial carry's gradient
+      sums over the sequence's start and every reset. Episodes are read in
+      the original time order whatever ``reverse`` is: with ``reverse=True``
+      each episode runs backwards from its last step to its first (the carry
+      is reset before the last step of each episode) and the returned carry
+      is the first episode's; without it the returned carry is the last
+      episode's. So both directions of `rnnjax.bidirectional` see the same
+      episodes. Flags at ``t = 0`` and on padding (``t >= lengths[b]``)
+      change nothing. From RL ``dones`` (episode ended at t):
+      ``resets[t] = dones[t - 1]``.
     reverse: run each sequence backwards (inside its length when ``lengths``
       is given). ``ys[t]`` still belongs to ``xs[t]``.
     unroll: ``lax.scan`` unroll factor (positive int).
@@ -88,7 +108,7 @@ def scan(
 
   Raises:
     TypeError: ``cell`` is not a `rnnjax.Cell`, ``xs`` is not floating
-      point, or ``lengths`` are not integers.
+      point, ``lengths`` are not integers, or ``resets`` are not bool.
     ValueError: a shape, an option or a length does not fit, or ``params``
       do not fit the cell (a leaf of ``cell.init(key, I)`` is missing or has
       another shape); the message names the argument and the fix.
@@ -104,6 +124,13 @@ def scan(
     >>> carry, ys = rj.scan(cell, params, jax.numpy.ones((0, 2, 3)))  # T = 0
     >>> ys.shape, carry.h.shape
     ((0, 2, 8), (2, 8))
+
+    With a reset before step 2, steps 2-3 rerun steps 0-1 (the same inputs):
+
+    >>> resets = jax.numpy.array([[False], [False], [True], [False]])
+    >>> _, ys = rj.scan(cell, params, jax.numpy.ones((4, 1, 3)), resets=resets)
+    >>> bool(jax.numpy.allclose(ys[2:], ys[:2]))
+    True
   """
   if not isinstance(cell, Cell):
     raise TypeError(
@@ -124,20 +151,24 @@ def scan(
   if lengths is not None:
     lengths = checks.lengths(lengths, T, B, "rnnjax.scan")
     mask = jnp.arange(T)[:, None] < lengths[None, :]  # [T, B]
+  if resets is not None:
+    resets = check_resets(resets, T, B, time_major, "rnnjax.scan")
   if T == 0 or B == 0:
     return _empty(cell, params, xs, carry, time_major)
   if reverse:
     xs = flip(xs, lengths)
+  if resets is not None:
+    resets = processing_resets(resets, mask, lengths, reverse)
 
   mode = "bptt" if backward == "auto" else backward
   if mode == "bptt":
-    carry, ys = bptt.bptt_scan(cell, unroll, params, xs, carry, mask)
+    carry, ys = bptt.bptt_scan(cell, unroll, params, xs, carry, mask, resets)
   elif mode == "autodiff":
     zx = cell.project(params, xs)  # [T, B, kH]
-    carry, ys = kernel.forward(cell, params, zx, carry, mask, unroll)
+    carry, ys = kernel.forward(cell, params, zx, carry, mask, unroll, resets=resets)
   else:
     k = max(1, math.ceil(math.sqrt(T))) if checkpoint_every is None else checkpoint_every
-    carry, ys = _checkpointed(cell, params, xs, carry, mask, unroll, k)
+    carry, ys = _checkpointed(cell, params, xs, carry, mask, unroll, k, resets)
 
   if reverse:
     ys = flip(ys, lengths)
@@ -173,25 +204,52 @@ def flip(xs: Array, lengths: Array | None = None) -> Array:
   return jnp.take_along_axis(xs, idx, axis=0)
 
 
+def processing_resets(
+  resets: Array, mask: Array | None, lengths: Array | None, reverse: bool
+) -> Array:
+  """``resets: [T, B]`` (episode starts, original order) as the kernel's flags:
+  in processing order, True before each step that starts from the initial carry.
+
+  Flags on padding are dropped. With ``reverse`` an episode ``[s, e]`` runs from
+  ``e`` down to ``s``, so the reset falls before ``e``, the step before the next
+  episode's start: the flags move back one step, then flip with the inputs.
+  """
+  r = resets if mask is None else resets & mask
+  if reverse:
+    r = jnp.concatenate([r[1:], jnp.zeros_like(r[:1])])  # r[t] = start at t + 1
+    r = flip(r, lengths)
+  return r
+
+
 def _checkpointed(
-  cell: Cell, params: Params, xs: Array, carry: Carry, mask: Array | None, unroll: int, k: int
+  cell: Cell,
+  params: Params,
+  xs: Array,
+  carry: Carry,
+  mask: Array | None,
+  unroll: int,
+  k: int,
+  resets: Array | None = None,
 ) -> tuple[Carry, Array]:
   """The kernel in chunks of k steps; each chunk (projection included) is
-  recomputed in the backward pass, so only chunk-boundary carries are stored."""
+  recomputed in the backward pass, so only chunk-boundary carries are stored.
+  A reset inside any chunk restores the initial carry of the whole scan."""
   T, B, I = xs.shape
   n = -(-T // k)
   pad = n * k - T
   valid = jnp.ones((T, B), bool) if mask is None else mask
   xs_c = jnp.pad(xs, ((0, pad), (0, 0), (0, 0))).reshape(n, k, B, I)
   m_c = jnp.pad(valid, ((0, pad), (0, 0))).reshape(n, k, B)
+  r_c = None if resets is None else jnp.pad(resets, ((0, pad), (0, 0))).reshape(n, k, B)
+  carry0 = carry
 
   @jax.checkpoint
-  def chunk(c: Carry, inp: tuple[Array, Array]) -> tuple[Any, ...]:
-    x, m = inp
+  def chunk(c: Carry, inp: tuple[Array, Array, Array | None]) -> tuple[Any, ...]:
+    x, m, r = inp
     zx = cell.project(params, x)  # [k, B, kH]
-    return kernel.forward(cell, params, zx, c, m, unroll)
+    return kernel.forward(cell, params, zx, c, m, unroll, resets=r, reset_carry=carry0)
 
-  carry, ys = lax.scan(chunk, carry, (xs_c, m_c))  # ys: [n, k, B, ...]
+  carry, ys = lax.scan(chunk, carry, (xs_c, m_c, r_c))  # ys: [n, k, B, ...]
   return carry, ys.reshape(n * k, *ys.shape[2:])[:T]
 
 
@@ -245,6 +303,33 @@ def check_inputs(cell: Cell, params: Params, xs: Any, time_major: bool, what: st
       f"with cell.init(key, {xs.shape[-1]}) or fix the inputs"
     )
   return xs
+
+
+def check_resets(resets: Any, T: int, B: int, time_major: bool, what: str) -> Array:
+  """``resets``: bool ``[T, B]`` (``[B, T]`` with ``time_major=False``); returns
+  them time-major as a jax array."""
+  if not hasattr(resets, "shape") or not hasattr(resets, "dtype"):
+    resets = jnp.asarray(resets)
+  shape = tuple(resets.shape)
+  layout, want = ("[T, B]", (T, B)) if time_major else ("[B, T]", (B, T))
+  if resets.dtype != jnp.bool_:
+    raise TypeError(
+      f"{what}: resets must be bool (True where an episode starts), got dtype "
+      f"{resets.dtype} with shape {shape}; pass resets.astype(bool) (from RL dones, "
+      f"resets[t] = dones[t - 1])"
+    )
+  if shape != want:
+    hint = (
+      f"; it looks transposed: with time_major={time_major} resets are laid out "
+      f"like xs, {layout}, so pass resets.T"
+      if shape == want[::-1]
+      else ""
+    )
+    raise ValueError(
+      f"{what}: resets must have shape {layout} = {want} to match xs "
+      f"(time_major={time_major}), got {shape}; one flag per step and sequence{hint}"
+    )
+  return resets if time_major else jnp.swapaxes(resets, 0, 1)
 
 
 @functools.lru_cache(maxsize=128)
