@@ -27,6 +27,8 @@ from rnnjax._src.activations import Activation as Activation
 from rnnjax._src.bptt import bptt_scan as bptt_scan
 from rnnjax._src.bptt import reference_elman_grads as reference_elman_grads
 from rnnjax._src.cells.base import Cell as Cell
+from rnnjax._src.cells.conv_lstm import ConvLSTMParams as ConvLSTMParams
+from rnnjax._src.cells.conv_lstm import conv_lstm as conv_lstm
 from rnnjax._src.cells.elman import ElmanParams as ElmanParams
 from rnnjax._src.cells.elman import elman as elman
 from rnnjax._src.cells.gru import GRUParams as GRUParams
@@ -87,6 +89,7 @@ __all__ = [
   "Cell",
   "CellCheck",
   "CellCheckError",
+  "ConvLSTMParams",
   "ElmanParams",
   "Embedding",
   "EmbeddingParams",
@@ -108,6 +111,7 @@ __all__ = [
   "cell_names",
   "check_cell",
   "cifg_lstm",
+  "conv_lstm",
   "custom_cell",
   "dropout",
   "elman",
