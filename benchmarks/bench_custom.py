@@ -45,8 +45,9 @@ def _time(fn, *args):
   return statistics.median(times)
 
 
-def plain_lstm(H):
-  """The LSTM as a user writes it: dict params, one step function."""
+def plain_lstm(H, hinted=False):
+  """The LSTM as a user writes it: dict params, one step function; with ``hinted``
+  also the projection hint (``project`` and ``update``), so the input matmul is hoisted."""
 
   def init(key, input_size):
     p = rj.lstm(H).init(key, input_size)
@@ -64,6 +65,20 @@ def plain_lstm(H):
     zeros = jnp.zeros((*batch_shape, H), dtype)
     return (zeros, zeros)
 
+  def project(p, x):
+    return x @ p["w_x"] + p["b"].reshape((1,) * (x.ndim - 1) + p["b"].shape)
+
+  def update(p, carry, zx):
+    h, c = carry
+    i, f, g, o = jnp.split(zx + h @ p["w_h"], 4, axis=-1)
+    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    h = jax.nn.sigmoid(o) * jnp.tanh(c)
+    return (h, c), h
+
+  if hinted:
+    return rj.custom_cell(
+      init, step, initial_carry, name="hinted_lstm", project=project, update=update
+    )
   return rj.custom_cell(init, step, initial_carry, name="plain_lstm")
 
 
@@ -76,10 +91,15 @@ def main():
   for shape in args.shapes:
     B, T, I, H = SHAPES[shape]
     xs = jax.random.normal(jax.random.key(1), (T, B, I))
-    builtin, plain = rj.lstm(H), plain_lstm(H)
+    builtin, plain, hinted = rj.lstm(H), plain_lstm(H), plain_lstm(H, hinted=True)
     p_builtin = builtin.init(jax.random.key(0), I)
     p_plain = plain.init(jax.random.key(0), I)
-    for label, cell, params in (("rj.lstm", builtin, p_builtin), ("custom_cell", plain, p_plain)):
+    cells = (
+      ("rj.lstm", builtin, p_builtin),
+      ("custom_cell", plain, p_plain),
+      ("custom_cell + projection hint", hinted, p_plain),
+    )
+    for label, cell, params in cells:
       fwd = jax.jit(lambda p, x, cell=cell: rj.scan(cell, p, x)[1])
       t_fwd = _time(fwd, params, xs)
       for mode in ("bptt", "autodiff"):

@@ -8,6 +8,11 @@ with the gradient stopped. When ``k2 > k1`` the carry at the next window's
 start (``stop + k1 − k2``) comes from a forward-only scan over the first ``k1``
 steps of the window. ``k1 = k2`` is plain chunked BPTT with the carry passed
 between chunks.
+
+Episode resets (``resets: [T, B]`` bool, as in `rnnjax.scan`) are sliced per
+window like ``xs``; a reset returns the carry to the stream's initial carry
+(``run``'s ``carry``, or zeros), as one `rnnjax.scan` over the whole stream
+would, not to the window's initial carry.
 """
 
 from __future__ import annotations
@@ -17,10 +22,11 @@ from functools import partial
 from typing import Any, NamedTuple, Protocol, cast
 
 import jax
+import jax.numpy as jnp
 
 from rnnjax._src import checks
 from rnnjax._src.cells.base import Cell
-from rnnjax._src.scan import scan
+from rnnjax._src.scan import check_resets, scan
 from rnnjax._src.typing import Array, Carry, PyTree
 
 __all__ = ["TruncatedBPTT", "Window", "truncated_bptt", "windows"]
@@ -85,13 +91,20 @@ class TruncatedBPTT(Protocol):
       (loss, grads, carry)``, one jitted window of ``n_head + k1`` inputs
       (``n_head`` steps of history whose loss does not count, then ``k1`` that
       count), the gradient stopped at its initial carry; for online loops
-      that update the params between windows.
+      that update the params between windows. Optional keywords
+      ``resets_w`` (the window's ``[n_head + k1, B]`` slice of the resets) and
+      ``reset_carry`` (what a reset returns to; default zeros).
   """
 
   run_window: Callable[..., tuple[Array, PyTree, Carry]]
 
   def __call__(
-    self, params: PyTree, xs: Array, targets: Array, carry: Carry | None = None
+    self,
+    params: PyTree,
+    xs: Array,
+    targets: Array,
+    carry: Carry | None = None,
+    resets: Array | None = None,
   ) -> tuple[list[Array], list[PyTree], Carry]:
     """Every window's loss and gradients over one stream, with fixed params.
 
@@ -100,6 +113,9 @@ class TruncatedBPTT(Protocol):
       xs: the stream ``[T, B, I]``.
       targets: ``[T, ...]``, sliced along time as ``xs``.
       carry: the carry at the stream's start (default zeros).
+      resets: optional ``[T, B]`` bool, True where an episode starts (see
+        `rnnjax.scan`); sliced per window like ``xs``, and a reset returns
+        the carry to ``carry`` (or zeros), not to the window's start carry.
 
     Returns:
       ``(losses, grads, carry)``: one loss and one gradient tree per
@@ -128,7 +144,8 @@ def truncated_bptt(
     **scan_kw: passed to `rnnjax.scan` (``backward``, ``unroll``, ...).
 
   Returns:
-    ``run`` (a `TruncatedBPTT`): over a stream ``xs: [T, B, I]``, one
+    ``run`` (a `TruncatedBPTT`): over a stream ``xs: [T, B, I]`` (with
+    optional episode ``resets: [T, B]``), one
     ``(loss, grads)`` per window (lists, in order; apply them with your
     optimizer as they come, or use ``run.run_window`` for an online loop),
     and the carry at the end. Its windows are checked (`windows`) when it
@@ -145,34 +162,78 @@ def truncated_bptt(
     (2, (4, 12), (2, 4))
   """
 
+  def scan_part(
+    p: PyTree, xs_p: Array, carry: Carry, resets_p: Array | None, reset_carry: Carry | None
+  ) -> tuple[Carry, Array]:
+    """`scan` from ``carry`` whose resets return to ``reset_carry``: the steps
+    before a sequence's first reset come from a scan from ``carry``, the rest
+    from a scan from ``reset_carry`` with the resets (they forget the start)."""
+    if resets_p is None:
+      return scan(cell, p, xs_p, carry, **scan_kw)
+    if reset_carry is None:
+      reset_carry = cell.initial_carry((xs_p.shape[1],), xs_p.dtype)
+    c_a, ys_a = scan(cell, p, xs_p, carry, **scan_kw)
+    c_b, ys_b = scan(cell, p, xs_p, reset_carry, resets=resets_p, **scan_kw)
+    before = jnp.cumsum(resets_p, axis=0) == 0  # [W, B]: no reset yet at or before t
+    ys = jnp.where(before[..., None], ys_a, ys_b)
+    last = before[-1]  # [B]: no reset in the part
+
+    def pick(a: Array, b: Array) -> Array:
+      return jnp.where(last.reshape(last.shape + (1,) * (a.ndim - 1)), a, b)
+
+    return jax.tree.map(pick, c_a, c_b), ys
+
   @partial(jax.jit, static_argnames=("n_head",))
   def run_window(
-    params: PyTree, carry: Carry, xs_w: Array, targets_w: Array, n_head: int
+    params: PyTree,
+    carry: Carry,
+    xs_w: Array,
+    targets_w: Array,
+    n_head: int,
+    resets_w: Array | None = None,
+    reset_carry: Carry | None = None,
   ) -> tuple[Array, PyTree, Carry]:
     """One window of ``n_head + k1`` inputs: ``n_head`` steps of history
     whose loss does not count, then ``k1`` steps that count."""
     carry = jax.lax.stop_gradient(carry)
+    reset_carry = jax.lax.stop_gradient(reset_carry)
+    r_head, r_tail = (None, None) if resets_w is None else (resets_w[:n_head], resets_w[n_head:])
 
     def loss(params: PyTree) -> tuple[Array, Carry]:
+      p = params["rnn"]
       c_mid, _ = (
-        (carry, None) if n_head == 0 else scan(cell, params["rnn"], xs_w[:n_head], carry, **scan_kw)
+        (carry, None) if n_head == 0 else scan_part(p, xs_w[:n_head], carry, r_head, reset_carry)
       )
-      c_end, ys = scan(cell, params["rnn"], xs_w[n_head:], c_mid, **scan_kw)
+      c_end, ys = scan_part(p, xs_w[n_head:], c_mid, r_tail, reset_carry)
       return loss_fn(params, ys, targets_w), c_end
 
     (value, c_end), grads = jax.value_and_grad(loss, has_aux=True)(params)
     return value, grads, c_end
 
   @jax.jit
-  def advance(params: PyTree, carry: Carry, xs_w: Array) -> Carry:
-    return scan(cell, params["rnn"], xs_w, carry, **scan_kw)[0]
+  def advance(
+    params: PyTree, carry: Carry, xs_w: Array, resets_w: Array | None, reset_carry: Carry | None
+  ) -> Carry:
+    return scan_part(params["rnn"], xs_w, carry, resets_w, reset_carry)[0]
 
   def run(
-    params: PyTree, xs: Array, targets: Array, carry: Carry | None = None
+    params: PyTree,
+    xs: Array,
+    targets: Array,
+    carry: Carry | None = None,
+    resets: Array | None = None,
   ) -> tuple[list[Array], list[PyTree], Carry]:
     T, B = xs.shape[:2]
     if carry is None:
       carry = cell.initial_carry((B,), xs.dtype)
+    reset_carry = None
+    if resets is not None:
+      resets = check_resets(resets, T, B, True, "truncated BPTT")
+      reset_carry = carry
+
+    def cut(a: int, b: int) -> Array | None:
+      return None if resets is None else resets[a:b]
+
     losses, grads = [], []
     starts = {0: carry}  # carries at future window starts
     c = carry
@@ -180,7 +241,13 @@ def truncated_bptt(
       c_start = starts.pop(w.start)
       n_head = w.loss_from - w.start
       value, g, c = run_window(
-        params, c_start, xs[w.start : w.stop], targets[w.loss_from : w.stop], n_head=n_head
+        params,
+        c_start,
+        xs[w.start : w.stop],
+        targets[w.loss_from : w.stop],
+        n_head=n_head,
+        resets_w=cut(w.start, w.stop),
+        reset_carry=reset_carry,
       )
       losses.append(value)
       grads.append(g)
@@ -189,7 +256,11 @@ def truncated_bptt(
       if nxt == w.stop:
         starts[nxt] = c
       elif nxt not in starts:
-        starts[nxt] = advance(params, c_start, xs[w.start : nxt]) if nxt > w.start else c_start
+        starts[nxt] = (
+          advance(params, c_start, xs[w.start : nxt], cut(w.start, nxt), reset_carry)
+          if nxt > w.start
+          else c_start
+        )
     return losses, grads, c
 
   typed = cast(TruncatedBPTT, run)

@@ -206,6 +206,40 @@ def test_tbptt_matches_stop_gradient_reference(k1, k2):
     assert_trees_close(g, gr, rtol=1e-10)
 
 
+@pytest.mark.parametrize(("k1", "k2"), [(3, 3), (3, 5), (4, 8), (2, 7)])
+def test_tbptt_with_resets_matches_stop_gradient_reference(k1, k2):
+  """Resets sliced per window; a reset returns to run's carry, not the window's."""
+  cell, params, xs, targets, loss_fn = _tbptt_setup()
+  carry0 = jnp.full((2, 4), 0.3)
+  resets = np.zeros((12, 2), bool)
+  resets[[2, 7], 0] = resets[[5, 9], 1] = True  # 7: a window start for (3, 5)
+  resets = jnp.asarray(resets)
+  run = tbptt.truncated_bptt(cell, loss_fn, k1=k1, k2=k2)
+  losses, grads, carry = run(params, xs, targets, carry0, resets=resets)
+  wins = tbptt.windows(12, k1, k2)
+  c_full, _ = rj.scan(
+    cell, params["rnn"], xs[: wins[-1].stop], carry0, resets=resets[: wins[-1].stop]
+  )
+  np.testing.assert_allclose(carry, c_full, rtol=1e-12)
+  for loss, g, w in zip(losses, grads, wins, strict=True):
+
+    def ref(p, w=w):
+      c = jax.lax.stop_gradient(
+        rj.scan(cell, params["rnn"], xs[: w.start], carry0, resets=resets[: w.start])[0]
+      )
+      ys = []
+      for t in range(w.start, w.stop):  # step by step, resetting to carry0
+        c = jnp.where(resets[t][:, None], carry0, c)
+        c, y = cell.step(p["rnn"], c, xs[t])
+        ys.append(y)
+      ys = jnp.stack(ys)
+      return loss_fn(p, ys[w.loss_from - w.start :], targets[w.loss_from : w.stop])
+
+    v, gr = jax.jit(jax.value_and_grad(ref))(params)
+    np.testing.assert_allclose(loss, v, rtol=1e-12)
+    assert_trees_close(g, gr, rtol=1e-10)
+
+
 def test_tbptt_errors():
   with pytest.raises(ValueError, match=r"k2=2 < k1=3 would leave the losses of 1 steps"):
     tbptt.windows(10, 3, 2)

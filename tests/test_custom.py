@@ -305,3 +305,52 @@ def test_an_initial_carry_that_does_not_match_the_step():
     _tiny(initial_carry=lambda shape=(), dtype=None: ())
   with pytest.raises(TypeError, match=r"'tiny'\).initial_carry: batch_shape must be a tuple"):
     _tiny().initial_carry(8)
+
+
+def _lstm_project(p, x):
+  """The hoisted part: zx = x W_x + b over any leading axes."""
+  return x @ p["gates"]["x"] + p["bias"]
+
+
+def _lstm_update(p, carry, zx):
+  c, h = carry
+  i, f, g, o = jnp.split(zx + h @ p["gates"]["h"], 4, axis=-1)
+  c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+  h = jax.nn.sigmoid(o) * jnp.tanh(c)
+  return (c, h), h
+
+
+hinted_lstm = rj.custom_cell(
+  _lstm_init,
+  _lstm_step,
+  _zeros,
+  name="hinted_lstm",
+  output_size=H,
+  project=_lstm_project,
+  update=_lstm_update,
+)
+
+
+def test_the_projection_hint_is_hoisted_and_exact():
+  builtin, mine = _same_weights(jax.random.key(6))
+  xs = jax.random.normal(jax.random.key(7), (6, 3, I), jnp.float64)
+  lengths = jnp.array([6, 1, 4])
+  _, ys = rj.scan(hinted_lstm, mine, xs, lengths=lengths, reverse=True)
+  _, ref = rj.scan(rj.lstm(H), builtin, xs, lengths=lengths, reverse=True)
+  np.testing.assert_allclose(ys, ref, rtol=1e-12, atol=1e-14)
+
+  def loss(p, x, mode):
+    return jnp.sum(rj.scan(hinted_lstm, p, x, lengths=lengths, backward=mode)[1] ** 2)
+
+  assert_trees_close(
+    jax.grad(loss, argnums=(0, 1))(mine, xs, "bptt"),
+    jax.grad(loss, argnums=(0, 1))(mine, xs, "autodiff"),
+  )
+  # hoisted: the scan body holds only the recurrent matmul, the projection runs once
+  jaxpr = jax.make_jaxpr(lambda p, x: rj.scan(hinted_lstm, p, x, backward="autodiff"))(mine, xs)
+  scans = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "scan"]
+  body = scans[0].params["jaxpr"].jaxpr
+  assert sum(e.primitive.name == "dot_general" for e in body.eqns) == 1
+  assert all(c.passed for c in rj.check_cell(hinted_lstm, I).values())
+  with pytest.raises(ValueError, match=r"needs both project\(params, x\) -> zx and update"):
+    rj.custom_cell(_lstm_init, _lstm_step, _zeros, project=_lstm_project)

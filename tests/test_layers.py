@@ -1,5 +1,7 @@
 """Deep, bidirectional, residual, dropout and embedding layers against plain compositions."""
 
+import itertools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -105,6 +107,33 @@ def test_stacked_bidirectional_gradients_flow(key):
   g_ad = jax.jit(jax.grad(loss, (0, 1)), static_argnums=2)(params64, xs64, "autodiff")
   assert_trees_close(g_bptt, g_ad, rtol=1e-10, atol=1e-12)
   assert all(float(jnp.max(jnp.abs(g))) > 0 for g in jax.tree.leaves(g_bptt))
+
+
+def test_stacked_bidirectional_resets_equal_separate_episodes(key):
+  """resets reach every scan of every layer, both directions: each episode
+  runs as if alone (the backward direction starts at each episode's end)."""
+  layers = [
+    ((c, f64(pf)), (c, f64(pb)))
+    for (c, pf), (_, pb) in rj.init_stacked(key, [rj.gru(3), rj.lstm(2)], 2, bidirectional=True)
+  ]
+  xs = jax.random.normal(jax.random.key(1), (6, 2, 2))
+  starts = [[0, 2, 5], [0, 3]]  # episode starts of sequence 0 and 1
+  resets = np.zeros((6, 2), bool)
+  for b, ss in enumerate(starts):
+    resets[ss[1:], b] = True
+  carries, ys = rj.stacked(layers, xs, resets=jnp.asarray(resets))
+  chex.assert_shape(ys, (6, 2, 4))
+  for b, ss in enumerate(starts):
+    bounds = [*ss, 6]
+    mine = jax.tree.map(lambda a, b=b: a[b : b + 1], carries)
+    for s, e in itertools.pairwise(bounds):
+      ep_carries, ep_ys = rj.stacked(layers, xs[s:e, b : b + 1])
+      np.testing.assert_allclose(ys[s:e, b : b + 1], ep_ys, rtol=1e-12, atol=1e-14)
+      for (cf, cb), (ef, eb) in zip(mine, ep_carries, strict=True):
+        if e == 6:  # the forward carry is the last episode's
+          assert_trees_close(cf, ef, rtol=1e-12, atol=1e-14)
+        if s == 0:  # the backward carry is the first episode's
+          assert_trees_close(cb, eb, rtol=1e-12, atol=1e-14)
 
 
 def test_embedding(key):

@@ -39,9 +39,14 @@ from rnnjax._src.typing import (
   InitFn,
   InitialCarryFn,
   Params,
+  ProjectFn,
   Shape,
+  StateJacobianFn,
   StepFn,
 )
+
+UpdateFn = StepFn
+"""``update(params, carry, zx) -> (carry, y)``: a step after its input projection."""
 
 _DEFAULT: Any = object()
 """``initial_carry``'s dtype when the caller gives none: the user's own default."""
@@ -54,8 +59,11 @@ def custom_cell(
   *,
   name: str = "custom_cell",
   output_size: int | None = None,
+  project: ProjectFn | None = None,
+  update: UpdateFn | None = None,
+  state_jacobian: StateJacobianFn | None = None,
 ) -> Cell:
-  """A `Cell` from a step function, with generic (hint-free) rules.
+  """A `Cell` from a step function, with generic rules and optional hints.
 
   The three functions are checked where they first run, before any compute
   that uses their results, by shapes alone (see "Shapes are checked" below).
@@ -68,6 +76,16 @@ def custom_cell(
     name: shown in the cell's repr and in error messages.
     output_size: O, the size of ``y`` (what the next stacked layer sees);
       default the last axis of the carry's first leaf (``h``).
+    project: hint, with ``update``: the part of the step that does not read the
+      carry, ``zx = project(params, x)`` (e.g. ``x @ w_x + b``). `rnnjax.scan`
+      then computes it for all ``T·B`` rows in one matmul, and its gradient
+      (``dw_x``, ``db``, ``dX``) is one VJP over all rows instead of one per step.
+    update: hint, with ``project``: ``update(params, carry, zx) -> (carry, y)``,
+      the rest of the step, so that ``step(p, c, x) = update(p, c, project(p, x))``
+      (`rnnjax.check_cell` checks it).
+    state_jacobian: hint: the closed-form ``∂s_t/∂s_{t-1}`` for one example
+      (``carry`` unbatched, ``x: [I]``), over the flattened carry; the Jacobian
+      tools use it instead of ``jax.jacfwd``.
 
   Returns:
     A `Cell`. Its ``output(carry)`` (used by heads that read the final carry)
@@ -129,6 +147,11 @@ def custom_cell(
   for what, fn in (("init", init), ("step", step), ("initial_carry", initial_carry)):
     if not callable(fn):
       raise TypeError(f"rnnjax.custom_cell: {what} must be callable, got {type(fn).__name__}")
+  if (project is None) != (update is None):
+    raise ValueError(
+      "rnnjax.custom_cell: the projection hint needs both project(params, x) -> zx and "
+      "update(params, carry, zx) -> (carry, y); pass both or neither"
+    )
   what = f"rnnjax.custom_cell({name!r})"
   if output_size is not None:
     checks.positive_int("output_size", output_size, what)
@@ -155,31 +178,38 @@ def custom_cell(
       return initial_carry(batch_shape)
     return initial_carry(batch_shape, dtype)
 
-  def checked_step(params: Params, carry: Carry, x: Array) -> tuple[Carry, Array]:
-    try:
-      out = step(params, carry, x)
-    except Exception as e:
-      e.add_note(
-        f"(raised inside the step of {what}, called with the carry {_describe(carry)} and "
-        f"x {_describe(x)}; initial_carry(batch_shape, dtype) builds the carry "
-        f"{_describe(unbatched, '*batch_shape')})"
-      )
-      raise
-    if not isinstance(out, (tuple, list)) or len(out) != 2:
-      raise TypeError(
-        f"{what}: step(params, carry, x) must return a pair (carry, y), got "
-        f"{type(out).__name__} {_describe(out)}"
-      )
-    new, y = out
-    _check_step(what, unbatched, hidden, carry, x, new, y)
-    return new, y
+  def checked(fn: Any, label: str) -> Any:
+    def run(params: Params, carry: Carry, x: Array) -> tuple[Carry, Array]:
+      try:
+        out = fn(params, carry, x)
+      except Exception as e:
+        e.add_note(
+          f"(raised inside the {label} of {what}, called with the carry {_describe(carry)} "
+          f"and x {_describe(x)}; initial_carry(batch_shape, dtype) builds the carry "
+          f"{_describe(unbatched, '*batch_shape')})"
+        )
+        raise
+      if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise TypeError(
+          f"{what}: {label}(params, carry, x) must return a pair (carry, y), got "
+          f"{type(out).__name__} {_describe(out)}"
+        )
+      new, y = out
+      _check_step(what, unbatched, hidden, carry, x, new, y)
+      return new, y
 
-  def project(params: Params, x: Array) -> Array:
-    return x  # no input projection: the step sees x itself
+    return run
 
-  def fast_step(params: Params, carry: Carry, x: Array) -> tuple[Carry, Any]:
-    new, y = checked_step(params, carry, x)
-    return new, (y, x)  # the backward re-runs the step from (carry_prev, x)
+  checked_step = checked(step, "step")
+  # The recurrence the kernel runs: the step itself, or the update after a hoisted projection.
+  recurrence = checked_step if update is None else checked(update, "update")
+
+  def identity(params: Params, x: Array) -> Array:
+    return x  # no projection hint: the step sees x itself
+
+  def fast_step(params: Params, carry: Carry, zx: Array) -> tuple[Carry, Any]:
+    new, y = recurrence(params, carry, zx)
+    return new, (y, zx)  # the backward re-runs the recurrence from (carry_prev, zx)
 
   def step_output(carry: Carry, res: Any) -> Array:
     return res[0]
@@ -193,10 +223,10 @@ def custom_cell(
   def backward_step(
     params: Params, carry_prev: Carry, carry: Carry, res: Any, cotangents: Any
   ) -> tuple[Carry, Array, Params]:
-    _, x = res
-    _, vjp = jax.vjp(checked_step, params, carry_prev, x)
-    dparams, dcarry_prev, dx = vjp(cotangents)
-    return dcarry_prev, dx, dparams  # the params gradient of this step, summed by the BPTT
+    _, zx = res
+    _, vjp = jax.vjp(recurrence, params, carry_prev, zx)
+    dparams, dcarry_prev, dzx = vjp(cotangents)
+    return dcarry_prev, dzx, dparams  # the params gradient of this step, summed by the BPTT
 
   return Cell(
     name=name,
@@ -206,11 +236,11 @@ def custom_cell(
     init=checked_init,
     initial_carry=checked_initial_carry,
     step=checked_step,
-    project=project,
+    project=identity if project is None else project,
     fast_step=fast_step,
     backward_step=backward_step,
     recurrent_grads=None,  # None: per-step params gradients
-    state_jacobian=None,  # None: jax.jacfwd of step
+    state_jacobian=state_jacobian,  # None: jax.jacfwd of step
     output=output,
     add_output_grad=add_output_grad,
     step_output=step_output,

@@ -53,7 +53,10 @@ def bidirectional(
       valid step, so padding never leaks into it.
     merge: ``"concat"`` (``[..., 2H]``) or ``"sum"`` (``[..., H]``).
     time_major: ``xs`` and ``ys`` are ``[T, B, ·]`` (default) or ``[B, T, ·]``.
-    **scan_kw: passed to `rnnjax.scan` (``unroll``, ``backward`` mode, ...).
+    **scan_kw: passed to both scans (`rnnjax.scan`: ``unroll``, ``backward``
+      mode, ``resets``, ...). The same ``resets: [T, B]`` serve both
+      directions: the backward one runs each episode from its last step to
+      its first, and its returned carry is the first episode's.
 
   Returns:
     ``((carry_fwd, carry_bwd), ys)`` with ``ys: [T, B, 2H]`` (concat) or
@@ -149,7 +152,9 @@ def stacked(
     key: PRNG key for dropout.
     merge: how bidirectional layers merge their directions.
     time_major: ``xs`` and ``ys`` are ``[T, B, ·]`` (default) or ``[B, T, ·]``.
-    **scan_kw: passed to `rnnjax.scan`.
+    **scan_kw: passed to every layer's scans (`rnnjax.scan`), e.g. episode
+      ``resets: [T, B]``, which every layer and both directions of a
+      bidirectional layer see (see `bidirectional`).
 
   Returns:
     ``(carries, ys)``: the list of final carries (a ``(carry_fwd, carry_bwd)``
