@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import rnnjax as rj
-from rnnjax._src.cells.conv_lstm import ConvLSTMParams, conv_lstm
+from rnnjax import ConvLSTMParams, conv_lstm
 from tests.helpers import assert_trees_close
 
 T, B, HW, C, F = 3, 2, (4, 4), 2, 3
@@ -115,3 +115,18 @@ def test_unbatched_step_and_errors(key):
     conv_lstm(F, (3, 3, 3), HW)
   with pytest.raises(ValueError, match="features"):
     conv_lstm(0, K, HW)
+
+
+def test_the_input_convolution_is_hoisted_out_of_the_loop(key):
+  """One input convolution over all T·B frames before the scan; only w_h ∗ h inside it."""
+  cell = conv_lstm(3, (3, 3), (4, 4))
+  params = cell.init(key, 4 * 4 * 2)
+  xs = jnp.ones((3, 2, 4 * 4 * 2))
+  jaxpr = jax.make_jaxpr(lambda p, x: rj.scan(cell, p, x, backward="autodiff"))(params, xs).jaxpr
+
+  def count(eqns):
+    return sum(e.primitive.name == "conv_general_dilated" for e in eqns)
+
+  body = next(e for e in jaxpr.eqns if e.primitive.name == "scan").params["jaxpr"].jaxpr
+  assert count(body.eqns) == 1  # w_h ∗ h_{t-1}
+  assert count(jaxpr.eqns) == 1  # w_i ∗ x for all frames, outside the loop

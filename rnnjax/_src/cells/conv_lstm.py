@@ -93,10 +93,10 @@ def conv_lstm(
   and the carry ``LSTMCarry(h, c)`` and ``y`` are ``[B, prod(S)·F]``
   (``ys.reshape(T, B, *S, F)``). ``init(key, I)`` reads ``C = I / prod(S)``.
 
-  Not hoisted: the built-in cells compute the input projection for all
-  ``T·B`` frames in one op before the loop; `rnnjax.custom_cell` takes no
-  such hint yet, so ``w_i ∗ x_t`` is computed inside each step (the same
-  numbers, ``T`` smaller convolutions instead of one).
+  The input convolution ``w_i ∗ x_t + b`` is the cell's projection hint
+  (`rnnjax.custom_cell`'s ``project=``/``update=``): `rnnjax.scan` computes it
+  for all ``T·B`` frames in one convolution before the loop, and its gradient
+  in one VJP after it; only ``w_h ∗ h_{t-1}`` runs inside the loop.
 
   flax's params map as (flax splits the gates in the order (i, g, f, o),
   has two biases, and adds the forget bias 1 inside the step)::
@@ -177,11 +177,17 @@ def conv_lstm(
       frames, w.astype(dtype), (1,) * n, "SAME", dimension_numbers=dims
     )
 
-  def step(params: ConvLSTMParams, carry: LSTMCarry, x: Array) -> tuple[LSTMCarry, Array]:
+  def project(params: ConvLSTMParams, x: Array) -> Array:
+    """The input convolution and bias, ``[..., prod(S)·C] -> [..., prod(S)·4F]``: hoisted by
+    the kernel over all ``T·B`` frames at once."""
+    dtype = jnp.result_type(x, params.w_ih)
+    zx = conv(x, params.w_ih, dtype) + params.b.astype(dtype).reshape((1,) * (n + 1) + (4 * F,))
+    return zx.reshape((*x.shape[:-1], P * 4 * F))
+
+  def update(params: ConvLSTMParams, carry: LSTMCarry, zx: Array) -> tuple[LSTMCarry, Array]:
     h, c = carry
-    dtype = jnp.result_type(x, h, params.w_ih, params.w_hh)
-    z = conv(x, params.w_ih, dtype) + conv(h, params.w_hh, dtype)  # [N, *S, 4F]
-    z = z + params.b.astype(dtype).reshape((1,) * (n + 1) + (4 * F,))
+    dtype = jnp.result_type(zx, h, params.w_hh)
+    z = zx.astype(dtype).reshape((-1, *S, 4 * F)) + conv(h, params.w_hh, dtype)  # [N, *S, 4F]
     i, f, g, o = jnp.split(z, 4, axis=-1)
     c_prev = c.astype(dtype).reshape(i.shape)
     c_new = jax.nn.sigmoid(f) * c_prev + jax.nn.sigmoid(i) * jnp.tanh(g)
@@ -195,7 +201,12 @@ def conv_lstm(
       jnp.zeros((*batch_shape, P * F), dtype), jnp.zeros((*batch_shape, P * F), dtype)
     )
 
-  cell = custom_cell(init, step, initial_carry, name="conv_lstm", output_size=P * F)
+  def step(params: ConvLSTMParams, carry: LSTMCarry, x: Array) -> tuple[LSTMCarry, Array]:
+    return update(params, carry, project(params, x))
+
+  cell = custom_cell(
+    init, step, initial_carry, name="conv_lstm", output_size=P * F, project=project, update=update
+  )
   return cell._replace(
     options=(
       ("features", F),
