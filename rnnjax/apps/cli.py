@@ -106,12 +106,7 @@ def _run_demo(args: argparse.Namespace) -> int:
   )
   run = charlm.train_char_lm(
     corpus,
-    charlm.ModelConfig(
-      hidden=args.hidden,
-      dropout=args.dropout,
-      weight_drop=args.weight_drop,
-      zoneout=args.zoneout,
-    ),
+    _model_config(args),
     charlm.TrainConfig(
       batch=args.batch,
       seq_len=args.seq_len,
@@ -181,6 +176,19 @@ def _run_demo(args: argparse.Namespace) -> int:
     print(f"gradient flow of the trained LSTM: {findings['diagnosis']['verdict']}")
     print(f"report: {md}")
   return 0
+
+
+def _model_config(args: argparse.Namespace, **more: Any) -> Any:
+  """The char-LM's `ModelConfig` from the options `_lm_args` adds (and ``more``)."""
+  from rnnjax.apps import charlm
+
+  return charlm.ModelConfig(
+    hidden=args.hidden,
+    dropout=args.dropout,
+    weight_drop=args.weight_drop,
+    zoneout=args.zoneout,
+    **more,
+  )
 
 
 def _lm_args(p: argparse.ArgumentParser, *, hidden_help: str, lr_over: str) -> None:
@@ -304,14 +312,7 @@ def _run_train(args: argparse.Namespace) -> int:
   corpus = data.text_corpus(args.text) if args.text else data.python_source_corpus()
   run = charlm.train_char_lm(
     corpus,
-    charlm.ModelConfig(
-      hidden=args.hidden,
-      layers=args.layers,
-      cell=args.cell,
-      dropout=args.dropout,
-      weight_drop=args.weight_drop,
-      zoneout=args.zoneout,
-    ),
+    _model_config(args, layers=args.layers, cell=args.cell),
     charlm.TrainConfig(
       batch=args.batch,
       seq_len=args.seq_len,
