@@ -55,6 +55,8 @@ from rnnjax._src.cells.zoo import peephole_lstm as peephole_lstm
 from rnnjax._src.check import CellCheck as CellCheck
 from rnnjax._src.check import CellCheckError as CellCheckError
 from rnnjax._src.check import check_cell as check_cell
+from rnnjax._src.custom import LocalBackward as LocalBackward
+from rnnjax._src.custom import RecurrentMatmul as RecurrentMatmul
 from rnnjax._src.custom import custom_cell as custom_cell
 from rnnjax._src.layers import Embedding as Embedding
 from rnnjax._src.layers import EmbeddingParams as EmbeddingParams
@@ -100,11 +102,13 @@ __all__ = [
   "LSTMProjectedParams",
   "LayerNormGRUParams",
   "LayerNormLSTMParams",
+  "LocalBackward",
   "MGUParams",
   "OrthogonalRNNParams",
   "Params",
   "PeepholeLSTMParams",
   "PyTree",
+  "RecurrentMatmul",
   "ZoneoutParams",
   "bidirectional",
   "bptt_scan",

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from rnnjax._src import kernel
+from rnnjax._src import dataflow, kernel
 from rnnjax._src.activations import ACTIVATIONS
 from rnnjax._src.cells.base import Cell
 from rnnjax._src.cells.elman import ElmanParams
@@ -72,46 +72,43 @@ def bptt_scan(
   return kernel.forward(cell, params, zx, carry0, mask, unroll, resets=resets)
 
 
+def _step_inputs(carry0: Carry, zx: Array) -> tuple[Any, Any]:
+  """One step's abstract carry and ``zx: [B, kH]``, for trace-time checks."""
+  return dataflow.abstract(carry0), jax.ShapeDtypeStruct(zx.shape[1:], zx.dtype)
+
+
 def _check_rules_cover_params(cell: Cell, params: Params, carry0: Carry, zx: Array) -> None:
-  """Fail at trace time when ``fast_step`` reads a params leaf that
-  ``recurrent_grads`` gives no gradient to.
+  """Fail at trace time when ``fast_step`` reads a params leaf that neither
+  ``recurrent_grads`` nor the per-step gradients of ``backward_step`` cover.
 
   The hand-written backward assembles ``dparams`` from the input projection's
-  VJP (every leaf ``project`` reads) and the fields ``recurrent_grads`` names;
-  any other leaf the recurrence reads would silently get a zero gradient. Which
-  leaves ``fast_step`` reads is read off its jaxpr; no compute runs.
+  VJP (every leaf ``project`` reads), the fields ``recurrent_grads`` names and
+  the leaves ``backward_step`` gives a per-step gradient; any other leaf the
+  recurrence reads would silently get a zero gradient. Which leaves
+  ``fast_step`` reads is read off its jaxpr; no compute runs.
   """
-
-  def abstract(a: Array) -> jax.ShapeDtypeStruct:
-    return jax.ShapeDtypeStruct(a.shape, a.dtype)
-
-  paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
-  leaves = [abstract(leaf) for _, leaf in paths_leaves]
-  carry = jax.tree.map(abstract, carry0)
-  zx_t = jax.ShapeDtypeStruct(zx.shape[1:], zx.dtype)  # one step's [B, kH]
-
-  def step(ls: list[Any], c: Carry, z: Array) -> tuple[Carry, Any]:
-    return cell.fast_step(jax.tree.unflatten(treedef, ls), c, z)
-
-  jaxpr = jax.make_jaxpr(step)(leaves, carry, zx_t).jaxpr
-  read = {id(v) for eqn in jaxpr.eqns for v in eqn.invars} | {id(v) for v in jaxpr.outvars}
-  _, res = jax.eval_shape(step, leaves, carry, zx_t)
-
   recurrent_grads = cell.recurrent_grads
-  assert recurrent_grads is not None  # the per-step path has no rule to check
-
-  def rules(ls: list[Any], c: Carry, r: Any, z: Array) -> dict[str, Array]:
-    return recurrent_grads(jax.tree.unflatten(treedef, ls), c, r, z)
-
-  named = set(jax.eval_shape(rules, leaves, carry, res, zx_t))
+  assert recurrent_grads is not None  # without a rule every leaf is differentiated per step
+  carry, zx_t = _step_inputs(carry0, zx)
+  read = dataflow.params_read(cell.fast_step, params, carry, zx_t)
+  _, res = jax.eval_shape(cell.fast_step, params, carry, zx_t)
+  _, _, rows, dleaves = jax.eval_shape(
+    lambda p, c, r: cell.backward_step(p, c, c, r, cell.add_output_grad(c, _output(cell, c, r))),
+    params,
+    carry,
+    res,
+  )
+  named = set(jax.eval_shape(recurrent_grads, params, carry, res, rows))
+  per_step = [d is not None for d in dleaves] if dleaves is not None else [False] * len(read)
 
   def field(path: Any) -> Any:
     return getattr(path[0], "name", getattr(path[0], "key", None)) if path else None
 
+  paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
   missing = [
     jax.tree_util.keystr(path)
-    for (path, _), var in zip(paths_leaves, jaxpr.invars[: len(leaves)], strict=True)
-    if id(var) in read and field(path) not in named
+    for path, r, s in zip(paths, read, per_step, strict=True)
+    if r and not s and field(path) not in named
   ]
   if missing:
     raise ValueError(
@@ -120,6 +117,10 @@ def _check_rules_cover_params(cell: Cell, params: Params, carry0: Carry, zx: Arr
       f"backward would leave them without one; name them in recurrent_grads, or use "
       f"backward='autodiff'"
     )
+
+
+def _output(cell: Cell, carry: Carry, res: Any) -> Array:
+  return kernel.outputs(cell, carry, res)
 
 
 def _fwd(
@@ -167,37 +168,69 @@ def _add_reset_acc(dcarry0: Carry, acc: Carry) -> Carry:
   return dcarry0 if acc is None else jax.tree.map(jnp.add, dcarry0, acc)
 
 
+def _add_fields(tree: Params, grads: dict[str, Array]) -> Params:
+  """``tree`` with ``grads[name]`` added to its top-level field ``name`` (a
+  NamedTuple attribute or a dict key)."""
+  if not grads:
+    return tree
+  if isinstance(tree, dict):
+    return {**tree, **{k: tree[k] + v for k, v in grads.items()}}
+  return tree._replace(**{k: getattr(tree, k) + v for k, v in grads.items()})
+
+
 def _bwd(
   cell: Cell, unroll: int, residuals: tuple[Any, ...], g: tuple[Carry, Array]
 ) -> tuple[Params, Array, Carry, None, None]:
-  if cell.recurrent_grads is None:
-    return _bwd_per_step_params(cell, unroll, residuals, g)
+  """One reverse scan of ``cell.backward_step``, then the weight gradients.
+
+  Each step's local backward returns ``(dcarry_prev, dzx, rows, dleaves)``:
+  ``dzx`` and ``rows`` are stacked over time (``rows`` for the cell's
+  ``recurrent_grads`` rule, None without one), and ``dleaves`` (a per-step
+  params gradient, one entry per leaf, None where there is none) is summed in
+  the scan's carry, so memory stays O(params), not O(T·params).
+
+  Padding: no cotangent enters a padded step (its inputs are zeroed and its
+  ``dzx`` and ``rows`` are zeroed), and ``∂L/∂carry`` passes through it
+  unchanged.
+  """
   params, xs, carry0, carries, res, mask, resets = residuals
   dcarry_T, dys = g
   prevs = _shift(carry0, carries, resets)
+  treedef = jax.tree.structure(params)
 
-  def body(
-    state: tuple[Carry, Carry], inp: tuple[Carry, Carry, Any, Array, Array | None, Array | None]
-  ) -> tuple[tuple[Carry, Carry], tuple[Array, Array | None]]:
-    d, acc = state
+  def local(prev: Carry, cur: Carry, r: Any, d: Carry, dy: Array) -> Any:
+    return cell.backward_step(params, prev, cur, r, cell.add_output_grad(d, dy))
+
+  one = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), (prevs, carries, res))
+  dleaves0 = jax.eval_shape(local, *one, dataflow.abstract(dcarry_T), _one_step(dys))[3]
+  acc0 = None if dleaves0 is None else jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), dleaves0)
+
+  def body(state: tuple[Carry, Any, Carry], inp: Any) -> tuple[tuple[Carry, Any, Carry], Any]:
+    d, acc, racc = state
     prev, cur, r, dy, m, rs = inp
-    d_out = cell.add_output_grad(d, dy)  # ∂L_t/∂h_t joins dh_t
-    d_prev, dzx, dzh = cell.backward_step(params, prev, cur, r, d_out)
-    same = dzh is dzx
-    if m is not None:  # padding: pass dh through
+    d_in, dy_in = d, dy
+    if m is not None and acc is not None:  # no cotangent enters a padded step
+      d_in = kernel.hold(m, d, jax.tree.map(jnp.zeros_like, d))
+      dy_in = jnp.where(m[:, None], dy, jnp.zeros((), dy.dtype))
+    d_prev, dzx, rows, dleaves = local(prev, cur, r, d_in, dy_in)
+    same = rows is dzx
+    if m is not None:  # padding: pass ∂L/∂carry through, no gradient from the step
       d_prev = kernel.hold(m, d_prev, d)
       dzx = jnp.where(m[:, None], dzx, jnp.zeros((), dzx.dtype))
-      dzh = dzx if same else jnp.where(m[:, None], dzh, jnp.zeros((), dzh.dtype))
-    return _cut_at_reset(rs, d_prev, acc), (dzx, None if same else dzh)
+      rows = dzx if same else jax.tree.map(lambda a: jnp.where(kernel.rows(m, a), a, 0), rows)
+    d_prev, racc = _cut_at_reset(rs, d_prev, racc)
+    if acc is not None:
+      acc = jax.tree.map(jnp.add, acc, dleaves)
+    return (d_prev, acc, racc), (dzx, None if same else rows)
 
-  (dcarry0, acc), (dzx, dzh) = lax.scan(
+  (dcarry0, acc, racc), (dzx, rows) = lax.scan(
     body,
-    (dcarry_T, _reset_acc(dcarry_T, resets)),
+    (dcarry_T, acc0, _reset_acc(dcarry_T, resets)),
     (prevs, carries, res, dys, mask, resets),
     reverse=True,
     unroll=unroll,
   )
-  dcarry0 = _add_reset_acc(dcarry0, acc)
+  dcarry0 = _add_reset_acc(dcarry0, racc)
 
   T, B, _ = xs.shape
   N = T * B
@@ -209,62 +242,30 @@ def _bwd(
   # for the affine zx = x w_x + b this is dw_x = Xᵀ dZx, db = Σ dZx, dX = dZx w_xᵀ.
   # (The projection's primal output is unused here, so XLA drops its recomputation.)
   zx, project_vjp = jax.vjp(cell.project, params, xs)
-  dparams_x, dxs = project_vjp(dzx.astype(zx.dtype))
-  dZh = flat(dzx if dzh is None else dzh)  # [N, kH]
-  recurrent = cell.recurrent_grads(  # dw_h = H_prevᵀ dZh
-    params, jax.tree.map(flat, prevs), jax.tree.map(flat, res), dZh
-  )
-  dparams = dparams_x._replace(**{k: getattr(dparams_x, k) + v for k, v in recurrent.items()})
-  dparams = jax.tree.map(lambda d, p: d.astype(p.dtype), dparams, params)
-  dcarry0 = jax.tree.map(lambda d, c: d.astype(c.dtype), dcarry0, carry0)
-  return dparams, dxs.astype(xs.dtype), dcarry0, None, None
-
-
-def _bwd_per_step_params(
-  cell: Cell, unroll: int, residuals: tuple[Any, ...], g: tuple[Carry, Array]
-) -> tuple[Params, Array, Carry, None, None]:
-  """The backward of a cell without a recurrent-gradient rule (a custom cell's
-  hint-free path): its ``backward_step`` returns each step's params gradient,
-  summed in the reverse scan's carry, so memory stays O(params), not O(T·params).
-
-  Padding: the step sees zero cotangents on padded rows (the carry is held and
-  the output is zero there), and ``∂L/∂carry`` passes through them unchanged.
-  """
-  params, xs, carry0, carries, res, mask, resets = residuals
-  dcarry_T, dys = g
-  prevs = _shift(carry0, carries, resets)
-
-  def body(
-    state: tuple[Carry, Params, Carry], inp: Any
-  ) -> tuple[tuple[Carry, Params, Carry], Array]:
-    d, acc, racc = state
-    prev, cur, r, dy, m, rs = inp
-    d_in, dy_in = d, dy
-    if m is not None:  # no cotangent enters a padded step
-      d_in = kernel.hold(m, d, jax.tree.map(jnp.zeros_like, d))
-      dy_in = jnp.where(m[:, None], dy, jnp.zeros((), dy.dtype))
-    d_prev, dzx, dparams = cell.backward_step(
-      params, prev, cur, r, cell.add_output_grad(d_in, dy_in)
+  dparams, dxs = project_vjp(dzx.astype(zx.dtype))
+  if cell.recurrent_grads is not None:  # e.g. dw_h = H_prevᵀ dZh, one matmul
+    dparams = _add_fields(
+      dparams,
+      cell.recurrent_grads(
+        params,
+        jax.tree.map(flat, prevs),
+        jax.tree.map(flat, res),
+        jax.tree.map(flat, dzx if rows is None else rows),
+      ),
     )
-    if m is not None:  # padding: pass ∂L/∂carry through
-      d_prev = kernel.hold(m, d_prev, d)
-    d_prev, racc = _cut_at_reset(rs, d_prev, racc)
-    return (d_prev, jax.tree.map(jnp.add, acc, dparams), racc), dzx
-
-  zeros = jax.tree.map(jnp.zeros_like, params)
-  (dcarry0, dparams_rec, racc), dzx = lax.scan(
-    body,
-    (dcarry_T, zeros, _reset_acc(dcarry_T, resets)),
-    (prevs, carries, res, dys, mask, resets),
-    reverse=True,
-    unroll=unroll,
-  )
-  dcarry0 = _add_reset_acc(dcarry0, racc)
-  zx, project_vjp = jax.vjp(cell.project, params, xs)
-  dparams_x, dxs = project_vjp(dzx.astype(zx.dtype))
-  dparams = jax.tree.map(lambda a, b, p: (a + b).astype(p.dtype), dparams_x, dparams_rec, params)
+  if acc is not None:  # the per-step gradients, summed over time
+    dflat = jax.tree.leaves(dparams)
+    dparams = jax.tree.unflatten(
+      treedef, [d if a is None else d + a for d, a in zip(dflat, acc, strict=True)]
+    )
+  dparams = jax.tree.map(lambda d, p: d.astype(jnp.result_type(p)), dparams, params)
   dcarry0 = jax.tree.map(lambda d, c: d.astype(c.dtype), dcarry0, carry0)
   return dparams, dxs.astype(xs.dtype), dcarry0, None, None
+
+
+def _one_step(a: Array) -> jax.ShapeDtypeStruct:
+  """``a: [T, ...]``'s one-step abstract value ``[...]``."""
+  return jax.ShapeDtypeStruct(a.shape[1:], a.dtype)
 
 
 bptt_scan.defvjp(_fwd, _bwd)

@@ -9,28 +9,35 @@ A user writes three functions and nothing else::
 and gets every capability of the built-in cells, through generic rules that are
 correct by construction:
 
-* `rnnjax.scan` with ``lengths``, ``reverse``, ``time_major``, ``unroll`` and all
-  three backward modes. The hand-written BPTT's local backward is ``jax.vjp`` of
-  ``step`` at each step, with each step's params gradient summed in the reverse
-  scan (the "hint-free" path); it equals autodiff to rounding.
+* `rnnjax.scan` with ``lengths``, ``resets``, ``reverse``, ``time_major``,
+  ``unroll`` and all three backward modes. The hand-written BPTT's local
+  backward is ``jax.vjp`` of ``step`` at each step, over the params leaves the
+  step reads, with each step's params gradient summed in the reverse scan (the
+  "hint-free" path); it equals autodiff to rounding.
 * the layers (`rnnjax.stacked`, `rnnjax.bidirectional`, `rnnjax.init_stacked`,
   `rnnjax.stacked_step`) and `rnnjax.tbptt`;
 * every function of `rnnjax.jacobian`, with the state Jacobian from
   ``jax.jacfwd`` over the flattened carry.
 
-The built-in cells fill the same `Cell` record with hand-derived rules (an
-input projection hoisted out of the loop, recurrent weight gradients as one
-matmul, a hand-written local backward, a closed-form Jacobian).
+Four optional hints make it as fast as the built-ins, which are made here too
+(`rnnjax.elman`, `rnnjax.gru` and `rnnjax.lstm` pass all four): an input
+projection hoisted out of the loop (``project``), a recurrent matmul whose
+weight gradient is one matmul over all rows (`RecurrentMatmul`), a hand-written
+local backward (`LocalBackward`, whose ``recurrent_grads`` is the general form
+of the recurrent-matmul hint), and a closed-form Jacobian (``state_jacobian``).
+`custom_cell` compiles the hints into the `Cell` record's slots, which the
+kernel (`rnnjax._src.kernel`) and the BPTT (`rnnjax._src.bptt`) run.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from rnnjax._src import checks
+from rnnjax._src import checks, dataflow
 from rnnjax._src.cells.base import Cell
 from rnnjax._src.typing import (
   Array,
@@ -45,11 +52,62 @@ from rnnjax._src.typing import (
   StepFn,
 )
 
-UpdateFn = StepFn
-"""``update(params, carry, zx) -> (carry, y)``: a step after its input projection."""
+UpdateFn = Callable[..., tuple[Carry, Array]]
+"""``update(params, carry, zx) -> (carry, y)``: a step after its input projection
+(``update(params, carry, zx, zh)`` with the `RecurrentMatmul` hint)."""
 
 _DEFAULT: Any = object()
 """``initial_carry``'s dtype when the caller gives none: the user's own default."""
+
+
+class RecurrentMatmul(NamedTuple):
+  """Hint: the step reads one recurrent weight only through ``zh = read(carry) @ W``.
+
+  With it `rnnjax.custom_cell` computes ``zh`` itself and hands it to
+  ``update(params, carry, zx, zh)``. The hand-written BPTT then keeps each step's
+  ``∂L/∂zh: [B, kH]`` instead of a per-step ``∂L/∂W`` (an outer product per step),
+  and forms the weight's gradient as one matmul over all ``N = T·B`` rows,
+  ``dW = read(carry_prev)ᵀ dZh``; the rest of each step's backward is ``jax.vjp``
+  of ``update``, over the params leaves ``update`` reads. (An ``update`` that also
+  reads ``W`` itself gets that part of the gradient per step, as without the hint:
+  exact, only slower.)
+
+  Attributes:
+    weight: the params field holding ``W: [R, kH]`` (a NamedTuple attribute or a
+      dict key at the top level of the params).
+    read: ``read(carry) -> a: [B, R]``, the carry's part that multiplies ``W``;
+      default the carry's first leaf (``h``).
+  """
+
+  weight: str
+  read: Callable[[Carry], Array] | None = None
+
+
+class LocalBackward(NamedTuple):
+  """Hint: a hand-written local backward, the body of the hand-written BPTT.
+
+  Attributes:
+    forward: ``forward(params, carry, zx) -> (carry, y, residuals)``, the step after
+      its input projection (``zx = project(params, x)``, or ``x`` without the
+      projection hint), also returning what ``backward`` needs (gate values, or
+      None). The forward scan runs it.
+    backward: ``backward(params, carry_prev, carry, residuals, dcarry, dy) ->
+      (dcarry_prev, dzx, grads)``: from ``∂L/∂carry_t`` (the later steps') and
+      ``∂L_t/∂y_t``, the gradients of the previous carry, of ``zx`` (it feeds the
+      projection's params and the inputs through one VJP over all rows) and
+      ``grads``: without ``recurrent_grads``, this step's gradient of the params
+      (a pytree like the params; the reverse scan sums it); with it, any per-row
+      arrays ``[B, ...]`` (typically ``dzh``, the recurrent pre-activation's).
+    recurrent_grads: ``recurrent_grads(params, carry_prev, residuals, grads) ->
+      {field: gradient}`` over all ``N = T·B`` rows at once (leaves ``[N, ...]``),
+      e.g. ``{"w_h": H_prevᵀ dZh}``: the recurrent weights' gradients as single
+      matmuls. Every params field the recurrence reads must be named, or the
+      BPTT fails at trace time naming the leaf.
+  """
+
+  forward: Callable[..., tuple[Carry, Array, Any]]
+  backward: Callable[..., tuple[Carry, Array, Any]]
+  recurrent_grads: Callable[..., dict[str, Array]] | None = None
 
 
 def custom_cell(
@@ -61,12 +119,16 @@ def custom_cell(
   output_size: int | None = None,
   project: ProjectFn | None = None,
   update: UpdateFn | None = None,
+  recurrent: RecurrentMatmul | None = None,
+  backward: LocalBackward | None = None,
   state_jacobian: StateJacobianFn | None = None,
 ) -> Cell:
   """A `Cell` from a step function, with generic rules and optional hints.
 
   The three functions are checked where they first run, before any compute
   that uses their results, by shapes alone (see "Shapes are checked" below).
+  `rnnjax.elman`, `rnnjax.gru` and `rnnjax.lstm` are made by this function too,
+  with every hint.
 
   Args:
     init: ``init(key, input_size) -> params``, any pytree of floating arrays.
@@ -76,13 +138,22 @@ def custom_cell(
     name: shown in the cell's repr and in error messages.
     output_size: O, the size of ``y`` (what the next stacked layer sees);
       default the last axis of the carry's first leaf (``h``).
-    project: hint, with ``update``: the part of the step that does not read the
-      carry, ``zx = project(params, x)`` (e.g. ``x @ w_x + b``). `rnnjax.scan`
-      then computes it for all ``T·B`` rows in one matmul, and its gradient
+    project: hint: the part of the step that does not read the carry,
+      ``zx = project(params, x)`` (e.g. ``x @ w_x + b``). `rnnjax.scan` then
+      computes it for all ``T·B`` rows in one matmul, and its gradient
       (``dw_x``, ``db``, ``dX``) is one VJP over all rows instead of one per step.
-    update: hint, with ``project``: ``update(params, carry, zx) -> (carry, y)``,
-      the rest of the step, so that ``step(p, c, x) = update(p, c, project(p, x))``
-      (`rnnjax.check_cell` checks it).
+      Needs ``update`` or ``backward``.
+    update: with ``project`` or ``recurrent``: ``update(params, carry, zx) ->
+      (carry, y)``, the rest of the step, so that ``step(p, c, x) = update(p, c,
+      project(p, x))``; with ``recurrent`` it takes ``zh`` too,
+      ``step(p, c, x) = update(p, c, project(p, x), read(c) @ p[weight])``
+      (`rnnjax.check_cell` checks either).
+    recurrent: hint, a `RecurrentMatmul`: the recurrent weight's gradient as
+      one matmul over all ``T·B`` rows, for a cell whose local backward is
+      autodiff's.
+    backward: hint, a `LocalBackward`: a hand-written local backward (with, in
+      its ``recurrent_grads``, the recurrent weights' gradients as single
+      matmuls); it replaces ``update`` in the kernel.
     state_jacobian: hint: the closed-form ``∂s_t/∂s_{t-1}`` for one example
       (``carry`` unbatched, ``x: [I]``), over the flattened carry; the Jacobian
       tools use it instead of ``jax.jacfwd``.
@@ -92,17 +163,32 @@ def custom_cell(
     is the carry's first leaf.
 
   Raises:
-    TypeError: a function is not callable, or ``initial_carry`` builds
-      non-floating leaves.
-    ValueError: ``initial_carry`` builds no arrays, or leaves without the
+    TypeError: a function is not callable, a hint has the wrong type, or
+      ``initial_carry`` builds non-floating leaves.
+    ValueError: the hints do not combine (``project`` without ``update`` or
+      ``backward``; ``recurrent`` without ``update``, or with ``backward``);
+      ``initial_carry`` builds no arrays, or leaves without the
       ``batch_shape`` in front; ``output_size`` is not a positive int.
 
+  Without hints the hand-written BPTT's local backward is ``jax.vjp`` of
+  ``step`` at each step (over the params leaves the step reads), and each step's
+  params gradient is summed in the reverse scan. The hints each remove a cost of
+  that path, and each is held to it by `rnnjax.check_cell` and the tests:
+
+  * ``project``: ``zx`` for all T·B rows in one matmul, and one VJP for
+    ``dw_x``, ``db`` and ``dX``, instead of a matmul and its VJP per step;
+  * ``recurrent``: ``dW = read(C_prev)ᵀ dZh`` once, instead of an outer product
+    per step;
+  * ``backward``: the user's local backward on saved residuals, instead of
+    ``jax.vjp``'s recompute of the step;
+  * ``state_jacobian``: the Jacobian tools call it instead of ``jax.jacfwd``.
+
   Shapes are checked:
-    The cell's ``init``, ``step`` and ``initial_carry`` are the given functions
-    wrapped in checks that read only shapes and dtypes (static while tracing,
-    so they cost nothing in a compiled scan). They run wherever the cell is
-    used (`rnnjax.scan`, the layers, the Jacobian tools), and each error
-    names the cell and the shapes:
+    The cell's ``init``, ``step`` and ``initial_carry`` (and ``update`` and
+    ``backward.forward``) are the given functions wrapped in checks that read
+    only shapes and dtypes (static while tracing, so they cost nothing in a
+    compiled scan). They run wherever the cell is used (`rnnjax.scan`, the
+    layers, the Jacobian tools), and each error names the cell and the shapes:
 
     * at construction, ``initial_carry`` is evaluated abstractly
       (``jax.eval_shape``) for ``()`` and ``(2,)``: it must build floating
@@ -144,15 +230,41 @@ def custom_cell(
     builds: a step must return the carry in the structure and shapes it is given, and
     initial_carry must build that carry: fix whichever of the two is wrong
   """
-  for what, fn in (("init", init), ("step", step), ("initial_carry", initial_carry)):
+  return build(
+    init,
+    step,
+    initial_carry,
+    name=name,
+    what=f"rnnjax.custom_cell({name!r})",
+    output_size=output_size,
+    project=project,
+    update=update,
+    recurrent=recurrent,
+    backward=backward,
+    state_jacobian=state_jacobian,
+  )
+
+
+def build(
+  init: InitFn,
+  step: StepFn,
+  initial_carry: InitialCarryFn,
+  *,
+  name: str,
+  what: str,
+  output_size: int | None = None,
+  project: ProjectFn | None = None,
+  update: UpdateFn | None = None,
+  recurrent: RecurrentMatmul | None = None,
+  backward: LocalBackward | None = None,
+  state_jacobian: StateJacobianFn | None = None,
+) -> Cell:
+  """`custom_cell`, with ``what`` naming the cell in error messages (the
+  built-ins pass ``"rnnjax.lstm"``, so their users read the name they called)."""
+  for label, fn in (("init", init), ("step", step), ("initial_carry", initial_carry)):
     if not callable(fn):
-      raise TypeError(f"rnnjax.custom_cell: {what} must be callable, got {type(fn).__name__}")
-  if (project is None) != (update is None):
-    raise ValueError(
-      "rnnjax.custom_cell: the projection hint needs both project(params, x) -> zx and "
-      "update(params, carry, zx) -> (carry, y); pass both or neither"
-    )
-  what = f"rnnjax.custom_cell({name!r})"
+      raise TypeError(f"{what}: {label} must be callable, got {type(fn).__name__}")
+  _check_hints(what, project, update, recurrent, backward)
   if output_size is not None:
     checks.positive_int("output_size", output_size, what)
   unbatched = _check_initial_carry(what, initial_carry)  # shapes of initial_carry(())
@@ -178,10 +290,10 @@ def custom_cell(
       return initial_carry(batch_shape)
     return initial_carry(batch_shape, dtype)
 
-  def checked(fn: Any, label: str) -> Any:
-    def run(params: Params, carry: Carry, x: Array) -> tuple[Carry, Array]:
+  def checked(fn: Any, label: str, arity: int = 2) -> Any:
+    def run(params: Params, carry: Carry, x: Array, *rest: Any) -> Any:
       try:
-        out = fn(params, carry, x)
+        out = fn(params, carry, x, *rest)
       except Exception as e:
         e.add_note(
           f"(raised inside the {label} of {what}, called with the carry {_describe(carry)} "
@@ -189,44 +301,50 @@ def custom_cell(
           f"{_describe(unbatched, '*batch_shape')})"
         )
         raise
-      if not isinstance(out, (tuple, list)) or len(out) != 2:
+      if not isinstance(out, (tuple, list)) or len(out) != arity:
+        want = "a pair (carry, y)" if arity == 2 else "a triple (carry, y, residuals)"
         raise TypeError(
-          f"{what}: {label}(params, carry, x) must return a pair (carry, y), got "
+          f"{what}: {label}(params, carry, x) must return {want}, got "
           f"{type(out).__name__} {_describe(out)}"
         )
-      new, y = out
-      _check_step(what, unbatched, hidden, carry, x, new, y)
-      return new, y
+      _check_step(what, unbatched, hidden, carry, x, out[0], out[1])
+      return out
 
     return run
 
   checked_step = checked(step, "step")
-  # The recurrence the kernel runs: the step itself, or the update after a hoisted projection.
-  recurrence = checked_step if update is None else checked(update, "update")
-
-  def identity(params: Params, x: Array) -> Array:
-    return x  # no projection hint: the step sees x itself
-
-  def fast_step(params: Params, carry: Carry, zx: Array) -> tuple[Carry, Any]:
-    new, y = recurrence(params, carry, zx)
-    return new, (y, zx)  # the backward re-runs the recurrence from (carry_prev, zx)
-
-  def step_output(carry: Carry, res: Any) -> Array:
-    return res[0]
 
   def output(carry: Carry) -> Array:
     return jax.tree.leaves(carry)[0]
 
-  def add_output_grad(dcarry: Carry, dy: Array) -> Any:
-    return dcarry, dy  # both cotangents go to the step's VJP
+  def step_output(carry: Carry, res: Any) -> Array:
+    return output(carry) if res[0] is None else res[0]
 
-  def backward_step(
-    params: Params, carry_prev: Carry, carry: Carry, res: Any, cotangents: Any
-  ) -> tuple[Carry, Array, Params]:
-    _, zx = res
-    _, vjp = jax.vjp(recurrence, params, carry_prev, zx)
-    dparams, dcarry_prev, dzx = vjp(cotangents)
-    return dcarry_prev, dzx, dparams  # the params gradient of this step, summed by the BPTT
+  def kept(new: Carry, y: Array) -> Array | None:
+    """``y`` for the residuals, or None when it is the carry's first leaf (``h``),
+    which the scan keeps already: the output is then not stored twice."""
+    return None if y is jax.tree.leaves(new)[0] else y
+
+  def add_output_grad(dcarry: Carry, dy: Array) -> Any:
+    return dcarry, dy  # the local backward takes both cotangents
+
+  if backward is not None:
+    fast_step, backward_step, rule = _hand_written(
+      checked(backward.forward, "forward", 3), backward, kept
+    )
+  elif recurrent is not None:
+    assert update is not None
+    fast_step, backward_step, rule = _recurrent(
+      what, checked(update, "update"), recurrent, output, kept
+    )
+  else:
+    fast_step, backward_step = _hint_free(
+      checked(update, "update") if update else checked_step, kept
+    )
+    rule = None
+
+  def identity(params: Params, x: Array) -> Array:
+    return x  # no projection hint: the step sees x itself
 
   return Cell(
     name=name,
@@ -239,11 +357,169 @@ def custom_cell(
     project=identity if project is None else project,
     fast_step=fast_step,
     backward_step=backward_step,
-    recurrent_grads=None,  # None: per-step params gradients
+    recurrent_grads=rule,
     state_jacobian=state_jacobian,  # None: jax.jacfwd of step
     output=output,
     add_output_grad=add_output_grad,
     step_output=step_output,
+  )
+
+
+# ---------------------------------------------------------------- the three local backwards
+
+
+def _check_hints(
+  what: str,
+  project: ProjectFn | None,
+  update: UpdateFn | None,
+  recurrent: RecurrentMatmul | None,
+  backward: LocalBackward | None,
+) -> None:
+  for label, fn in (("project", project), ("update", update)):
+    if fn is not None and not callable(fn):
+      raise TypeError(f"{what}: {label} must be callable, got {type(fn).__name__}")
+  if recurrent is not None and not isinstance(recurrent, RecurrentMatmul):
+    raise TypeError(
+      f"{what}: recurrent must be rnnjax.RecurrentMatmul(weight, read), got "
+      f"{type(recurrent).__name__}"
+    )
+  if backward is not None and not isinstance(backward, LocalBackward):
+    raise TypeError(
+      f"{what}: backward must be rnnjax.LocalBackward(forward, backward, recurrent_grads), "
+      f"got {type(backward).__name__}"
+    )
+  if recurrent is not None and backward is not None:
+    raise ValueError(
+      f"{what}: recurrent= and backward= do not combine: a hand-written backward returns "
+      f"the recurrent pre-activation's gradient itself and gives the weight's gradient in "
+      f"its recurrent_grads (LocalBackward(forward, backward, recurrent_grads))"
+    )
+  if recurrent is not None and update is None:
+    raise ValueError(
+      f"{what}: the recurrent-matmul hint needs update(params, carry, zx, zh) -> (carry, y), "
+      f"the step given zh = read(carry) @ params[{recurrent.weight!r}]"
+    )
+  if project is not None and update is None and backward is None:
+    raise ValueError(
+      f"{what}: the projection hint needs update(params, carry, zx) -> (carry, y) (or a "
+      f"LocalBackward, whose forward takes zx): pass project with update, or neither"
+    )
+  if update is not None and project is None and recurrent is None:
+    raise ValueError(
+      f"{what}: update is the step after a hint (project, or recurrent): pass "
+      f"project(params, x) -> zx with it, or only step"
+    )
+
+
+def _per_step_vjp(fn: Any, params: Params, args: tuple[Any, ...], cotangent: Any) -> Any:
+  """``fn(params, *args)``'s VJP, the params part only for the leaves ``fn``
+  reads: ``(dleaves, *dargs)`` with ``dleaves`` one entry per params leaf (None
+  where ``fn`` does not read it), or None when it reads none."""
+  leaves, treedef = jax.tree.flatten(params)
+  read = dataflow.params_read(fn, params, *args)
+  idx = [i for i, r in enumerate(read) if r]
+
+  def on_read(sel: list[Array], *a: Any) -> Any:
+    full = list(leaves)
+    for i, leaf in zip(idx, sel, strict=True):
+      full[i] = leaf
+    return fn(jax.tree.unflatten(treedef, full), *a)
+
+  _, vjp = jax.vjp(on_read, [leaves[i] for i in idx], *args)
+  dsel, *dargs = vjp(cotangent)
+  if not idx:
+    return None, *dargs
+  dleaves: list[Array | None] = [None] * len(leaves)
+  for i, d in zip(idx, dsel, strict=True):
+    dleaves[i] = d
+  return dleaves, *dargs
+
+
+def _hint_free(recurrence: Any, kept: Any) -> tuple[Any, Any]:
+  """The kernel's step and local backward from ``recurrence(params, carry, zx)``
+  (``update``, or ``step`` itself): the backward re-runs it under ``jax.vjp``."""
+
+  def fast_step(params: Params, carry: Carry, zx: Array) -> tuple[Carry, Any]:
+    new, y = recurrence(params, carry, zx)
+    return new, (kept(new, y), zx)
+
+  def backward_step(params: Params, prev: Carry, carry: Carry, res: Any, d: Any) -> Any:
+    _, zx = res
+    dleaves, dprev, dzx = _per_step_vjp(recurrence, params, (prev, zx), d)
+    return dprev, dzx, None, dleaves
+
+  return fast_step, backward_step
+
+
+def _recurrent(
+  what: str, update: Any, hint: RecurrentMatmul, output: Any, kept: Any
+) -> tuple[Any, Any, Any]:
+  """With `RecurrentMatmul`: the kernel computes ``zh = read(carry) @ W`` and keeps
+  it; the local backward is ``jax.vjp`` of ``update`` and returns ``dzh`` per row;
+  ``dW = read(C_prev)ᵀ dZh`` over all rows."""
+  read = hint.read if hint.read is not None else output
+
+  def weight(params: Params) -> Array:
+    return _field(what, params, hint.weight)
+
+  def fast_step(params: Params, carry: Carry, zx: Array) -> tuple[Carry, Any]:
+    zh = read(carry) @ weight(params)
+    new, y = update(params, carry, zx, zh)
+    return new, (kept(new, y), zx, zh)
+
+  def backward_step(params: Params, prev: Carry, carry: Carry, res: Any, d: Any) -> Any:
+    _, zx, zh = res
+    dleaves, dprev, dzx, dzh = _per_step_vjp(update, params, (prev, zx, zh), d)
+    _, read_vjp = jax.vjp(read, prev)
+    (dread,) = read_vjp(dzh @ weight(params).T.astype(dzh.dtype))  # through zh = read(c) W
+    return jax.tree.map(jnp.add, dprev, dread), dzx, dzh, dleaves
+
+  def recurrent_grads(params: Params, prev: Carry, res: Any, dzh: Array) -> dict[str, Array]:
+    return {hint.weight: read(prev).T @ dzh}  # dW = read(C_prev)ᵀ dZh
+
+  return fast_step, backward_step, recurrent_grads
+
+
+def _hand_written(forward: Any, hint: LocalBackward, kept: Any) -> tuple[Any, Any, Any]:
+  """With `LocalBackward`: the kernel runs ``forward`` and keeps its residuals; the
+  BPTT's body is the user's ``backward``."""
+  rule = hint.recurrent_grads
+
+  def fast_step(params: Params, carry: Carry, zx: Array) -> tuple[Carry, Any]:
+    new, y, res = forward(params, carry, zx)
+    return new, (kept(new, y), res)
+
+  def backward_step(params: Params, prev: Carry, carry: Carry, res: Any, d: Any) -> Any:
+    dcarry, dy = d
+    dprev, dzx, grads = hint.backward(params, prev, carry, res[1], dcarry, dy)
+    if rule is not None:
+      return dprev, dzx, grads, None  # per-row arrays for the rule
+    return dprev, dzx, None, jax.tree.leaves(grads)  # this step's params gradient
+
+  def recurrent_grads(params: Params, prev: Carry, res: Any, rows: Any) -> dict[str, Array]:
+    assert rule is not None
+    return rule(params, prev, res[1], rows)
+
+  return fast_step, backward_step, None if rule is None else recurrent_grads
+
+
+def _field(what: str, params: Params, name: str) -> Array:
+  """``params[name]`` or ``params.name``, with an error naming the fields."""
+  if isinstance(params, dict):
+    if name in params:
+      return params[name]
+    fields = sorted(params)
+  elif hasattr(params, "_fields"):
+    if name in params._fields:
+      return getattr(params, name)
+    fields = list(params._fields)
+  else:
+    raise TypeError(
+      f"{what}: the recurrent-matmul hint reads the weight {name!r} from the params, "
+      f"which must then be a dict or a NamedTuple, got {type(params).__name__}"
+    )
+  raise ValueError(
+    f"{what}: RecurrentMatmul(weight={name!r}) names no params field; the params have {fields}"
   )
 
 

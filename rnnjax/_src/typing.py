@@ -129,11 +129,16 @@ class FastStepFn(Protocol):
 
 
 class BackwardStepFn(Protocol):
-  """`rnnjax.Cell.backward_step`: the local backward of one step."""
+  """`rnnjax.Cell.backward_step`: the local backward of one step.
+
+  `rnnjax.custom_cell` builds it from the cell's hints: ``jax.vjp`` of the
+  step (no hints, or `rnnjax.RecurrentMatmul`), or the user's own
+  `rnnjax.LocalBackward`.
+  """
 
   def __call__(
-    self, params: Params, carry_prev: Carry, carry: Carry, residuals: Any, dcarry: Carry, /
-  ) -> tuple[Carry, Array, Array]:
+    self, params: Params, carry_prev: Carry, carry: Carry, residuals: Any, dcarry: Any, /
+  ) -> tuple[Carry, Array, Any, list[Array | None] | None]:
     """The local backward of one step (the hand-written BPTT's body).
 
     Args:
@@ -141,13 +146,16 @@ class BackwardStepFn(Protocol):
       carry_prev: the carry before the step.
       carry: the carry after it.
       residuals: what `FastStepFn` returned for the step.
-      dcarry: ``∂L/∂carry_t``, the output gradient already added.
+      dcarry: what `AddOutputGradFn` made of ``∂L/∂carry_t`` and ``∂L_t/∂y_t``.
 
     Returns:
-      ``(dcarry_prev, dzx, dzh)``: ``∂L/∂carry_{t-1}``; the gradient of the
-      input pre-activation ``zx: [B, kH]`` (it feeds ``w_x``, ``b`` and the
-      inputs); and of the recurrent pre-activation (it feeds ``w_h`` through
-      `RecurrentGradsFn`). Return the same object twice when they agree.
+      ``(dcarry_prev, dzx, rows, dleaves)``: ``∂L/∂carry_{t-1}``; the gradient
+      of the projected input ``zx: [B, kH]`` (it feeds the projection's params
+      and the inputs through one VJP over all rows); ``rows``, per-row arrays
+      (``dzh``) that `RecurrentGradsFn` turns into weight gradients over all
+      rows, or None without that rule (``dzx`` itself when they agree); and
+      ``dleaves``, this step's params gradient as one entry per params leaf
+      (None where the step adds nothing), summed by the reverse scan, or None.
     """
     ...
 
@@ -156,7 +164,7 @@ class RecurrentGradsFn(Protocol):
   """`rnnjax.Cell.recurrent_grads`: the recurrent weights' gradients."""
 
   def __call__(
-    self, params: Params, carry_prev: Carry, residuals: Any, dzh: Array, /
+    self, params: Params, carry_prev: Carry, residuals: Any, rows: Any, /
   ) -> dict[str, Array]:
     """The recurrent weights' gradients over all ``N = T·B`` rows at once.
 
@@ -164,12 +172,15 @@ class RecurrentGradsFn(Protocol):
       params: the cell's params.
       carry_prev: every step's previous carry, flattened to ``[N, ...]``.
       residuals: every step's residuals, flattened to ``[N, ...]``.
-      dzh: every step's recurrent pre-activation gradient, ``[N, kH]``.
+      rows: what `BackwardStepFn` returned as ``rows`` for every step,
+        flattened to ``[N, ...]`` (the recurrent pre-activation's gradient
+        ``dZh: [N, kH]``).
 
     Returns:
       ``{field: gradient}`` for the params fields the recurrence uses
       (``w_h``, and ``b_hn`` for the reset-after GRU), e.g.
-      ``dw_h = H_prevᵀ dZh``.
+      ``dw_h = H_prevᵀ dZh``; the BPTT adds each to the field's other
+      gradients.
     """
     ...
 

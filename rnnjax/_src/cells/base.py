@@ -153,21 +153,13 @@ def affine_projection(dtype: t.DType | None) -> t.ProjectFn:
   return project
 
 
-def step_from(project: t.ProjectFn, fast_step: t.FastStepFn, output: t.OutputFn) -> t.StepFn:
-  """``step(params, carry, x)``: ``fast_step`` on ``project(params, x)``, then the output."""
+def step_from(project: t.ProjectFn, forward: Any) -> t.StepFn:
+  """``step(params, carry, x)``: ``forward(params, carry, project(params, x))``
+  (a `rnnjax.LocalBackward`'s forward, returning ``(carry, y, residuals)``)
+  without the residuals."""
 
   def step(params: t.Params, carry: t.Carry, x: t.Array) -> tuple[t.Carry, t.Array]:
-    carry, _ = fast_step(params, carry, project(params, x))
-    return carry, output(carry)
+    carry, y, _ = forward(params, carry, project(params, x))
+    return carry, y
 
   return step
-
-
-def hidden_output(carry: t.Carry) -> t.Array:
-  """The output of a cell whose carry is ``h`` itself."""
-  return carry
-
-
-def hidden_add_grad(dcarry: t.Carry, dy: t.Array) -> t.Carry:
-  """``∂L/∂h`` plus the output gradient, for a carry that is ``h`` itself."""
-  return dcarry + dy

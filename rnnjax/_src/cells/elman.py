@@ -29,6 +29,7 @@ from rnnjax import init as inits
 from rnnjax._src import checks
 from rnnjax._src.activations import ACTIVATIONS
 from rnnjax._src.cells import base
+from rnnjax._src.custom import LocalBackward, build
 from rnnjax._src.typing import Array, DType
 
 
@@ -96,8 +97,6 @@ def elman(
   H = hidden_size
 
   def init(key: Array, input_size: int) -> ElmanParams:
-    checks.prng_key(key, what + ".init")
-    checks.positive_int("input_size", input_size, what + ".init")
     kx, kh, kb = jax.random.split(key, 3)
     return ElmanParams(
       w_x=input_init(kx, (input_size, H), param_dtype),
@@ -106,24 +105,23 @@ def elman(
     )
 
   def initial_carry(batch_shape: tuple[int, ...] = (), dtype: DType = jnp.float32) -> Array:
-    batch_shape = checks.batch_shape(batch_shape, what + ".initial_carry")
     return jnp.zeros((*batch_shape, H), dtype)
 
   project = base.affine_projection(dtype)
 
-  def fast_step(params: ElmanParams, h: Array, zx: Array) -> tuple[Array, None]:
+  def forward(params: ElmanParams, h: Array, zx: Array) -> tuple[Array, Array, None]:
     cdt, acc = base.compute_dtypes(dtype, h, params.w_h)
     z = zx.astype(acc) + base.mm(h.astype(cdt), params.w_h.astype(cdt), acc)
     h = f(z).astype(cdt)  # [B, H]
-    return h, None
+    return h, h, None
 
-  step = base.step_from(project, fast_step, base.hidden_output)
+  step = base.step_from(project, forward)
 
-  def backward_step(
-    params: ElmanParams, h_prev: Array, h: Array, res: None, dh: Array
+  def backward(
+    params: ElmanParams, h_prev: Array, h: Array, res: None, dcarry: Array, dy: Array
   ) -> tuple[Array, Array, Array]:
     del h_prev, res
-    dz = dh * fprime(h)  # backprop through f
+    dz = (dcarry + dy) * fprime(h)  # y = h; backprop through f
     dh_prev = dz @ params.w_h.T.astype(dz.dtype)  # dh_{t-1} = dz_t W
     return dh_prev, dz, dz
 
@@ -137,22 +135,14 @@ def elman(
     h_new, _ = step(params, h, x)
     return fprime(h_new)[:, None] * params.w_h.T  # diag(f'(z)) W
 
-  return base.Cell(
+  cell = build(
+    init,
+    step,
+    initial_carry,
     name="elman",
-    hidden_size=H,
-    gates=1,
-    state_size=H,
-    init=init,
-    initial_carry=initial_carry,
-    step=step,
+    what=what,
     project=project,
-    fast_step=fast_step,
-    backward_step=backward_step,
-    recurrent_grads=recurrent_grads,
+    backward=LocalBackward(forward, backward, recurrent_grads),
     state_jacobian=state_jacobian,
-    output=base.hidden_output,
-    add_output_grad=base.hidden_add_grad,
-    options=(("activation", activation),),
-    dtype=dtype,
-    activation=act,
   )
+  return cell._replace(options=(("activation", activation),), dtype=dtype, activation=act)

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 from rnnjax import init as inits
 from rnnjax._src import checks
 from rnnjax._src.cells import base
+from rnnjax._src.custom import LocalBackward, build
 from rnnjax._src.typing import Array, DType
 
 Residuals = tuple[Array, Array, Array, Array | None]
@@ -110,8 +111,6 @@ def gru(
   after = reset == "after"
 
   def init(key: Array, input_size: int) -> GRUParams:
-    checks.prng_key(key, what + ".init")
-    checks.positive_int("input_size", input_size, what + ".init")
     kx, kh, kb, kc = jax.random.split(key, 4)
     b = bias_init(kb, (3 * H,), param_dtype)
     if chrono_t_max is not None:
@@ -124,7 +123,6 @@ def gru(
     )
 
   def initial_carry(batch_shape: tuple[int, ...] = (), dtype: DType = jnp.float32) -> Array:
-    batch_shape = checks.batch_shape(batch_shape, what + ".initial_carry")
     return jnp.zeros((*batch_shape, H), dtype)
 
   def _gates(
@@ -150,20 +148,21 @@ def gru(
 
   project = base.affine_projection(dtype)
 
-  def fast_step(params: GRUParams, h: Array, zx: Array) -> tuple[Array, Residuals]:
+  def forward(params: GRUParams, h: Array, zx: Array) -> tuple[Array, Array, Residuals]:
     cdt, acc = base.compute_dtypes(dtype, h, params.w_h)
     r, z, n, hn = _gates(params, h, zx, cdt, acc)
     h_new = (z * h + (1.0 - z) * n).astype(cdt)
     res = (r.astype(cdt), z.astype(cdt), n.astype(cdt), None if hn is None else hn.astype(cdt))
-    return h_new, res
+    return h_new, h_new, res
 
-  step = base.step_from(project, fast_step, base.hidden_output)
+  step = base.step_from(project, forward)
 
-  def backward_step(
-    params: GRUParams, h_prev: Array, h: Array, res: Residuals, dh: Array
+  def backward(
+    params: GRUParams, h_prev: Array, h: Array, res: Residuals, dcarry: Array, dy: Array
   ) -> tuple[Array, Array, Array]:
     del h
     r, z, n, hn = res
+    dh = dcarry + dy  # y = h
     w_h = params.w_h.T.astype(dh.dtype)  # [3H, H]
     dz = dh * (h_prev - n) * z * (1.0 - z)  # h = z h_prev + (1-z) n; σ'
     dn = dh * (1.0 - z) * (1.0 - n * n)  # through tanh
@@ -215,21 +214,14 @@ def gru(
     dn = (1 - n * n)[:, None] * dn_pre
     return jnp.diag(z) + (h - n)[:, None] * dz + (1 - z)[:, None] * dn
 
-  return base.Cell(
+  cell = build(
+    init,
+    step,
+    initial_carry,
     name="gru",
-    hidden_size=H,
-    gates=3,
-    state_size=H,
-    init=init,
-    initial_carry=initial_carry,
-    step=step,
+    what=what,
     project=project,
-    fast_step=fast_step,
-    backward_step=backward_step,
-    recurrent_grads=recurrent_grads,
+    backward=LocalBackward(forward, backward, recurrent_grads),
     state_jacobian=state_jacobian,
-    output=base.hidden_output,
-    add_output_grad=base.hidden_add_grad,
-    options=(("reset", reset),),
-    dtype=dtype,
   )
+  return cell._replace(gates=3, options=(("reset", reset),), dtype=dtype)

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 from rnnjax import init as inits
 from rnnjax._src import checks
 from rnnjax._src.cells import base
+from rnnjax._src.custom import LocalBackward, build
 from rnnjax._src.typing import Array, DType
 
 
@@ -111,8 +112,6 @@ def lstm(
   H = hidden_size
 
   def init(key: Array, input_size: int) -> LSTMParams:
-    checks.prng_key(key, what + ".init")
-    checks.positive_int("input_size", input_size, what + ".init")
     kx, kh, kb, kc = jax.random.split(key, 4)
     b = bias_init(kb, (4 * H,), param_dtype)
     if chrono_t_max is not None:
@@ -127,7 +126,6 @@ def lstm(
     )
 
   def initial_carry(batch_shape: tuple[int, ...] = (), dtype: DType = jnp.float32) -> LSTMCarry:
-    batch_shape = checks.batch_shape(batch_shape, what + ".initial_carry")
     zeros = jnp.zeros((*batch_shape, H), dtype)
     return LSTMCarry(zeros, zeros)
 
@@ -145,37 +143,30 @@ def lstm(
 
   project = base.affine_projection(dtype)
 
-  def output(carry: LSTMCarry) -> Array:
-    return carry.h
-
-  def add_output_grad(dcarry: LSTMCarry, dy: Array) -> LSTMCarry:
-    return dcarry._replace(h=dcarry.h + dy)
-
-  def fast_step(params: LSTMParams, carry: LSTMCarry, zx: Array) -> tuple[LSTMCarry, Array]:
+  def forward(params: LSTMParams, carry: LSTMCarry, zx: Array) -> tuple[LSTMCarry, Array, Array]:
     cdt, acc = base.compute_dtypes(dtype, carry.h, params.w_h)
     carry, gates = _cell(params, carry, zx, cdt, acc)
-    return carry, jnp.concatenate(gates, axis=-1).astype(cdt)  # [B, 4H]
+    return carry, carry.h, jnp.concatenate(gates, axis=-1).astype(cdt)  # gates [B, 4H]
 
-  step = base.step_from(project, fast_step, output)
-
-  def backward_step(
-    params: LSTMParams, prev: LSTMCarry, carry: LSTMCarry, gates: Array, d: LSTMCarry
+  def backward(
+    params: LSTMParams, prev: LSTMCarry, carry: LSTMCarry, gates: Array, d: LSTMCarry, dy: Array
   ) -> tuple[LSTMCarry, Array, Array]:
     i, f, g, o = (gates[..., k * H : (k + 1) * H] for k in range(4))
+    dh = d.h + dy  # y = h
     tc = jnp.tanh(carry.c)
-    do = d.h * tc * o * (1.0 - o)  # h = o tanh(c), σ'
-    dc = d.c + d.h * o * (1.0 - tc * tc)  # through tanh(c)
+    do = dh * tc * o * (1.0 - o)  # h = o tanh(c), σ'
+    dc = d.c + dh * o * (1.0 - tc * tc)  # through tanh(c)
     di = dc * g * i * (1.0 - i)  # c = f c_prev + i g
     df = dc * prev.c * f * (1.0 - f)
     dg = dc * i * (1.0 - g * g)
     dz = jnp.concatenate([di, df, dg, do], axis=-1)  # [B, 4H]
     dh_prev = dz @ params.w_h.T.astype(dz.dtype)  # dh_{t-1} = dz w_hᵀ
-    return LSTMCarry(dh_prev, dc * f), dz, dz  # dc_{t-1} = dc ⊙ f
+    return LSTMCarry(dh_prev, dc * f), dz, dz  # dc_{t-1} = dc ⊙ f; dzh = dzx = dz
 
   def recurrent_grads(
-    params: LSTMParams, prev: LSTMCarry, res: Array, dzh: Array
+    params: LSTMParams, prev: LSTMCarry, gates: Array, dzh: Array
   ) -> dict[str, Array]:
-    del params, res
+    del params, gates
     return {"w_h": prev.h.T @ dzh}  # dw_h = H_prevᵀ dZ
 
   def state_jacobian(params: LSTMParams, carry: LSTMCarry, x: Array) -> Array:
@@ -193,23 +184,17 @@ def lstm(
     dh_dc = (o * (1 - tc * tc))[:, None] * dc_dc
     return jnp.block([[dh_dh, dh_dc], [dc_dh, dc_dc]])
 
-  return base.Cell(
+  cell = build(
+    init,
+    base.step_from(project, forward),
+    initial_carry,
     name="lstm",
-    hidden_size=H,
-    gates=4,
-    state_size=2 * H,
-    init=init,
-    initial_carry=initial_carry,
-    step=step,
+    what=what,
     project=project,
-    fast_step=fast_step,
-    backward_step=backward_step,
-    recurrent_grads=recurrent_grads,
+    backward=LocalBackward(forward, backward, recurrent_grads),
     state_jacobian=state_jacobian,
-    output=output,
-    add_output_grad=add_output_grad,
-    options=(("forget_bias", forget_bias),)
-    if chrono_t_max is None
-    else (("chrono_t_max", chrono_t_max),),
-    dtype=dtype,
   )
+  options = (
+    (("forget_bias", forget_bias),) if chrono_t_max is None else (("chrono_t_max", chrono_t_max),)
+  )
+  return cell._replace(gates=4, options=options, dtype=dtype)
