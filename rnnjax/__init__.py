@@ -33,6 +33,16 @@ from rnnjax._src.cells.elman import ElmanParams as ElmanParams
 from rnnjax._src.cells.elman import elman as elman
 from rnnjax._src.cells.gru import GRUParams as GRUParams
 from rnnjax._src.cells.gru import gru as gru
+from rnnjax._src.cells.hmlstm import HMLSTMCarry as HMLSTMCarry
+from rnnjax._src.cells.hmlstm import HMLSTMLayerParams as HMLSTMLayerParams
+from rnnjax._src.cells.hmlstm import HMLSTMOutputParams as HMLSTMOutputParams
+from rnnjax._src.cells.hmlstm import HMLSTMParams as HMLSTMParams
+from rnnjax._src.cells.hmlstm import SlopeAnnealing as SlopeAnnealing
+from rnnjax._src.cells.hmlstm import hmlstm as hmlstm
+from rnnjax._src.cells.hmlstm import hmlstm_output as hmlstm_output
+from rnnjax._src.cells.hmlstm import init_hmlstm_output as init_hmlstm_output
+from rnnjax._src.cells.hmlstm import set_slope as set_slope
+from rnnjax._src.cells.hmlstm import slope_annealing as slope_annealing
 from rnnjax._src.cells.lstm import LSTMCarry as LSTMCarry
 from rnnjax._src.cells.lstm import LSTMParams as LSTMParams
 from rnnjax._src.cells.lstm import lstm as lstm
@@ -96,6 +106,10 @@ __all__ = [
   "Embedding",
   "EmbeddingParams",
   "GRUParams",
+  "HMLSTMCarry",
+  "HMLSTMLayerParams",
+  "HMLSTMOutputParams",
+  "HMLSTMParams",
   "IndRNNParams",
   "LSTMCarry",
   "LSTMParams",
@@ -109,6 +123,7 @@ __all__ = [
   "PeepholeLSTMParams",
   "PyTree",
   "RecurrentMatmul",
+  "SlopeAnnealing",
   "ZoneoutParams",
   "bidirectional",
   "bptt_scan",
@@ -122,8 +137,11 @@ __all__ = [
   "embedding",
   "flip",
   "gru",
+  "hmlstm",
+  "hmlstm_output",
   "indrnn",
   "init",
+  "init_hmlstm_output",
   "init_stacked",
   "interop",
   "jacobian",
@@ -139,6 +157,8 @@ __all__ = [
   "reference_elman_grads",
   "register_cell",
   "scan",
+  "set_slope",
+  "slope_annealing",
   "stacked",
   "stacked_step",
   "tasks",
