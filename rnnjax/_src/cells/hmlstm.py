@@ -315,7 +315,9 @@ def hmlstm(
 
   def update(params: HMLSTMParams, carry: HMLSTMCarry, zx: Array) -> tuple[HMLSTMCarry, Array]:
     a = lax.stop_gradient(params.slope)
-    hs, cs, zs = [], [], []
+    hs: list[Array] = []
+    cs: list[Array] = []
+    zs: list[Array] = []
     z_below = jnp.ones((*zx.shape[:-1], 1), zx.dtype)  # z_t^0 = 1
     for k, p in enumerate(params.layers):
       top = k == L - 1
