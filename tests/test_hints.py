@@ -262,6 +262,7 @@ def test_hints_that_do_not_combine():
     ),
     (dict(recurrent=("w_h", None), update=_update_zh), TypeError, r"rnnjax.RecurrentMatmul"),
     (dict(backward=(_forward, _backward)), TypeError, r"rnnjax.LocalBackward"),
+    (dict(project=_project, update=_update, backward=lb), ValueError, r"update= is unused"),
   ]
   for kw, error, match in cases:
     with pytest.raises(error, match=match):
@@ -292,3 +293,57 @@ def test_the_builtins_are_custom_cells_with_every_hint():
   _, ys = rj.scan(_cell("all hints"), p, xs, lengths=lengths)
   _, ref = rj.scan(rj.lstm(H), builtin, xs, lengths=lengths)
   np.testing.assert_allclose(ys, ref, rtol=1e-13, atol=1e-15)
+
+
+def test_params_of_any_named_pytree_and_a_jitted_forward():
+  """Found in review: the rule's and the per-step gradients are placed by field and
+  leaf, not by a rebuilt dict's (sorted) order; a jitted core inside the forward
+  reads only what its body reads."""
+  from collections import OrderedDict
+
+  def init(key, input_size):
+    p = _init(key, input_size)
+    return OrderedDict(w_x=p["w_x"], w_h=p["w_h"], a=jnp.full((4 * H,), 0.9), b=p["b"])
+
+  def update(p, carry, zx, zh):
+    h, c = _gates(p["a"] * (zx + zh), carry[1])
+    return (h, c), h
+
+  def step(p, carry, x):
+    return update(p, carry, _project(p, x), carry[0] @ p["w_h"])
+
+  @jax.jit
+  def core(p, carry, zx):  # reads only w_h: the rule covers it
+    return _forward(p, carry, zx)
+
+  cells = [
+    rj.custom_cell(
+      init, step, _zeros, project=_project, update=update, recurrent=rj.RecurrentMatmul("w_h")
+    ),
+    rj.custom_cell(
+      _init, _step, _zeros, project=_project, backward=rj.LocalBackward(core, _backward, _rule)
+    ),
+  ]
+  _, xs, lengths = _data()
+  for cell in cells:
+    p = f64(cell.init(jax.random.key(4), I))
+
+    def loss(params, mode, cell=cell):
+      return jnp.sum(rj.scan(cell, params, xs, lengths=lengths, backward=mode)[1] ** 2)
+
+    got, want = jax.grad(loss)(p, "bptt"), jax.grad(loss)(p, "autodiff")
+    assert type(got) is type(p)
+    assert_trees_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_a_per_step_gradient_in_another_structure_is_refused():
+  def as_list(p, prev, carry, res, d, dy):
+    dprev, dzx, g = _backward_per_step(p, prev, carry, res, d, dy)
+    return dprev, dzx, list(g.values())  # the right leaves, the wrong structure
+
+  cell = rj.custom_cell(
+    _init, _step, _zeros, project=_project, backward=rj.LocalBackward(_forward, as_list)
+  )
+  p, xs, _ = _data()
+  with pytest.raises(ValueError, match=r"params gradient in the params' own structure"):
+    jax.grad(lambda q: jnp.sum(rj.scan(cell, q, xs)[1]))(p)

@@ -101,14 +101,11 @@ def _check_rules_cover_params(cell: Cell, params: Params, carry0: Carry, zx: Arr
   named = set(jax.eval_shape(recurrent_grads, params, carry, res, rows))
   per_step = [d is not None for d in dleaves] if dleaves is not None else [False] * len(read)
 
-  def field(path: Any) -> Any:
-    return getattr(path[0], "name", getattr(path[0], "key", None)) if path else None
-
   paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
   missing = [
     jax.tree_util.keystr(path)
     for path, r, s in zip(paths, read, per_step, strict=True)
-    if r and not s and field(path) not in named
+    if r and not s and _field(path) not in named
   ]
   if missing:
     raise ValueError(
@@ -168,14 +165,30 @@ def _add_reset_acc(dcarry0: Carry, acc: Carry) -> Carry:
   return dcarry0 if acc is None else jax.tree.map(jnp.add, dcarry0, acc)
 
 
-def _add_fields(tree: Params, grads: dict[str, Array]) -> Params:
-  """``tree`` with ``grads[name]`` added to its top-level field ``name`` (a
-  NamedTuple attribute or a dict key)."""
-  if not grads:
-    return tree
-  if isinstance(tree, dict):
-    return {**tree, **{k: tree[k] + v for k, v in grads.items()}}
-  return tree._replace(**{k: getattr(tree, k) + v for k, v in grads.items()})
+def _field(path: Any) -> Any:
+  """The top-level field name of a params leaf's path (attribute or dict key)."""
+  return getattr(path[0], "name", getattr(path[0], "key", None)) if path else None
+
+
+def _add_fields(params: Params, dleaves: list[Array], grads: dict[str, Any]) -> list[Array]:
+  """``dleaves`` (one per params leaf, in ``jax.tree.leaves(params)`` order) with
+  ``grads[field]`` added to the leaves under each top-level ``field``; works for
+  any params pytree whose top level is named (NamedTuple, dict, dataclass)."""
+  out = list(dleaves)
+  paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  for name, grad in grads.items():
+    idx = [i for i, path in enumerate(paths) if _field(path) == name]
+    parts = jax.tree.leaves(grad)
+    if not idx or len(parts) != len(idx):
+      fields = sorted({str(_field(p)) for p in paths})
+      raise ValueError(
+        f"rnnjax.scan(backward='bptt'): recurrent_grads returned a gradient for {name!r}, "
+        f"which matches {len(idx)} params leaves with {len(parts)} gradient leaves; its keys "
+        f"must be the params' top-level fields {fields}, each with that field's structure"
+      )
+    for i, part in zip(idx, parts, strict=True):
+      out[i] = out[i] + part
+  return out
 
 
 def _bwd(
@@ -189,9 +202,9 @@ def _bwd(
   params gradient, one entry per leaf, None where there is none) is summed in
   the scan's carry, so memory stays O(params), not O(T·params).
 
-  Padding: no cotangent enters a padded step (its inputs are zeroed and its
-  ``dzx`` and ``rows`` are zeroed), and ``∂L/∂carry`` passes through it
-  unchanged.
+  Padding: a padded step contributes nothing (its ``dzx`` and ``rows`` are
+  zeroed and, when it gives per-step params gradients, so are the cotangents
+  entering it), and ``∂L/∂carry`` passes through it unchanged.
   """
   params, xs, carry0, carries, res, mask, resets = residuals
   dcarry_T, dys = g
@@ -242,23 +255,22 @@ def _bwd(
   # for the affine zx = x w_x + b this is dw_x = Xᵀ dZx, db = Σ dZx, dX = dZx w_xᵀ.
   # (The projection's primal output is unused here, so XLA drops its recomputation.)
   zx, project_vjp = jax.vjp(cell.project, params, xs)
-  dparams, dxs = project_vjp(dzx.astype(zx.dtype))
+  dparams_x, dxs = project_vjp(dzx.astype(zx.dtype))
+  dleaves = treedef.flatten_up_to(dparams_x)  # one per params leaf, in the params' order
   if cell.recurrent_grads is not None:  # e.g. dw_h = H_prevᵀ dZh, one matmul
-    dparams = _add_fields(
-      dparams,
-      cell.recurrent_grads(
-        params,
-        jax.tree.map(flat, prevs),
-        jax.tree.map(flat, res),
-        jax.tree.map(flat, dzx if rows is None else rows),
-      ),
+    rule = cell.recurrent_grads(
+      params,
+      jax.tree.map(flat, prevs),
+      jax.tree.map(flat, res),
+      jax.tree.map(flat, dzx if rows is None else rows),
     )
+    dleaves = _add_fields(params, dleaves, rule)
   if acc is not None:  # the per-step gradients, summed over time
-    dflat = jax.tree.leaves(dparams)
-    dparams = jax.tree.unflatten(
-      treedef, [d if a is None else d + a for d, a in zip(dflat, acc, strict=True)]
-    )
-  dparams = jax.tree.map(lambda d, p: d.astype(jnp.result_type(p)), dparams, params)
+    dleaves = [d if a is None else d + a for d, a in zip(dleaves, acc, strict=True)]
+  dparams = jax.tree.unflatten(
+    treedef,
+    [d.astype(jnp.result_type(p)) for d, p in zip(dleaves, jax.tree.leaves(params), strict=True)],
+  )
   dcarry0 = jax.tree.map(lambda d, c: d.astype(c.dtype), dcarry0, carry0)
   return dparams, dxs.astype(xs.dtype), dcarry0, None, None
 

@@ -153,7 +153,7 @@ def custom_cell(
       autodiff's.
     backward: hint, a `LocalBackward`: a hand-written local backward (with, in
       its ``recurrent_grads``, the recurrent weights' gradients as single
-      matmuls); it replaces ``update`` in the kernel.
+      matmuls); its ``forward`` takes ``update``'s place (pass no ``update``).
     state_jacobian: hint: the closed-form ``∂s_t/∂s_{t-1}`` for one example
       (``carry`` unbatched, ``x: [I]``), over the flattened carry; the Jacobian
       tools use it instead of ``jax.jacfwd``.
@@ -166,6 +166,7 @@ def custom_cell(
     TypeError: a function is not callable, a hint has the wrong type, or
       ``initial_carry`` builds non-floating leaves.
     ValueError: the hints do not combine (``project`` without ``update`` or
+      ``backward``; ``update`` without ``project`` or ``recurrent``, or with
       ``backward``; ``recurrent`` without ``update``, or with ``backward``);
       ``initial_carry`` builds no arrays, or leaves without the
       ``batch_shape`` in front; ``output_size`` is not a positive int.
@@ -330,7 +331,7 @@ def build(
 
   if backward is not None:
     fast_step, backward_step, rule = _hand_written(
-      checked(backward.forward, "forward", 3), backward, kept
+      what, checked(backward.forward, "forward", 3), backward, kept
     )
   elif recurrent is not None:
     assert update is not None
@@ -398,6 +399,11 @@ def _check_hints(
     raise ValueError(
       f"{what}: the recurrent-matmul hint needs update(params, carry, zx, zh) -> (carry, y), "
       f"the step given zh = read(carry) @ params[{recurrent.weight!r}]"
+    )
+  if backward is not None and update is not None:
+    raise ValueError(
+      f"{what}: update= is unused with backward=: the LocalBackward's forward(params, carry, "
+      f"zx) -> (carry, y, residuals) is the step after the projection; pass one of the two"
     )
   if project is not None and update is None and backward is None:
     raise ValueError(
@@ -480,7 +486,7 @@ def _recurrent(
   return fast_step, backward_step, recurrent_grads
 
 
-def _hand_written(forward: Any, hint: LocalBackward, kept: Any) -> tuple[Any, Any, Any]:
+def _hand_written(what: str, forward: Any, hint: LocalBackward, kept: Any) -> tuple[Any, Any, Any]:
   """With `LocalBackward`: the kernel runs ``forward`` and keeps its residuals; the
   BPTT's body is the user's ``backward``."""
   rule = hint.recurrent_grads
@@ -493,7 +499,21 @@ def _hand_written(forward: Any, hint: LocalBackward, kept: Any) -> tuple[Any, An
     dcarry, dy = d
     dprev, dzx, grads = hint.backward(params, prev, carry, res[1], dcarry, dy)
     if rule is not None:
+      if not jax.tree.leaves(grads):
+        raise ValueError(
+          f"{what}: with recurrent_grads, LocalBackward.backward must return per-row arrays "
+          f"[B, ...] (the recurrent pre-activation's gradient dzh) as its third value, got "
+          f"{_describe(grads)}"
+        )
       return dprev, dzx, grads, None  # per-row arrays for the rule
+    want: Any = jax.tree.structure(params)
+    got: Any = jax.tree.structure(grads)
+    if got != want:
+      raise ValueError(
+        f"{what}: without recurrent_grads, LocalBackward.backward must return this step's "
+        f"params gradient in the params' own structure {want}, got {got}; return "
+        f"jax.tree.map(jnp.zeros_like, params) with your gradients in place"
+      )
     return dprev, dzx, None, jax.tree.leaves(grads)  # this step's params gradient
 
   def recurrent_grads(params: Params, prev: Carry, res: Any, rows: Any) -> dict[str, Array]:

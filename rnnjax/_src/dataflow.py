@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.extend.core as jax_core
 import jax.numpy as jnp
 
 from rnnjax._src.typing import Params
@@ -32,5 +33,20 @@ def params_read(fn: Callable[..., Any], params: Params, *args: Any) -> list[bool
     return fn(jax.tree.unflatten(treedef, ls), *a)
 
   jaxpr = jax.make_jaxpr(flat)(abstract(leaves), *abstract(args)).jaxpr
-  used = {id(v) for eqn in jaxpr.eqns for v in eqn.invars} | {id(v) for v in jaxpr.outvars}
-  return [id(v) in used for v in jaxpr.invars[: len(leaves)]]
+  return _inputs_read(jaxpr)[: len(leaves)]
+
+
+def _inputs_read(jaxpr: Any) -> list[bool]:
+  """For each input of ``jaxpr``: does any equation or output use it? An equation
+  that calls a sub-jaxpr on its inputs one to one (``jit``, ``checkpoint``,
+  ``scan``) reads only the inputs the sub-jaxpr reads; any other equation
+  (``cond``, whose predicate comes first, ...) reads all of them."""
+  used = {id(v) for v in jaxpr.outvars}
+  for eqn in jaxpr.eqns:
+    subs = list(jax_core.jaxprs_in_params(eqn.params))
+    if len(subs) == 1 and len(subs[0].invars) == len(eqn.invars):
+      reads = _inputs_read(subs[0])
+      used |= {id(v) for v, r in zip(eqn.invars, reads, strict=True) if r}
+    else:
+      used |= {id(v) for v in eqn.invars}
+  return [id(v) in used for v in jaxpr.invars]

@@ -13,6 +13,7 @@ from typing import Any
 from rnnjax._src.cells.base import Cell
 from rnnjax._src.cells.elman import elman
 from rnnjax._src.cells.gru import gru
+from rnnjax._src.cells.hmlstm import hmlstm
 from rnnjax._src.cells.lstm import lstm
 from rnnjax._src.cells.zoo import (
   cifg_lstm,
@@ -27,6 +28,13 @@ from rnnjax._src.cells.zoo import (
 CellFactory = Callable[..., Cell]
 """``factory(hidden_size, **options) -> Cell``."""
 
+
+def _hmlstm_two_levels(hidden_size: int, **options: Any) -> Cell:
+  """``make_cell("hmlstm", H)``: a two-level HM-LSTM of H units per level (the
+  char-LM builds ``--layers`` levels itself)."""
+  return hmlstm((hidden_size, hidden_size), **options)
+
+
 _REGISTRY: dict[str, CellFactory] = {
   "elman": elman,
   "gru": gru,
@@ -38,6 +46,7 @@ _REGISTRY: dict[str, CellFactory] = {
   "layer_norm_lstm": layer_norm_lstm,
   "layer_norm_gru": layer_norm_gru,
   "orthogonal_rnn": orthogonal_rnn,
+  "hmlstm": _hmlstm_two_levels,
 }
 # Not registered: lstm_projected, whose projection size P has no default.
 
@@ -51,8 +60,8 @@ def cell_names() -> tuple[str, ...]:
   Examples:
     >>> import rnnjax as rj
     >>> rj.cell_names()  # doctest: +NORMALIZE_WHITESPACE
-    ('cifg_lstm', 'elman', 'gru', 'indrnn', 'layer_norm_gru', 'layer_norm_lstm', 'lstm',
-     'mgu', 'orthogonal_rnn', 'peephole_lstm')
+    ('cifg_lstm', 'elman', 'gru', 'hmlstm', 'indrnn', 'layer_norm_gru', 'layer_norm_lstm',
+     'lstm', 'mgu', 'orthogonal_rnn', 'peephole_lstm')
   """
   return tuple(sorted(_REGISTRY))
 

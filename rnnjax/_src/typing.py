@@ -114,7 +114,7 @@ class FastStepFn(Protocol):
     """One step given the projected input.
 
     ``step(params, carry, x)`` is ``fast_step(params, carry, project(params, x))``
-    followed by ``output``.
+    with ``y = step_output(carry, residuals)``.
 
     Args:
       params: the cell's params.
@@ -235,16 +235,20 @@ class StepOutputFn(Protocol):
 
 
 class AddOutputGradFn(Protocol):
-  """`rnnjax.Cell.add_output_grad`: the output's gradient joins the carry's."""
+  """`rnnjax.Cell.add_output_grad`: the cotangents a local backward receives."""
 
-  def __call__(self, dcarry: Carry, dy: Array, /) -> Carry:
-    """``dcarry`` with the output's gradient added where `OutputFn` reads it.
+  def __call__(self, dcarry: Carry, dy: Array, /) -> Any:
+    """What `BackwardStepFn` receives for a step's two cotangents.
+
+    Every cell `rnnjax.custom_cell` builds (the built-ins too) passes the pair
+    on, ``(dcarry, dy)``, and its local backward adds ``dy`` where the step
+    read ``y`` from.
 
     Args:
       dcarry: ``∂L/∂carry_t`` from the later steps.
-      dy: ``∂L_t/∂y_t``, ``[..., H]``.
+      dy: ``∂L_t/∂y_t``, ``[..., O]``.
 
     Returns:
-      ``dcarry`` plus ``dy`` at the output's place (``h``).
+      ``(dcarry, dy)``.
     """
     ...

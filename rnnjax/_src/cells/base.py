@@ -32,8 +32,9 @@ from rnnjax._src.activations import Activation
 class Cell(NamedTuple):
   """A recurrent cell as a NamedTuple of pure functions.
 
-  Build one with `rnnjax.elman`, `rnnjax.gru`, `rnnjax.lstm` or
-  `rnnjax.make_cell`; run it with `rnnjax.scan`.
+  Build one with `rnnjax.custom_cell` (which also makes `rnnjax.elman`,
+  `rnnjax.gru`, `rnnjax.lstm` and the other built-ins) or `rnnjax.make_cell`;
+  run it with `rnnjax.scan`.
 
   A cell is a static pytree node with no leaves: a jitted function may take
   it as an ordinary argument, and ``jax.tree.map`` passes over it. Two cells
@@ -57,16 +58,18 @@ class Cell(NamedTuple):
     backward_step: `BackwardStepFn`, the local backward of the hand-written BPTT.
     recurrent_grads: `RecurrentGradsFn`, the recurrent weights' gradients.
     state_jacobian: `StateJacobianFn`, the closed-form ``∂s_t/∂s_{t-1}``.
-    output: `OutputFn`, the output ``y = h`` of a carry.
-    add_output_grad: `AddOutputGradFn`, adds ``∂L/∂y`` to ``∂L/∂carry``.
+    output: `OutputFn`, the output a head reads off a final carry (its first
+      leaf, ``h``).
+    add_output_grad: `AddOutputGradFn`, the pair of cotangents the local
+      backward receives.
     options: ``(name, value)`` pairs the factory was called with, for display.
     dtype: the compute dtype, or None for the inputs' result type.
-    step_output: for cells whose output is not read off the carry (custom
-      cells, `rnnjax.custom_cell`): ``y = step_output(carry, residuals)``;
-      None means ``y = output(carry)``.
     activation: set when the step is ``h_t = f(zx_t + h_{t-1} @ w_h)``, so
       the step Jacobian is ``diag(f'(z_t)) w_hᵀ``; the Jacobian tools then
       give the lecture's bound and Pascanu's conditions from its ``γ``.
+    step_output: ``y = step_output(carry, residuals)``, a step's output (the
+      ``y`` the step returned, kept in the residuals unless it is the carry's
+      first leaf); None means ``y = output(carry)``.
   """
 
   name: str

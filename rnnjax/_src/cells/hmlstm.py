@@ -232,7 +232,7 @@ def layer_step(
 def hmlstm(
   hidden_sizes: Sequence[int],
   *,
-  a_schedule: Callable[[Any], Any] | None = None,
+  a_schedule: SlopeAnnealing | Callable[[Any], Any] | None = None,
   estimator: str = "straight_through",
   forget_bias: float = 1.0,
   param_dtype: DType = jnp.float32,
