@@ -11,6 +11,7 @@ BUILTINS = (
   "cifg_lstm",
   "elman",
   "gru",
+  "hmlstm",
   "indrnn",
   "layer_norm_gru",
   "layer_norm_lstm",

@@ -256,7 +256,7 @@ def _bwd(
   # (The projection's primal output is unused here, so XLA drops its recomputation.)
   zx, project_vjp = jax.vjp(cell.project, params, xs)
   dparams_x, dxs = project_vjp(dzx.astype(zx.dtype))
-  dleaves = treedef.flatten_up_to(dparams_x)  # one per params leaf, in the params' order
+  dleaves = jax.tree.leaves(dparams_x)  # one per params leaf, in the params' order
   if cell.recurrent_grads is not None:  # e.g. dw_h = H_prevᵀ dZh, one matmul
     rule = cell.recurrent_grads(
       params,
