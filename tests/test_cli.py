@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from rnnjax.apps import cli, experiment, plot
+from rnnjax.apps import boundaries, cli, experiment, plot
 
 COMMANDS = {"demo", "train", "generate", "experiment", "visualize", "jacobian"}
 
@@ -53,12 +53,13 @@ def test_experiment_help_states_the_experiment_defaults():
   helps = {a.dest: " ".join(a.help.split()) for a in sub._actions}
   one = inspect.signature(experiment.run_experiment).parameters
   s2s = inspect.signature(experiment.run_seq2seq).parameters
+  hm = inspect.signature(boundaries.run_boundaries).parameters
   for dest in ("batch", "lr"):
-    if one[dest].default == s2s[dest].default:
-      expected = f"{one[dest].default} for adding and copy and reverse"
-    else:
-      expected = f"{one[dest].default} for adding and copy, {s2s[dest].default} for reverse"
-    assert f"(default: {expected})" in helps[dest]
+    for task, sig in (("copy", one), ("reverse", s2s), ("boundaries", hm)):
+      # "<value> for ... <task>" with the value the task's function uses
+      shown = helps[dest].split("(default: ")[1].rstrip(")")
+      group = next(g for g in shown.split(", ") if task in g)
+      assert group.startswith(f"{sig[dest].default} for"), (dest, task, shown)
   for task, budget in experiment.DEFAULT_BUDGET.items():
     amount = f"{budget['steps']} steps" if "steps" in budget else f"{budget['minutes']:g} minutes"
     assert amount in helps["steps"] and task in helps["steps"]

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import rnnjax as rj
 from rnnjax.apps import checkpoint, io, training
 from rnnjax.apps.data import Corpus, Vocab, stream_batches
 from rnnjax.apps.models.lm import CharLM, CharLMParams, char_lm
@@ -38,6 +39,8 @@ class ModelConfig(NamedTuple):
   dropout: float = 0.0  # locked dropout on embeddings and layer outputs
   weight_drop: float = 0.0  # DropConnect on every w_h
   zoneout: float = 0.0  # zoneout on every layer's state units
+  a_max: float = 5.0  # the HM-LSTM's final boundary slope (rnnjax.slope_annealing)
+  a_steps: int = 2000  # the training steps to reach it
 
 
 class TrainConfig(NamedTuple):
@@ -188,7 +191,10 @@ def restore_model(run_dir: Path | str) -> tuple[CharLM, CharLMParams, Vocab, dic
   """``(model, params, vocab, meta)`` from a run folder's checkpoint."""
   path = Path(run_dir) / CHECKPOINT
   meta = checkpoint.read_meta(path)
-  model = char_lm(**meta["model"])
+  config = dict(meta["model"])
+  if "a_schedule" in config:  # stored as [a_max, steps]
+    config["a_schedule"] = rj.SlopeAnnealing(*config["a_schedule"])
+  model = char_lm(**config)
   t = meta["train"]
   cfg = TrainConfig(batch=t["batch"], lr=t["lr"], clip=t["clip"])
   state, _ = checkpoint.load(path, _fresh_state(model, cfg))
@@ -239,6 +245,9 @@ def train_char_lm(
     dropout=model_cfg.dropout,
     weight_drop=model_cfg.weight_drop,
     zoneout=model_cfg.zoneout,
+    a_schedule=rj.slope_annealing(model_cfg.a_max, model_cfg.a_steps)
+    if model_cfg.cell == "hmlstm"
+    else None,
   )
   meta = _meta(vocab, model, cfg, corpus)
   state, history = _fresh_state(model, cfg), list[dict[str, Any]]()
@@ -256,6 +265,7 @@ def train_char_lm(
     if w == 0:
       state["carries"] = model.initial_carry(cfg.batch)  # a new pass over the streams
     x, y = streams(w)
+    state["params"] = model.anneal(state["params"], step)  # the HM-LSTM's boundary slope
     lr = training.cosine_lr(cfg.lr, frac)
     opt_state = training.set_learning_rate(state["opt_state"], lr)
     # a regularised run draws its masks from the run's key and the step number,

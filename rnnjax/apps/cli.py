@@ -33,6 +33,13 @@ def _positive_float(text: str) -> float:
   return value
 
 
+def _slope(text: str) -> float:
+  value = float(text)
+  if not value >= 1.0:
+    raise argparse.ArgumentTypeError(f"must be >= 1 (1: no annealing), got {text}")
+  return value
+
+
 def _positive_int(text: str) -> int:
   value = int(text)
   if value <= 0:
@@ -288,7 +295,24 @@ def _add_train(sub: _Sub) -> None:
     "--cell", choices=_cell_names(), default="lstm", help="recurrent cell (default %(default)s)"
   )
   p.add_argument(
-    "--layers", type=_positive_int, default=1, help="stacked recurrent layers (default %(default)s)"
+    "--layers",
+    type=_positive_int,
+    default=1,
+    help="stacked recurrent layers; for --cell hmlstm the HM-LSTM's levels, at least 2 "
+    "(default %(default)s)",
+  )
+  p.add_argument(
+    "--a-max",
+    type=_slope,
+    default=5.0,
+    help="--cell hmlstm: the boundary slope a, annealed from 1 to this (1: no annealing) "
+    "(default %(default)s)",
+  )
+  p.add_argument(
+    "--a-steps",
+    type=_positive_int,
+    default=2000,
+    help="--cell hmlstm: the training steps the slope takes to reach --a-max (default %(default)s)",
   )
   p.add_argument(
     "--clip",
@@ -312,7 +336,7 @@ def _run_train(args: argparse.Namespace) -> int:
   corpus = data.text_corpus(args.text) if args.text else data.python_source_corpus()
   run = charlm.train_char_lm(
     corpus,
-    _model_config(args, layers=args.layers, cell=args.cell),
+    _model_config(args, layers=args.layers, cell=args.cell, a_max=args.a_max, a_steps=args.a_steps),
     charlm.TrainConfig(
       batch=args.batch,
       seq_len=args.seq_len,
@@ -477,18 +501,17 @@ def _experiment_defaults() -> dict[str, str]:
   rnnjax.apps.experiment so that the help text cannot drift from it."""
   import inspect
 
-  from rnnjax.apps import experiment
+  from rnnjax.apps import boundaries, experiment
 
-  one = inspect.signature(experiment.run_experiment).parameters
-  s2s = inspect.signature(experiment.run_seq2seq).parameters
+  signatures = dict(
+    adding=inspect.signature(experiment.run_experiment).parameters,
+    reverse=inspect.signature(experiment.run_seq2seq).parameters,
+    boundaries=inspect.signature(boundaries.run_boundaries).parameters,
+  )
+  signatures["copy"] = signatures["adding"]
 
   def per_task(name: str) -> str:
-    return _by_task(
-      {
-        t: str((s2s if t == "reverse" else one)[name].default)
-        for t in ("adding", "copy", "reverse")
-      }
-    )
+    return _by_task({t: str(s[name].default) for t, s in signatures.items()})
 
   def budget(b: dict[str, Any]) -> str:
     parts = [f"{b['steps']} steps"] if b.get("steps") else []
@@ -506,16 +529,18 @@ def _add_experiment(sub: _Sub) -> None:
   defaults = _experiment_defaults()
   p = sub.add_parser(
     "experiment",
-    help="long-range tasks (adding, copy) and seq2seq reversal",
+    help="long-range tasks (adding, copy), seq2seq reversal, HM-LSTM boundaries",
     description="Train a cell on the adding problem or the copy-memory task "
     "(Arjovsky et al. 2016) and compare the test loss with the task's analytic "
-    "baseline, or train an encoder-decoder to reverse digit strings and report "
-    "exact-match accuracy on held-out strings.",
+    "baseline; train an encoder-decoder to reverse digit strings and report "
+    "exact-match accuracy on held-out strings; or train an HM-LSTM on text of "
+    "random-letter words and score its first level's boundaries against the word ends.",
   )
   p.add_argument(
     "task",
-    choices=["adding", "copy", "reverse"],
-    help="adding or copy (long-range memory, one cell), or reverse (encoder-decoder)",
+    choices=["adding", "copy", "reverse", "boundaries"],
+    help="adding or copy (long-range memory, one cell), reverse (encoder-decoder), or "
+    "boundaries (an HM-LSTM char-LM; --cell is ignored)",
   )
   p.add_argument(
     "--cell", choices=_cell_names(), default="lstm", help="recurrent cell (default %(default)s)"
@@ -554,6 +579,19 @@ def _add_experiment(sub: _Sub) -> None:
     help="wall-clock training budget in minutes (default: as for --steps)",
   )
   p.add_argument(
+    "--layers",
+    type=_positive_int,
+    default=2,
+    help="boundaries: the HM-LSTM's levels, 2 or 3 (default %(default)s)",
+  )
+  p.add_argument(
+    "--a-max",
+    type=_slope,
+    default=5.0,
+    help="boundaries: the boundary slope, annealed from 1 to this (1: no annealing) "
+    "(default %(default)s)",
+  )
+  p.add_argument(
     "--seed", type=int, default=0, help="random seed of weights and data (default %(default)s)"
   )
   p.add_argument(
@@ -585,7 +623,18 @@ def _run_experiment(args: argparse.Namespace) -> int:
     common["batch"] = args.batch
   if args.lr:
     common["lr"] = args.lr
-  if args.task == "reverse":
+  if args.task == "boundaries":
+    from rnnjax.apps import boundaries
+
+    r = boundaries.run_boundaries(layers=args.layers, a_max=args.a_max, **common)
+    print(
+      f"boundaries, {args.layers}-level HM-LSTM: {r['steps']} steps in "
+      f"{r['train_seconds']:.0f} s; level-1 boundaries against word ends: precision "
+      f"{r['precision']:.3f}, recall {r['recall']:.3f}, F1 {r['boundary_f1']:.3f} (chance "
+      f"{r['chance_f1']:.3f}); boundary rates {[round(b, 3) for b in r['boundary_rate']]}; "
+      f"validation {r['val_bpc']:.3f} bits/char"
+    )
+  elif args.task == "reverse":
     r = experiment.run_seq2seq(args.cell, args.T, **common)
     print(
       f"reverse (strings of 1..{args.T} digits), {args.cell}: {r['steps']} steps in "
@@ -599,7 +648,7 @@ def _run_experiment(args: argparse.Namespace) -> int:
       f"{args.task} T={args.T}, {args.cell}: {r['steps']} steps in {r['train_seconds']:.0f} s; "
       f"test loss {r['final_test_loss']:.4f} vs baseline {r['baseline']:.4f} ({verdict})"
     )
-  r.pop("params")
+  r.pop("params", None)
   if args.json:
     print(f"wrote {io.write_json(args.json, r)}")
   return 0

@@ -27,6 +27,7 @@ DEFAULT_BUDGET: dict[str, dict[str, Any]] = {
   "adding": dict(minutes=3.0),
   "copy": dict(minutes=3.0),
   "reverse": dict(steps=3000),
+  "boundaries": dict(minutes=5.0),
 }
 """Each experiment's default budget, the one its README figure was measured with."""
 

@@ -20,8 +20,9 @@ from rnnjax.apps.models import readout
 
 class CharLMParams(NamedTuple):
   embed: rj.EmbeddingParams
-  rnn: tuple[Any, ...]  # one params NamedTuple per layer
+  rnn: tuple[Any, ...]  # one params NamedTuple per layer (one for the HM-LSTM)
   out: readout.DenseParams  # [H, V] and [V]: the lecture's Uᵀ and b_y
+  hm_out: rj.HMLSTMOutputParams | None = None  # the HM-LSTM's gated output module
 
 
 class CharLM(NamedTuple):
@@ -35,6 +36,9 @@ class CharLM(NamedTuple):
   loss: Callable[..., tuple[jax.Array, list[Any]]]
   sample: Callable[..., jax.Array]
   config: dict[str, Any]
+  anneal: Callable[[CharLMParams, Any], CharLMParams] = lambda params, step: params
+  """``anneal(params, step)``: the params the train step at ``step`` uses (the
+  HM-LSTM's boundary slope from its schedule; the others unchanged)."""
 
 
 def char_lm(
@@ -47,6 +51,7 @@ def char_lm(
   dropout: float = 0.0,
   weight_drop: float = 0.0,
   zoneout: float = 0.0,
+  a_schedule: rj.SlopeAnnealing | None = None,
 ) -> CharLM:
   """A character LM with ``layers`` stacked cells of kind ``cell``.
 
@@ -55,13 +60,19 @@ def char_lm(
     hidden: H of every layer.
     embed: the embedding size E.
     layers: how many stacked cells.
-    cell: a registered cell name (`rnnjax.cell_names`).
+    cell: a registered cell name (`rnnjax.cell_names`). ``"hmlstm"`` builds
+      one `rnnjax.hmlstm` of ``layers`` levels of ``hidden`` units (at least
+      two) whose gated output module (`rnnjax.hmlstm_output`, of size
+      ``hidden``) feeds the softmax; its boundary slope follows the cell's
+      schedule (``a_schedule``, default `rnnjax.slope_annealing()`) through
+      ``anneal``.
     dropout: variational (locked) dropout on the embeddings and on every
       layer's outputs (`rnnjax.locked_dropout`), when ``apply``/``loss`` get a key.
     weight_drop: DropConnect on every layer's ``w_h`` (`rnnjax.weight_drop`),
       one mask per forward pass, when ``apply``/``loss`` get a key.
     zoneout: every layer's state units keep their previous value with this
       probability (`rnnjax.zoneout`); without a key, the expectation.
+    a_schedule: the HM-LSTM's boundary slope schedule (``cell="hmlstm"`` only).
 
   Returns:
     A `CharLM` whose functions are
@@ -74,18 +85,43 @@ def char_lm(
   """
   if layers < 1:
     raise ValueError(f"char_lm: layers must be >= 1, got {layers}")
-  cells = tuple(rj.make_cell(cell, hidden) for _ in range(layers))
+  hm = cell == "hmlstm"
+  if hm and (layers < 2 or weight_drop > 0 or zoneout > 0):
+    raise ValueError(
+      f"char_lm: the HM-LSTM needs layers >= 2 (its levels; got {layers}) and takes dropout "
+      f"but neither weight_drop (got {weight_drop}) nor zoneout (got {zoneout}), which act "
+      f"on a single cell's w_h and state"
+    )
+  cells = (
+    (rj.hmlstm((hidden,) * layers, a_schedule=a_schedule),)
+    if hm
+    else tuple(rj.make_cell(cell, hidden) for _ in range(layers))
+  )
   zoned = tuple(rj.zoneout(c) for c in cells) if zoneout > 0 else None
   emb = rj.embedding(vocab_size, embed)
+  schedule = dict(cells[0].options).get("a_schedule") if hm else None
 
   def init(key: jax.Array) -> CharLMParams:
-    ke, ko, *kl = jax.random.split(key, 2 + layers)
-    sizes = [embed] + [hidden] * (layers - 1)
+    ke, ko, *kl = jax.random.split(key, 2 + len(cells))
+    kh = jax.random.fold_in(key, 1)  # the HM-LSTM's output module
+    sizes = [embed] + [hidden] * (len(cells) - 1)
     return CharLMParams(
       embed=emb.init(ke),
       rnn=tuple(c.init(k, s) for c, k, s in zip(cells, kl, sizes, strict=True)),
       out=readout.init_dense(ko, hidden, vocab_size),
+      hm_out=rj.init_hmlstm_output(kh, (hidden,) * layers, hidden) if hm else None,
     )
+
+  def head(params: CharLMParams, hs: jax.Array) -> jax.Array:
+    """Logits from the last layer's outputs (the HM-LSTM's: every level's, gated)."""
+    if params.hm_out is not None:
+      hs = rj.hmlstm_output(params.hm_out, hs)
+    return readout.dense(params.out, hs)
+
+  def anneal(params: CharLMParams, step: Any) -> CharLMParams:
+    if schedule is None:
+      return params
+    return params._replace(rnn=(rj.set_slope(params.rnn[0], schedule(step)),))
 
   def initial_carry(batch: int) -> list[Any]:
     return [c.initial_carry((batch,)) for c in cells]
@@ -98,9 +134,9 @@ def char_lm(
     **scan_kw: Any,
   ) -> tuple[list[Any], jax.Array]:
     train = key is not None
-    keys: list[jax.Array | None] = [None] * (3 * layers + 1)
+    keys: list[jax.Array | None] = [None] * (3 * len(cells) + 1)
     if key is not None:
-      keys = list(jax.random.split(key, 3 * layers + 1))
+      keys = list(jax.random.split(key, 3 * len(cells) + 1))
     drop = dropout if train else 0.0
     hs = rj.locked_dropout(keys.pop(), emb.apply(params.embed, ids), drop)  # [T, B, E]
     finals = []
@@ -115,7 +151,7 @@ def char_lm(
         carry, hs = rj.scan(zoned[l], rj.ZoneoutParams(p), xm, carry0, **scan_kw)
       hs = rj.locked_dropout(keys.pop(), hs, drop)  # [T, B, H]
       finals.append(carry)
-    return finals, readout.dense(params.out, hs)  # [T, B, V]
+    return finals, head(params, hs)  # [T, B, V]
 
   def step_layers(params: CharLMParams, carries: list[Any], x: jax.Array) -> tuple[list[Any], Any]:
     """One step of every layer (evaluation: zoneout at its expectation)."""
@@ -148,7 +184,7 @@ def char_lm(
       carries, logits = state
       nxt = jax.random.categorical(k, logits / temperature)
       carries, h = step_layers(params, carries, emb.apply(params.embed, nxt[None]))
-      return (carries, readout.dense(params.out, h)[0]), nxt
+      return (carries, head(params, h)[0]), nxt
 
     _, out = jax.lax.scan(body, (carries, logits[-1, 0]), jax.random.split(key, n))
     return out
@@ -170,5 +206,7 @@ def char_lm(
       dropout=dropout,
       weight_drop=weight_drop,
       zoneout=zoneout,
+      **(dict(a_schedule=list(a_schedule)) if hm and a_schedule is not None else {}),
     ),
+    anneal,
   )

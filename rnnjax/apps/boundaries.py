@@ -1,0 +1,221 @@
+"""The hierarchy an HM-LSTM discovers, measured: boundaries against known word ends.
+
+`word_text` writes synthetic text with known structure: words drawn from a
+fixed vocabulary of random-letter words, one space between words. Which word
+follows which is a first-order Markov chain (each word has a few likely
+successors), so a level that summarises whole words helps predict the next one:
+the hierarchy has something to find at both levels.
+
+`run_boundaries` trains a character-level HM-LSTM on it with the char-LM's
+training code (`rnnjax.apps.charlm`), then reads the first level's boundaries
+``z_t^1`` on held-out text and scores them against the word ends:
+
+* the word ends are the positions of the spaces: the step whose input is the
+  space closes a word;
+* a boundary within one step of a word end matches it (the paper's figures
+  show boundaries on the word's last letter as well as on the space), each
+  word end and each boundary matched at most once;
+* ``precision`` = matched boundaries / boundaries, ``recall`` = matched word
+  ends / word ends, ``boundary_f1`` their harmonic mean; ``chance_f1`` is the
+  F1 of boundaries placed at random at the same rate, the score to beat.
+"""
+
+from __future__ import annotations
+
+import string
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import rnnjax as rj
+from rnnjax.apps import charlm
+from rnnjax.apps.data import Corpus
+
+DEFAULTS: dict[str, Any] = dict(
+  minutes=5.0,
+  layers=2,
+  hidden=128,
+  words=300,
+  successors=4,
+  batch=32,
+  seq_len=64,
+  lr=3e-3,
+  a_steps=1000,
+)
+"""The command's defaults (`rnnjax experiment boundaries`), the ones its stored result used."""
+
+
+def word_text(
+  n_chars: int, *, words: int = 300, successors: int = 4, seed: int = 0
+) -> tuple[str, list[str]]:
+  """Text of random-letter words joined by single spaces.
+
+  Args:
+    n_chars: the text's length, at least.
+    words: the vocabulary size (a few hundred).
+    successors: how many words may follow each word (drawn uniformly).
+    seed: the vocabulary's and the chain's seed.
+
+  Returns:
+    ``(text, vocabulary)``; every word has 2..8 lowercase letters.
+  """
+  rng = np.random.default_rng(seed)
+  letters = np.array(list(string.ascii_lowercase))
+  vocab = sorted({"".join(rng.choice(letters, rng.integers(2, 9))) for _ in range(2 * words)})
+  vocab = [vocab[i] for i in rng.permutation(len(vocab))[:words]]
+  nxt = rng.integers(0, len(vocab), (len(vocab), successors))
+  out, n, w = [], 0, 0
+  while n < n_chars:
+    out.append(vocab[w])
+    n += len(vocab[w]) + 1
+    w = int(nxt[w, rng.integers(successors)])
+  return " ".join(out)[:n_chars], vocab
+
+
+def boundary_scores(boundaries: np.ndarray, ends: np.ndarray, tolerance: int = 1) -> dict[str, Any]:
+  """Precision, recall and F1 of ``boundaries`` against ``ends`` (both ``[T]`` bool),
+  matching each to the nearest unmatched one within ``tolerance`` steps."""
+  pred, true = np.flatnonzero(boundaries), np.flatnonzero(ends)
+  used = np.zeros(len(true), bool)
+  hits = 0
+  for t in pred:
+    lo, hi = np.searchsorted(true, [t - tolerance, t + tolerance + 1])
+    free = [j for j in range(lo, hi) if not used[j]]
+    if free:
+      used[min(free, key=lambda j: abs(int(true[j]) - t))] = True
+      hits += 1
+  precision = hits / len(pred) if len(pred) else 0.0
+  recall = hits / len(true) if len(true) else 0.0
+  f1 = 2 * precision * recall / (precision + recall) if hits else 0.0
+  return dict(precision=precision, recall=recall, boundary_f1=f1, tolerance=tolerance)
+
+
+def boundaries_on(
+  model: Any, params: Any, ids: jax.Array, slope: float | None = None
+) -> np.ndarray:
+  """Every level's boundary ``z_t^l`` (``[L-1, T]`` bool) on one stream ``ids: [T]``."""
+  cell = model.cells[0]
+  p = params.rnn[0] if slope is None else rj.set_slope(params.rnn[0], slope)
+  xs = rj.embedding(model.vocab_size, params.embed.table.shape[-1]).apply(params.embed, ids)
+  xs = xs[:, None]  # [T, 1, E]
+
+  def body(carry: Any, x: jax.Array) -> tuple[Any, Any]:
+    carry, _ = cell.step(p, carry, x)
+    return carry, carry.z
+
+  _, zs = jax.lax.scan(body, cell.initial_carry((1,)), xs)
+  return np.stack([np.asarray(z[:, 0, 0]) > 0.5 for z in zs])
+
+
+def word_corpus(
+  *, words: int = 300, successors: int = 4, seed: int = 0, eval_chars: int = 20_000
+) -> tuple[Corpus, list[str]]:
+  """`word_text` split into 2,000,000 training and ``eval_chars`` held-out characters."""
+  text, vocab = word_text(2_000_000 + eval_chars, words=words, successors=successors, seed=seed)
+  source = f"word_text(words={words}, successors={successors}, seed={seed})"
+  return Corpus(text[:-eval_chars], text[-eval_chars:], source), vocab
+
+
+def score(run: charlm.CharLMRun, corpus: Corpus, seed: int = 0) -> dict[str, Any]:
+  """A trained HM-LSTM char-LM's boundaries on ``corpus.val``, scored (see the module
+  docstring): level 1's ``precision``, ``recall`` and ``boundary_f1`` against the word
+  ends, ``chance_f1``, every level's ``boundary_rate``, ``val_bpc``, and a ``sample``
+  of the text with level 1's boundaries marked ``|``."""
+  ids = jnp.asarray(run.vocab.encode(corpus.val))
+  zs = boundaries_on(run.model, run.params, ids)
+  ends = np.array([ch == " " for ch in corpus.val])
+  rng = np.random.default_rng(seed)
+  chance = boundary_scores(rng.random(len(ends)) < zs[0].mean(), ends)  # same rate, at random
+  return dict(
+    **boundary_scores(zs[0], ends),
+    chance_f1=chance["boundary_f1"],
+    boundary_rate=[float(z.mean()) for z in zs],
+    word_end_rate=float(ends.mean()),
+    val_bpc=run.val_bpc,
+    sample=dict(
+      text=corpus.val[:200],
+      boundaries="".join("|" if z else " " for z in zs[0][:200]),
+    ),
+  )
+
+
+def run_boundaries(
+  minutes: float = DEFAULTS["minutes"],
+  *,
+  layers: int = DEFAULTS["layers"],
+  hidden: int = DEFAULTS["hidden"],
+  words: int = DEFAULTS["words"],
+  successors: int = DEFAULTS["successors"],
+  batch: int = DEFAULTS["batch"],
+  seq_len: int = DEFAULTS["seq_len"],
+  lr: float = DEFAULTS["lr"],
+  a_steps: int = DEFAULTS["a_steps"],
+  a_max: float = 5.0,
+  steps: int | None = None,
+  seed: int = 0,
+  eval_chars: int = 20_000,
+  progress: bool = True,
+) -> dict[str, Any]:
+  """Train an HM-LSTM char-LM on `word_text` and score its first level's boundaries.
+
+  Args:
+    minutes: the wall-clock training budget (ignored with ``steps``).
+    layers: the HM-LSTM's levels (2 or 3).
+    hidden: units per level.
+    words: the vocabulary size of the text.
+    successors: how many words may follow each word.
+    batch: sequences per step.
+    seq_len: the truncated-BPTT window.
+    lr: the peak Adam learning rate (cosine-decayed over the budget).
+    a_steps: the steps the slope takes to reach ``a_max``
+      (`rnnjax.slope_annealing(a_max, a_steps)`).
+    a_max: the final slope; ``a_max=1`` trains without annealing.
+    steps: a step budget instead of ``minutes`` (deterministic; for tests).
+    seed: the text's and the weights' seed.
+    eval_chars: the held-out text scored.
+    progress: show a progress bar.
+
+  Returns:
+    A JSON-ready dict: ``precision``, ``recall``, ``boundary_f1`` (level 1
+    against the word ends), ``boundary_rate`` per level, the validation
+    ``val_bpc``, the ``loss_curve`` (``[step, bpc]`` rows), and the setup.
+  """
+  corpus, vocab = word_corpus(words=words, successors=successors, seed=seed, eval_chars=eval_chars)
+  t0 = time.perf_counter()
+  run = charlm.train_char_lm(
+    corpus,
+    charlm.ModelConfig(
+      hidden=hidden, embed=32, layers=layers, cell="hmlstm", a_max=a_max, a_steps=a_steps
+    ),
+    charlm.TrainConfig(
+      batch=batch, seq_len=seq_len, lr=lr, minutes=minutes or 0.0, max_steps=steps, seed=seed
+    ),
+    progress=progress,
+  )
+  seconds = time.perf_counter() - t0
+  return dict(
+    **score(run, corpus, seed),
+    steps=run.steps,
+    train_seconds=run.train_seconds,
+    seconds=seconds,
+    final_slope=float(run.params.rnn[0].slope),
+    loss_curve=[[h["step"], h["bpc"]] for h in run.history],
+    setup=dict(
+      layers=layers,
+      hidden=hidden,
+      words=words,
+      successors=successors,
+      vocabulary_sample=vocab[:10],
+      batch=batch,
+      seq_len=seq_len,
+      lr=lr,
+      a_schedule=dict(a_max=a_max, steps=a_steps),
+      minutes=None if steps else minutes,
+      max_steps=steps,
+      seed=seed,
+      eval_chars=eval_chars,
+    ),
+  )
