@@ -54,7 +54,7 @@ def test_experiment_help_states_the_experiment_defaults():
   one = inspect.signature(experiment.run_experiment).parameters
   s2s = inspect.signature(experiment.run_seq2seq).parameters
   hm = inspect.signature(boundaries.run_boundaries).parameters
-  for dest in ("batch", "lr"):
+  for dest in ("hidden", "batch", "lr"):
     for task, sig in (("copy", one), ("reverse", s2s), ("boundaries", hm)):
       # "<value> for ... <task>" with the value the task's function uses
       shown = helps[dest].split("(default: ")[1].rstrip(")")

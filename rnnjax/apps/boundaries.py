@@ -1,10 +1,9 @@
 """The hierarchy an HM-LSTM discovers, measured: boundaries against known word ends.
 
 `word_text` writes synthetic text with known structure: words drawn from a
-fixed vocabulary of random-letter words, one space between words. Which word
-follows which is a first-order Markov chain (each word has a few likely
-successors), so a level that summarises whole words helps predict the next one:
-the hierarchy has something to find at both levels.
+fixed vocabulary of random-letter words, one space between words; by default
+each word is drawn independently and uniformly (optionally, a first-order
+Markov chain in which each word has a few possible successors).
 
 `run_boundaries` trains a character-level HM-LSTM on it with the char-LM's
 training code (`rnnjax.apps.charlm`), then reads the first level's boundaries
@@ -37,9 +36,9 @@ from rnnjax.apps.data import Corpus
 DEFAULTS: dict[str, Any] = dict(
   minutes=5.0,
   layers=2,
-  hidden=128,
+  hidden=32,
   words=300,
-  successors=4,
+  successors=None,
   batch=32,
   seq_len=64,
   lr=3e-3,
@@ -49,14 +48,15 @@ DEFAULTS: dict[str, Any] = dict(
 
 
 def word_text(
-  n_chars: int, *, words: int = 300, successors: int = 4, seed: int = 0
+  n_chars: int, *, words: int = 300, successors: int | None = None, seed: int = 0
 ) -> tuple[str, list[str]]:
   """Text of random-letter words joined by single spaces.
 
   Args:
     n_chars: the text's length, at least.
     words: the vocabulary size (a few hundred).
-    successors: how many words may follow each word (drawn uniformly).
+    successors: how many words may follow each word (drawn uniformly among
+      them), or None: every word is drawn uniformly from the whole vocabulary.
     seed: the vocabulary's and the chain's seed.
 
   Returns:
@@ -66,12 +66,12 @@ def word_text(
   letters = np.array(list(string.ascii_lowercase))
   vocab = sorted({"".join(rng.choice(letters, rng.integers(2, 9))) for _ in range(2 * words)})
   vocab = [vocab[i] for i in rng.permutation(len(vocab))[:words]]
-  nxt = rng.integers(0, len(vocab), (len(vocab), successors))
+  nxt = None if successors is None else rng.integers(0, len(vocab), (len(vocab), successors))
   out, n, w = [], 0, 0
   while n < n_chars:
     out.append(vocab[w])
     n += len(vocab[w]) + 1
-    w = int(nxt[w, rng.integers(successors)])
+    w = int(rng.integers(len(vocab)) if nxt is None else nxt[w, rng.integers(nxt.shape[1])])
   return " ".join(out)[:n_chars], vocab
 
 
@@ -111,7 +111,7 @@ def boundaries_on(
 
 
 def word_corpus(
-  *, words: int = 300, successors: int = 4, seed: int = 0, eval_chars: int = 20_000
+  *, words: int = 300, successors: int | None = None, seed: int = 0, eval_chars: int = 20_000
 ) -> tuple[Corpus, list[str]]:
   """`word_text` split into 2,000,000 training and ``eval_chars`` held-out characters."""
   text, vocab = word_text(2_000_000 + eval_chars, words=words, successors=successors, seed=seed)
@@ -148,7 +148,7 @@ def run_boundaries(
   layers: int = DEFAULTS["layers"],
   hidden: int = DEFAULTS["hidden"],
   words: int = DEFAULTS["words"],
-  successors: int = DEFAULTS["successors"],
+  successors: int | None = DEFAULTS["successors"],
   batch: int = DEFAULTS["batch"],
   seq_len: int = DEFAULTS["seq_len"],
   lr: float = DEFAULTS["lr"],
@@ -166,7 +166,7 @@ def run_boundaries(
     layers: the HM-LSTM's levels (2 or 3).
     hidden: units per level.
     words: the vocabulary size of the text.
-    successors: how many words may follow each word.
+    successors: how many words may follow each word (None: independent draws).
     batch: sequences per step.
     seq_len: the truncated-BPTT window.
     lr: the peak Adam learning rate (cosine-decayed over the budget).

@@ -519,6 +519,7 @@ def _experiment_defaults() -> dict[str, str]:
     return " and ".join(parts)
 
   return dict(
+    hidden=per_task("hidden"),
     batch=per_task("batch"),
     lr=per_task("lr"),
     budget=_by_task({t: budget(b) for t, b in experiment.DEFAULT_BUDGET.items()}),
@@ -552,7 +553,10 @@ def _add_experiment(sub: _Sub) -> None:
     help="sequence length; reverse: the longest string (default %(default)s)",
   )
   p.add_argument(
-    "--hidden", type=_positive_int, default=128, help="hidden size H (default %(default)s)"
+    "--hidden",
+    type=_positive_int,
+    default=None,
+    help=f"hidden size H (per level for boundaries) (default: {defaults['hidden']})",
   )
   p.add_argument(
     "--batch",
@@ -613,12 +617,13 @@ def _run_experiment(args: argparse.Namespace) -> int:
     budget = experiment.DEFAULT_BUDGET[args.task]
     args.steps, args.minutes = budget.get("steps"), budget.get("minutes")
   common: dict[str, Any] = dict(
-    hidden=args.hidden,
     steps=args.steps,
     minutes=args.minutes,
     seed=args.seed,
     progress=not args.no_progress,
   )
+  if args.hidden:
+    common["hidden"] = args.hidden
   if args.batch:
     common["batch"] = args.batch
   if args.lr:
