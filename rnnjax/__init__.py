@@ -46,6 +46,10 @@ from rnnjax._src.cells.hmlstm import slope_annealing as slope_annealing
 from rnnjax._src.cells.lstm import LSTMCarry as LSTMCarry
 from rnnjax._src.cells.lstm import LSTMParams as LSTMParams
 from rnnjax._src.cells.lstm import lstm as lstm
+from rnnjax._src.cells.minrnn import MinGRUParams as MinGRUParams
+from rnnjax._src.cells.minrnn import MinLSTMParams as MinLSTMParams
+from rnnjax._src.cells.minrnn import mingru as mingru
+from rnnjax._src.cells.minrnn import minlstm as minlstm
 from rnnjax._src.cells.zoo import CIFGParams as CIFGParams
 from rnnjax._src.cells.zoo import IndRNNParams as IndRNNParams
 from rnnjax._src.cells.zoo import LayerNormGRUParams as LayerNormGRUParams
@@ -76,6 +80,8 @@ from rnnjax._src.layers import embedding as embedding
 from rnnjax._src.layers import init_stacked as init_stacked
 from rnnjax._src.layers import stacked as stacked
 from rnnjax._src.layers import stacked_step as stacked_step
+from rnnjax._src.parallel import ParallelInfo as ParallelInfo
+from rnnjax._src.parallel import parallel_scan as parallel_scan
 from rnnjax._src.registry import cell_names as cell_names
 from rnnjax._src.registry import make_cell as make_cell
 from rnnjax._src.registry import register_cell as register_cell
@@ -118,7 +124,10 @@ __all__ = [
   "LayerNormLSTMParams",
   "LocalBackward",
   "MGUParams",
+  "MinGRUParams",
+  "MinLSTMParams",
   "OrthogonalRNNParams",
+  "ParallelInfo",
   "Params",
   "PeepholeLSTMParams",
   "PyTree",
@@ -152,7 +161,10 @@ __all__ = [
   "lstm_projected",
   "make_cell",
   "mgu",
+  "mingru",
+  "minlstm",
   "orthogonal_rnn",
+  "parallel_scan",
   "peephole_lstm",
   "reference_elman_grads",
   "register_cell",

@@ -17,6 +17,8 @@ BUILTINS = (
   "layer_norm_lstm",
   "lstm",
   "mgu",
+  "mingru",
+  "minlstm",
   "orthogonal_rnn",
   "peephole_lstm",
 )

@@ -15,6 +15,7 @@ from rnnjax._src.cells.elman import elman
 from rnnjax._src.cells.gru import gru
 from rnnjax._src.cells.hmlstm import hmlstm
 from rnnjax._src.cells.lstm import lstm
+from rnnjax._src.cells.minrnn import mingru, minlstm
 from rnnjax._src.cells.zoo import (
   cifg_lstm,
   indrnn,
@@ -47,6 +48,8 @@ _REGISTRY: dict[str, CellFactory] = {
   "layer_norm_gru": layer_norm_gru,
   "orthogonal_rnn": orthogonal_rnn,
   "hmlstm": _hmlstm_two_levels,
+  "mingru": mingru,
+  "minlstm": minlstm,
 }
 # Not registered: lstm_projected, whose projection size P has no default.
 
@@ -61,7 +64,7 @@ def cell_names() -> tuple[str, ...]:
     >>> import rnnjax as rj
     >>> rj.cell_names()  # doctest: +NORMALIZE_WHITESPACE
     ('cifg_lstm', 'elman', 'gru', 'hmlstm', 'indrnn', 'layer_norm_gru', 'layer_norm_lstm',
-     'lstm', 'mgu', 'orthogonal_rnn', 'peephole_lstm')
+     'lstm', 'mgu', 'mingru', 'minlstm', 'orthogonal_rnn', 'peephole_lstm')
   """
   return tuple(sorted(_REGISTRY))
 

@@ -1,0 +1,128 @@
+"""rj.parallel_scan (DEER, quasi-DEER) against rj.scan: values, gradients, lengths and
+reverse in float64; the convergence report is honest; minGRU/minLSTM are exact."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rnnjax as rj
+from tests.helpers import assert_trees_close, f64
+
+I, T, B = 3, 12, 2
+CELLS = {
+  "elman": lambda: rj.elman(4),
+  "gru": lambda: rj.gru(4),
+  "lstm": lambda: rj.lstm(3),
+  "mgu (custom cell)": lambda: rj.mgu(4),
+  "hmlstm": lambda: rj.hmlstm((3, 2)),
+}
+
+
+def _setup(make, seed=0):
+  cell = make()
+  params = f64(cell.init(jax.random.key(seed), I))
+  xs = jax.random.normal(jax.random.key(seed + 1), (T, B, I), jnp.float64)
+  carry = jax.tree.map(
+    lambda a: 0.3 * jax.random.normal(jax.random.key(seed + 2), a.shape, a.dtype),
+    cell.initial_carry((B,), jnp.float64),
+  )
+  if isinstance(carry, rj.HMLSTMCarry):  # boundaries are 0 or 1
+    carry = carry._replace(z=(jnp.array([[1.0], [0.0]]),))
+  return cell, params, xs, carry
+
+
+@pytest.mark.parametrize(
+  ("name", "method"),
+  [
+    ("elman", "deer"),
+    ("gru", "quasi"),
+    ("lstm", "deer"),
+    ("mgu (custom cell)", "quasi"),
+    ("hmlstm", "quasi"),
+  ],
+)
+def test_parallel_equals_scan_with_lengths_and_reverse(name, method):
+  cell, params, xs, carry = _setup(CELLS[name])
+  lengths = jnp.array([T, 5])
+  for reverse in (False, True):
+    got_c, got, info = rj.parallel_scan(
+      cell, params, xs, carry, method=method, lengths=lengths, reverse=reverse, fallback="none"
+    )
+    want_c, want = rj.scan(cell, params, xs, carry, lengths=lengths, reverse=reverse)
+    assert bool(info.converged) and not bool(info.fell_back), info
+    np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10)
+    assert_trees_close(got_c, want_c, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["gru", "mgu (custom cell)"])
+def test_gradients_equal_scans(name):
+  cell, params, xs, carry = _setup(CELLS[name], seed=3)
+  lengths = jnp.array([T, 7])
+
+  def loss(p, x, c, parallel):
+    if parallel:
+      c, ys, _ = rj.parallel_scan(cell, p, x, c, method="quasi", lengths=lengths)
+    else:
+      c, ys = rj.scan(cell, p, x, c, lengths=lengths)
+    return jnp.sum(jnp.sin(ys)) + jnp.sum(jax.tree.leaves(c)[0] ** 2)
+
+  grad = jax.grad(loss, argnums=(0, 1, 2))
+  assert_trees_close(grad(params, xs, carry, True), grad(params, xs, carry, False), rtol=1e-8)
+
+
+def test_converged_is_honest_on_a_chaotic_rnn():
+  """g = 3 at T = 2000: either not converged, or the cell's own step re-run on the
+  returned trajectory reproduces it to the tolerance (never compared with rj.scan:
+  under chaos any two trajectories part)."""
+  H, tol = 16, 1e-8
+  cell = rj.elman(H, recurrent_init=rj.init.gaussian(3.0))
+  params = f64(cell.init(jax.random.key(0), 1))
+  xs = 0.1 * jax.random.normal(jax.random.key(1), (2000, 1, 1), jnp.float64)
+  _, hs, info = rj.parallel_scan(
+    cell, params, xs, method="quasi", max_iters=30, tol=tol, fallback="none"
+  )
+  prev = jnp.concatenate([jnp.zeros((1, 1, H)), hs[:-1]])
+  step = jax.vmap(lambda h, x: cell.step(params, h, x)[0])(prev, xs)
+  certificate = float(jnp.max(jnp.abs(hs - step)))
+  assert bool(info.converged) == (certificate <= tol)
+  assert certificate == pytest.approx(float(info.residual), rel=1e-6, abs=1e-300)
+  if not bool(info.converged):  # the default falls back, and says so
+    _, ys, info2 = rj.parallel_scan(cell, params, xs, method="quasi", max_iters=30, tol=tol)
+    assert bool(info2.fell_back)
+    np.testing.assert_array_equal(ys, rj.scan(cell, params, xs)[1])
+
+
+def test_a_nonfinite_iterate_is_caught_and_a_warm_start_needs_no_iteration():
+  cell, params, xs, carry = _setup(CELLS["gru"])
+  nan = jnp.full((T, B, 4), jnp.nan)
+  _, ys, info = rj.parallel_scan(cell, params, xs, carry, init=nan)
+  assert bool(info.nonfinite) and not bool(info.converged) and bool(info.fell_back)
+  np.testing.assert_array_equal(ys, rj.scan(cell, params, xs, carry)[1])
+  _, hs, _ = rj.parallel_scan(cell, params, xs, carry)
+  _, again, info = rj.parallel_scan(cell, params, xs, carry, init=hs)
+  assert int(info.iterations) == 0 and bool(info.converged)
+  np.testing.assert_array_equal(again, hs)
+
+
+@pytest.mark.parametrize("make", [lambda: rj.mingru(4), lambda: rj.minlstm(4)])
+def test_min_cells_are_exact_in_one_associative_scan(make):
+  cell, params, xs, carry = _setup(make)
+  _, ys, info = rj.parallel_scan(cell, params, xs, carry)
+  assert int(info.iterations) == 0 and bool(info.converged)
+  np.testing.assert_allclose(ys, rj.scan(cell, params, xs, carry)[1], rtol=1e-10, atol=1e-12)
+
+
+def test_parallel_scan_bad_input():
+  cell, params, xs, _ = _setup(CELLS["gru"])
+  cases = [
+    (dict(method="newton"), ValueError, "method"),
+    (dict(fallback="never"), ValueError, "fallback"),
+    (dict(max_iters=0), ValueError, "max_iters"),
+    (dict(tol=-1.0), ValueError, "tol must be a positive number"),
+  ]
+  for kw, error, match in cases:
+    with pytest.raises(error, match=match):
+      rj.parallel_scan(cell, params, xs, **kw)
+  with pytest.raises(ValueError, match=r"rnnjax.parallel_scan"):
+    rj.parallel_scan(cell, params, xs[:, :, :2])
