@@ -52,6 +52,7 @@ __all__ = [
   "lyapunov_spectrum",
   "max_lyapunov_perturbation",
   "norms",
+  "parallel_prediction",
   "pascanu_conditions",
   "product_norm_power",
   "step_jacobians",
@@ -728,7 +729,8 @@ def diagnose(
     longest lag, mean and max step norms, ``tol``), the per-step spectral and
     Frobenius norms, ``log ‖∏ J‖₂`` by lag, ``‖∂L_T/∂s_k‖`` by lag, and for a
     cell that declares its activation ``lecture_bound`` and ``pascanu``
-    (`PascanuConditions` as a dict).
+    (`PascanuConditions` as a dict); ``parallel_evaluation``, the prediction
+    for `rnnjax.parallel_scan` from ``λ₁`` (`parallel_prediction`).
 
   Examples:
     >>> import jax, jax.numpy as jnp, rnnjax as rj
@@ -777,7 +779,34 @@ def diagnose(
     log_product_norm_by_lag=np.asarray(logprod).tolist(),
     grad_norm_by_lag=np.asarray(grads[::-1]).tolist(),
   )
+  report["parallel_evaluation"] = parallel_prediction(lam1, tol)
   if cell.activation is not None:
     report["lecture_bound"] = np.asarray(lecture_bound(cell, params, xs, carry)).tolist()
     report["pascanu"] = pascanu_conditions(cell, params)._asdict()
   return report
+
+
+def parallel_prediction(lyapunov_max: float, tol: float = 0.01) -> dict[str, Any]:
+  """Whether `rnnjax.parallel_scan`'s Newton iterations will converge fast, from ``λ₁``.
+
+  The iterations' convergence is governed by the largest Lyapunov exponent
+  (Gonzalez et al. 2025, arXiv 2508.16817): a contracting system (``λ₁ < 0``)
+  is predictable and DEER needs O((log T)²) iterations; at the edge
+  (``λ₁ ≈ 0``) convergence slows; a chaotic one (``λ₁ > 0``) does not converge
+  fast, and its undamped iterates overflow over long T (ELK's damping or
+  sequential evaluation is the remedy).
+
+  Args:
+    lyapunov_max: ``λ₁`` (natural log per step).
+    tol: the band around 0 counted as the edge.
+
+  Returns:
+    ``{"prediction": "fast" | "slow" | "no", "lyapunov_max": λ₁, "why": ...}``.
+  """
+  if lyapunov_max < -tol:
+    prediction, why = "fast", "λ₁ < 0: contracting, O((log T)²) iterations"
+  elif lyapunov_max <= tol:
+    prediction, why = "slow", "λ₁ ≈ 0: at the edge of chaos, many iterations"
+  else:
+    prediction, why = "no", "λ₁ > 0: chaotic; undamped iterates overflow over long T"
+  return dict(prediction=prediction, lyapunov_max=lyapunov_max, why=why)

@@ -75,7 +75,7 @@ def test_converged_is_honest_on_a_chaotic_rnn():
   """g = 3 at T = 2000: either not converged, or the cell's own step re-run on the
   returned trajectory reproduces it to the tolerance (never compared with rj.scan:
   under chaos any two trajectories part)."""
-  H, tol = 16, 1e-8
+  H, tol = 32, 1e-8  # λ₁ ≈ +0.3 here (at H = 8 or 16 the same gain is not chaotic)
   cell = rj.elman(H, recurrent_init=rj.init.gaussian(3.0))
   params = f64(cell.init(jax.random.key(0), 1))
   xs = 0.1 * jax.random.normal(jax.random.key(1), (2000, 1, 1), jnp.float64)
@@ -126,3 +126,29 @@ def test_parallel_scan_bad_input():
       rj.parallel_scan(cell, params, xs, **kw)
   with pytest.raises(ValueError, match=r"rnnjax.parallel_scan"):
     rj.parallel_scan(cell, params, xs[:, :, :2])
+
+
+def test_elk_damps_where_the_undamped_steps_overflow_and_diagnose_predicts_it():
+  """A chaotic RNN: quasi-DEER's undamped iterates go wild (or overflow, caught);
+  ELK's damped steps never raise the residual; neither claims convergence. On a
+  contracting RNN ELK converges to rj.scan. diagnose's prediction follows λ₁."""
+  chaotic = rj.elman(32, recurrent_init=rj.init.gaussian(3.0))  # λ₁ ≈ +0.3
+  calm = rj.elman(8, recurrent_init=rj.init.gaussian(0.5))
+  p_chaos, p_calm = (f64(c.init(jax.random.key(0), 1)) for c in (chaotic, calm))
+  xs = 0.1 * jax.random.normal(jax.random.key(1), (400, 1, 1), jnp.float64)
+  kw = dict(max_iters=20, fallback="none")
+  _, _, quasi = rj.parallel_scan(chaotic, p_chaos, xs, method="quasi", **kw)
+  _, _, elk = rj.parallel_scan(chaotic, p_chaos, xs, method="elk", **kw)
+  assert not bool(quasi.converged) and not bool(elk.converged)  # chaos: neither, honestly
+  assert bool(quasi.nonfinite) or float(jnp.nanmax(quasi.residual_history)) > 1e10  # wild
+  hist = np.asarray(elk.residual_history)
+  assert not bool(elk.nonfinite) and np.all(np.isfinite(hist))
+  assert np.all(np.diff(hist) <= 0) and hist[-1] < hist[0]  # damped: never worse, lower
+  _, ys, info = rj.parallel_scan(calm, p_calm, xs, method="elk", max_iters=100, fallback="none")
+  assert bool(info.converged)
+  want = rj.scan(calm, p_calm, xs)[1]
+  np.testing.assert_allclose(ys, want, rtol=0, atol=1e-8)  # the issue's 1e-8
+  assert (
+    rj.jacobian.diagnose(chaotic, p_chaos, xs[:, 0])["parallel_evaluation"]["prediction"] == "no"
+  )
+  assert rj.jacobian.diagnose(calm, p_calm, xs[:, 0])["parallel_evaluation"]["prediction"] == "fast"

@@ -1,4 +1,4 @@
-"""Parallel-in-time evaluation of any cell: DEER and quasi-DEER (`parallel_scan`).
+"""Parallel-in-time evaluation of any cell: DEER, quasi-DEER, ELK (`parallel_scan`).
 
 A recurrence ``s_t = f(s_{t-1}, x_t)`` over T steps is the root of the T equations
 ``s_t − f(s_{t-1}, x_t) = 0`` (Lim et al. 2024, DEER). Newton's method linearises
@@ -13,7 +13,10 @@ depth). With the full Jacobians (``method="deer"``) the iteration is Newton's
 and is exact after at most T iterations (each fixes at least one more step);
 quasi-DEER (``method="quasi"``, Gonzalez et al. 2024) keeps only the diagonal of
 ``J_t``, so each composition is elementwise (``[T, S]`` instead of
-``[T, S, S]``) at the price of more iterations. The state is the cell's carry
+``[T, S, S]``) at the price of more iterations. ELK (``method="elk"``, the same paper) damps
+each quasi step towards the current guess (Levenberg–Marquardt), which keeps
+the iterates finite where the undamped steps overflow (chaotic cells, long T).
+The state is the cell's carry
 flattened to ``s: [S]`` (`rnnjax.jacobian.flatten_state`); the Jacobians come
 from ``jax.jacfwd`` of the cell's own ``step``, so every cell works, users'
 custom cells included.
@@ -39,7 +42,7 @@ from rnnjax._src.cells import minrnn
 from rnnjax._src.cells.base import Cell
 from rnnjax._src.typing import Array, Carry, Params
 
-METHODS = ("deer", "quasi")
+METHODS = ("deer", "quasi", "elk")
 FALLBACKS = ("sequential", "none")
 
 
@@ -148,6 +151,31 @@ def _shifted(s0: Array, traj: Array) -> Array:
   return jnp.concatenate([s0[None], traj[:-1]], axis=0)
 
 
+def _damped_solve(a: Array, b: Array, s0: Array, guess: Array, lam: Array) -> Array:
+  """The Levenberg–Marquardt step of quasi-ELK: per state unit, the minimiser of
+
+      Σ_t (s_t − a_t s_{t-1} − b_t)²  +  λ Σ_t (s_t − o_t)²      (o = ``guess``, s_0 fixed)
+
+  which is the smoothed mean of a scalar linear-Gaussian state-space model (the
+  ELK paper's Kalman smoother); its normal equations are tridiagonal in t,
+  solved by ``jax.lax.linalg.tridiagonal_solve``. ``λ → 0`` gives quasi-DEER's
+  step; a large ``λ`` stays near ``o``. Arrays ``[T, B, S]``, ``s0: [B, S]``.
+  """
+  a_next = jnp.concatenate([a[1:], jnp.zeros_like(a[:1])], axis=0)  # a_{t+1}, 0 at T
+  b_next = jnp.concatenate([b[1:], jnp.zeros_like(b[:1])], axis=0)
+  diag = 1.0 + a_next * a_next + lam
+  lower = jnp.concatenate([jnp.zeros_like(a[:1]), -a[1:]], axis=0)  # s_{t-1}'s coefficient
+  upper = -a_next  # s_{t+1}'s coefficient
+  rhs = b - a_next * b_next + lam * guess
+  rhs = rhs.at[0].add(a[0] * s0)
+
+  def last(x: Array) -> Array:  # [T, B, S] -> [B, S, T]
+    return jnp.moveaxis(x, 0, -1)
+
+  out = lax.linalg.tridiagonal_solve(last(lower), last(diag), last(upper), last(rhs)[..., None])
+  return jnp.moveaxis(out[..., 0], -1, 0)
+
+
 def _newton(
   prob: _Problem,
   params: Params,
@@ -155,80 +183,94 @@ def _newton(
   s0: Array,
   mask: Array | None,
   guess: Array,
-  diag: bool,
+  method: str,
   max_iters: int,
   tol: float,
+  damping: float,
 ) -> tuple[Array, Any]:
-  """Iterate the linearised solve from ``guess`` until the residual meets ``tol``."""
+  """Iterate the linearised solve from ``guess`` until the residual meets ``tol``.
+
+  ELK adapts its damping λ as Levenberg–Marquardt does: a step that lowers the
+  residual is taken and λ halves; one that does not is refused and λ doubles."""
 
   def residual(traj: Array) -> Array:
     return jnp.max(jnp.abs(traj - prob.f_all(params, _shifted(s0, traj), xs, mask)))
 
   def body(state: tuple[Any, ...]) -> tuple[Any, ...]:
-    k, traj, res, hist, bad = state
+    k, traj, res, hist, bad, lam = state
     prev = _shifted(s0, traj)
     fx = prob.f_all(params, prev, xs, mask)
     jac = prob.jacobians(params, prev, xs, mask)
-    if diag:
-      jac = jnp.diagonal(jac, axis1=-2, axis2=-1)
-      b = fx - jac * prev
+    if method == "deer":
+      new = _solve(jac, fx - (jac @ prev[..., None])[..., 0], s0, False)
     else:
-      b = fx - (jac @ prev[..., None])[..., 0]
-    new = _solve(jac, b, s0, diag)
+      a = jnp.diagonal(jac, axis1=-2, axis2=-1)
+      b = fx - a * prev
+      new = _solve(a, b, s0, True) if method == "quasi" else _damped_solve(a, b, s0, traj, lam)
     new_res = residual(new)
     finite = jnp.all(jnp.isfinite(new)) & jnp.isfinite(new_res)
-    traj = jnp.where(finite, new, traj)
-    res = jnp.where(finite, new_res, res)
-    hist = hist.at[k].set(jnp.where(finite, new_res, jnp.nan))
-    return k + 1, traj, res, hist, bad | ~finite
+    if method == "elk":  # take the step only if it helps; adapt λ
+      better = finite & ~(new_res > res)
+      lam = jnp.where(better, lam / 2, lam * 2)
+      take, bad = better, bad
+    else:
+      take, bad = finite, bad | ~finite
+    traj = jnp.where(take, new, traj)
+    res = jnp.where(take, new_res, res)
+    hist = hist.at[k].set(res)
+    return k + 1, traj, res, hist, bad, lam
 
   def cond(state: tuple[Any, ...]) -> Array:
-    k, _, res, _, bad = state
+    k, _, res, _, bad, _ = state
     return (k < max_iters) & ~(res <= tol) & ~bad  # a NaN residual keeps iterating
 
   res0 = residual(guess)
   hist0 = jnp.full((max_iters,), jnp.nan, res0.dtype)
-  k, traj, res, hist, bad = lax.while_loop(
-    cond, body, (jnp.asarray(0), guess, res0, hist0, jnp.asarray(False))
+  lam0 = jnp.asarray(damping, res0.dtype)
+  k, traj, res, hist, bad, _ = lax.while_loop(
+    cond, body, (jnp.asarray(0), guess, res0, hist0, jnp.asarray(False), lam0)
   )
+  bad = bad | ~jnp.all(jnp.isfinite(traj))
   return traj, (k, res <= tol, res, hist, bad)
 
 
 def _implicit_solve(
   prob: _Problem,
-  diag: bool,
+  method: str,
   max_iters: int,
   tol: float,
+  damping: float,
   params: Params,
   xs: Array,
   s0: Array,
   mask: Array | None,
   guess: Array,
 ) -> tuple[Array, Any]:
-  traj, stats = _newton(prob, params, xs, s0, mask, guess, diag, max_iters, tol)
+  traj, stats = _newton(prob, params, xs, s0, mask, guess, method, max_iters, tol, damping)
   return traj, stats
 
 
-_implicit = jax.custom_vjp(_implicit_solve, nondiff_argnums=(0, 1, 2, 3))
+_implicit = jax.custom_vjp(_implicit_solve, nondiff_argnums=(0, 1, 2, 3, 4))
 
 
 def _implicit_fwd(
   prob: _Problem,
-  diag: bool,
+  method: str,
   max_iters: int,
   tol: float,
+  damping: float,
   params: Params,
   xs: Array,
   s0: Array,
   mask: Array | None,
   guess: Array,
 ) -> tuple[tuple[Array, Any], Any]:
-  traj, stats = _newton(prob, params, xs, s0, mask, guess, diag, max_iters, tol)
+  traj, stats = _newton(prob, params, xs, s0, mask, guess, method, max_iters, tol, damping)
   return (traj, stats), (params, xs, s0, mask, traj)
 
 
 def _implicit_bwd(
-  prob: _Problem, diag: bool, max_iters: int, tol: float, res: Any, g: Any
+  prob: _Problem, method: str, max_iters: int, tol: float, damping: float, res: Any, g: Any
 ) -> tuple[Any, ...]:
   """The adjoint at the fixed point: ``λ_t = g_t + J_{t+1}ᵀ λ_{t+1}`` by a reverse
   associative scan with the exact Jacobians, then one VJP of ``f`` over all steps."""
@@ -263,6 +305,7 @@ def parallel_scan(
   tol: float | None = None,
   init: Carry | None = None,
   fallback: str = "sequential",
+  damping: float = 1.0,
 ) -> tuple[Carry, Array, ParallelInfo]:
   """Evaluate ``cell`` over ``xs`` in parallel over time (DEER / quasi-DEER).
 
@@ -276,8 +319,12 @@ def parallel_scan(
     xs: ``[T, B, I]``.
     carry: the initial carry for batch B (default zeros).
     method: ``"deer"`` (full Jacobians ``[T, B, S, S]``: Newton, at most T
-      iterations) or ``"quasi"`` (their diagonals ``[T, B, S]``: less memory
-      and work per iteration, more iterations).
+      iterations), ``"quasi"`` (their diagonals ``[T, B, S]``: less work per
+      iteration, more iterations) or ``"elk"`` (quasi-ELK: the diagonal step
+      damped by Levenberg–Marquardt, a per-unit Kalman smoother solved as a
+      tridiagonal system, for trajectories where the undamped steps overflow).
+      Every method forms each step's Jacobian with ``jax.jacfwd`` (S JVPs);
+      ``quasi`` and ``elk`` keep only its diagonal.
     lengths: ``[B]`` valid lengths, as in `rnnjax.scan`.
     reverse: process each sequence backwards inside its length.
     max_iters: the iteration budget (default 100; DEER is exact after T).
@@ -289,6 +336,8 @@ def parallel_scan(
       (or meets a NaN or an overflow), return `rnnjax.scan`'s result instead,
       and say so in ``info.fell_back``, so a result is never silently wrong;
       ``"none"``: return the last finite iterate with ``info.converged`` False.
+    damping: ELK's initial Levenberg–Marquardt λ (halved after a step that lowers
+      the residual, doubled after one that does not).
 
   `rnnjax.mingru` and `rnnjax.minlstm` (without ``lengths``) are linear in
   their state with coefficients of ``x_t`` alone, so they are evaluated
@@ -325,6 +374,8 @@ def parallel_scan(
     checks.positive_int("max_iters", max_iters, what)
   if tol is not None and not (isinstance(tol, (int, float)) and tol > 0):
     raise ValueError(f"{what}: tol must be a positive number, got {tol!r}")
+  if not (isinstance(damping, (int, float)) and damping > 0):
+    raise ValueError(f"{what}: damping must be a positive number, got {damping!r}")
   xs = scan_mod.check_inputs(cell, params, xs, True, what)
   T, B = xs.shape[0], xs.shape[1]
   scan_mod.check_params(cell, params, xs.shape[-1], what)
@@ -354,7 +405,7 @@ def parallel_scan(
     hist = jnp.full((max_iters,), jnp.nan, res.dtype)
   else:
     traj, (k, converged, res, hist, bad) = _implicit(
-      prob, method == "quasi", max_iters, float(tol), params, xs, s0, mask, guess
+      prob, method, max_iters, float(tol), float(damping), params, xs, s0, mask, guess
     )
     converged = converged & ~bad
 

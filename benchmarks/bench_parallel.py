@@ -1,0 +1,120 @@
+"""Parallel-in-time evaluation against sequential rj.scan, measured honestly.
+
+For a GRU (the cell of the DEER paper's tables) over a grid of T, H and B, times the
+forward of `rj.parallel_scan` with each method (DEER, quasi-DEER, ELK) against
+`rj.scan`'s, and forward+backward (grad of sum(ys²) w.r.t. params) of DEER against
+`rj.scan`'s hand-written BPTT; records each method's iteration count and whether it
+converged. Inputs are small (x ~ 0.1·N(0, 1)) and the GRU is as initialised, a
+contracting system, so the iterations converge. Configurations whose Jacobians
+(``T·B·S²`` floats, formed by every method) would pass ``--max-gb`` are skipped and
+listed. Medians of ``--reps`` after a warm-up, in one process; JSON and markdown go to
+``--out`` (default ``benchmarks/results``).
+
+    python benchmarks/bench_parallel.py                 # the CPU grid
+    python benchmarks/bench_parallel.py --T 100000 --H 1 8 32 --B 1   # the GPU goal's shapes
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench_kernels import machine  # the same machine description as the kernel tables
+
+import rnnjax as rj
+from rnnjax.apps import io
+
+
+def _time(fn, *args, reps=3):
+  out = jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(reps):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times), out
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--T", type=int, nargs="*", default=[1000, 10000, 100000])
+  ap.add_argument("--H", type=int, nargs="*", default=[1, 8, 32, 128])
+  ap.add_argument("--B", type=int, nargs="*", default=[1, 16])
+  ap.add_argument("--reps", type=int, default=3)
+  ap.add_argument("--max-gb", type=float, default=2.0)
+  ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+  args = ap.parse_args()
+  rows, skipped = [], []
+  I = 4
+  for T in args.T:
+    for H in args.H:
+      for B in args.B:
+        gb = T * B * H * H * 4 / 1e9
+        if gb > args.max_gb:
+          skipped.append(dict(T=T, H=H, B=B, jacobian_gb=gb))
+          print("skip", skipped[-1], flush=True)
+          continue
+        cell = rj.gru(H)
+        params = cell.init(jax.random.key(0), I)
+        xs = 0.1 * jax.random.normal(jax.random.key(1), (T, B, I))
+        seq = jax.jit(lambda p, x, cell=cell: rj.scan(cell, p, x)[1])
+        row = dict(T=T, H=H, B=B, scan_ms=1e3 * _time(seq, params, xs, reps=args.reps)[0])
+        for method in ("deer", "quasi", "elk"):
+          par = jax.jit(
+            lambda p, x, cell=cell, method=method: rj.parallel_scan(
+              cell, p, x, method=method, fallback="none"
+            )[1:]
+          )
+          t, (_, info) = _time(par, params, xs, reps=args.reps)
+          row[f"{method}_ms"] = 1e3 * t
+          row[f"{method}_iters"] = int(info.iterations)
+          row[f"{method}_converged"] = bool(info.converged)
+
+        def loss_seq(p, x, cell=cell):
+          return jnp.sum(rj.scan(cell, p, x)[1] ** 2)
+
+        def loss_par(p, x, cell=cell):
+          return jnp.sum(rj.parallel_scan(cell, p, x, fallback="none")[1] ** 2)
+
+        row["scan_fwd_bwd_ms"] = 1e3 * _time(jax.jit(jax.grad(loss_seq)), params, xs)[0]
+        row["deer_fwd_bwd_ms"] = 1e3 * _time(jax.jit(jax.grad(loss_par)), params, xs)[0]
+        rows.append(row)
+        print(row, flush=True)
+  info = machine()
+  io.write_json(
+    args.out / f"parallel_{info['backend']}.json", dict(machine=info, rows=rows, skipped=skipped)
+  )
+  md = [
+    f"Machine: {info['cpu']} ({info['cores']} cores), backend {info['backend']} "
+    f"({info['device']}), jax {info['jax']}; float32; GRU as initialised, x ~ 0.1·N(0,1), "
+    f"I = {I}; medians of {args.reps} after a warm-up; `python benchmarks/bench_parallel.py`.",
+    "Speed-up = rj.scan's time / the method's (> 1: parallel wins).",
+    "",
+    "| T | H | B | rj.scan ms | DEER ms (iters) | quasi ms (iters) | ELK ms (iters) | "
+    "best speed-up | fwd+bwd: rj.scan ms | DEER ms |",
+    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+  ]
+  for r in rows:
+    best = min(r["deer_ms"], r["quasi_ms"], r["elk_ms"])
+    md.append(
+      f"| {r['T']} | {r['H']} | {r['B']} | {r['scan_ms']:.2f} | "
+      f"{r['deer_ms']:.2f} ({r['deer_iters']}) | {r['quasi_ms']:.2f} ({r['quasi_iters']}) | "
+      f"{r['elk_ms']:.2f} ({r['elk_iters']}) | {r['scan_ms'] / best:.2f}x | "
+      f"{r['scan_fwd_bwd_ms']:.2f} | {r['deer_fwd_bwd_ms']:.2f} |"
+    )
+  if skipped:
+    md += ["", "Skipped (the Jacobians alone would pass the memory budget):"]
+    md += [f"- T={s['T']}, H={s['H']}, B={s['B']}: {s['jacobian_gb']:.1f} GB" for s in skipped]
+  io.atomic_write_text(args.out / f"parallel_{info['backend']}.md", "\n".join(md) + "\n")
+  print("\n".join(md))
+
+
+if __name__ == "__main__":
+  main()
