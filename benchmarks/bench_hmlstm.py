@@ -14,15 +14,14 @@ markdown table to ``--out`` (default ``benchmarks/results``).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench_kernels import _time as kernel_time  # one timer for every table
 from bench_kernels import machine  # the same machine description as the kernel tables
 
 import rnnjax as rj
@@ -32,17 +31,11 @@ SHAPES = {  # name: (B, T, I, H per level, levels)
   "2 levels": (32, 100, 64, 128, 2),
   "3 levels": (32, 100, 64, 128, 3),
 }
-MIN_REPS, MAX_REPS, TARGET_SECONDS = 5, 30, 3.0
 
 
 def _time(fn, *args):
-  jax.block_until_ready(fn(*args))
-  times = []
-  while len(times) < MIN_REPS or (sum(times) < TARGET_SECONDS and len(times) < MAX_REPS):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
+  """The median seconds of ``fn(*args)`` after a warm-up (bench_kernels' timer)."""
+  return kernel_time(fn, *args)[1]
 
 
 def _forced(params, bias):
