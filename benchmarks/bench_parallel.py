@@ -26,7 +26,10 @@ import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench_kernels import machine  # the same machine description as the kernel tables
+from bench_kernels import (
+  _peak_bytes,  # XLA's compiled temporary memory
+  machine,  # the same machine description as the kernel tables
+)
 
 import rnnjax as rj
 from rnnjax.apps import io
@@ -50,7 +53,12 @@ def main():
   ap.add_argument("--reps", type=int, default=3)
   ap.add_argument("--max-gb", type=float, default=2.0)
   ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+  ap.add_argument(
+    "--memory", action="store_true", help="only XLA's compiled temporary memory, per method"
+  )
   args = ap.parse_args()
+  if args.memory:
+    return memory(args)
   rows, skipped = [], []
   I = 4
   for T in args.T:
@@ -113,6 +121,45 @@ def main():
     md += ["", "Skipped (the Jacobians alone would pass the memory budget):"]
     md += [f"- T={s['T']}, H={s['H']}, B={s['B']}: {s['jacobian_gb']:.1f} GB" for s in skipped]
   io.atomic_write_text(args.out / f"parallel_{info['backend']}.md", "\n".join(md) + "\n")
+  print("\n".join(md))
+
+
+def memory(args):
+  """XLA's temporary memory of the compiled forward of each method against rj.scan's
+  (``memory_analysis().temp_size_in_bytes``: no run)."""
+  rows, I = [], 4
+  for T in args.T:
+    for H in args.H:
+      for B in args.B:
+        cell = rj.gru(H)
+        params = cell.init(jax.random.key(0), I)
+        xs = jax.ShapeDtypeStruct((T, B, I), jnp.float32)
+        row = dict(T=T, H=H, B=B, jacobian_mb=T * B * H * H * 4 / 1e6)
+        row["scan_mb"] = _peak_bytes(lambda p, x, c=cell: rj.scan(c, p, x)[1], params, xs) / 1e6
+        for method in ("deer", "quasi", "elk"):
+
+          def fwd(p, x, c=cell, m=method):
+            return rj.parallel_scan(c, p, x, method=m, fallback="none")[1]
+
+          row[f"{method}_mb"] = _peak_bytes(fwd, params, xs) / 1e6
+        rows.append(row)
+        print(row, flush=True)
+  info = machine()
+  io.write_json(args.out / f"parallel_memory_{info['backend']}.json", dict(machine=info, rows=rows))
+  md = [
+    f"Machine: {info['cpu']}, backend {info['backend']}, jax {info['jax']}; float32 GRU, I = 4; "
+    "XLA's compiled temporary memory of the forward (`memory_analysis().temp_size_in_bytes`, "
+    "no run), MB; `python benchmarks/bench_parallel.py --memory`.",
+    "",
+    "| T | H | B | [T,B,S,S] floats | rj.scan | DEER | quasi | ELK |",
+    "|---:|---:|---:|---:|---:|---:|---:|---:|",
+  ]
+  for r in rows:
+    md.append(
+      f"| {r['T']} | {r['H']} | {r['B']} | {r['jacobian_mb']:.1f} | {r['scan_mb']:.2f} | "
+      f"{r['deer_mb']:.1f} | {r['quasi_mb']:.1f} | {r['elk_mb']:.1f} |"
+    )
+  io.atomic_write_text(args.out / f"parallel_memory_{info['backend']}.md", "\n".join(md) + "\n")
   print("\n".join(md))
 
 
