@@ -330,6 +330,92 @@ plt.show()
 print(f"LSTM of 2H: validation {lstm_run.val_bpc:.3f} bits/char after the same {STEPS} steps")""",
     ),
   ],
+  "05_parallel_convergence.ipynb": [
+    (
+      "md",
+      """# When does parallel evaluation converge? DEER, quasi-DEER and ELK against λ₁
+
+`rj.parallel_scan` finds a whole trajectory by Newton iterations whose linear solves are
+associative scans (DEER; quasi-DEER keeps the Jacobians' diagonals; ELK damps each step).
+How many iterations it needs is governed by the largest Lyapunov exponent λ₁ (Gonzalez et al.
+2025): contracting systems (λ₁ < 0) converge in a few, chaotic ones (λ₁ > 0) do not. Here
+the iterations to tolerance against T for tanh RNNs across the gain g, with λ₁ from
+`rj.jacobian.lyapunov_spectrum`, and for a GRU and an LSTM before and after training on the
+adding problem. A run that does not converge within the budget is drawn at the budget, with
+a cross.""",
+    ),
+    ("code", SETUP),
+    (
+      "code",
+      """H = 8 if SMALL else 32
+Ts = [40] if SMALL else [100, 300, 1000, 3000]
+gains = [0.5, 3.0] if SMALL else [0.5, 1.0, 1.5, 2.0, 3.0]
+BUDGET = 30 if SMALL else 200
+methods = ["deer", "quasi", "elk"]
+
+def iterations(cell, p, xs):
+    out = {}
+    for m in methods:
+        _, _, info = rj.parallel_scan(cell, p, xs[:, None], method=m, max_iters=BUDGET,
+                                      tol=1e-8, fallback="none")
+        out[m] = (int(info.iterations), bool(info.converged))
+    return out
+
+xs_all = 0.1 * jax.random.normal(jax.random.key(1), (max(Ts), 1), jnp.float64)
+rows = {}
+for g in gains:
+    cell = rj.elman(H, recurrent_init=rj.init.gaussian(g))
+    p = jax.tree.map(lambda a: a.astype(jnp.float64), cell.init(jax.random.key(0), 1))
+    lam = float(jac.lyapunov_spectrum(cell, p, xs_all, k=1, transient=max(Ts) // 4)[0])
+    rows[g] = (lam, {T: iterations(cell, p, xs_all[:T]) for T in Ts})
+    print(f"g = {g}: λ₁ = {lam:+.3f}, prediction: {jac.parallel_prediction(lam)['prediction']}")""",
+    ),
+    (
+      "code",
+      """fig, axes = plt.subplots(1, 3, figsize=(15, 3.8), sharey=True)
+for ax, m in zip(axes, methods):
+    for g, (lam, by_T) in rows.items():
+        its = [by_T[T][m][0] for T in Ts]
+        ok = [by_T[T][m][1] for T in Ts]
+        line, = ax.plot(Ts, its, "o-", label=f"g={g}, λ₁={lam:+.2f}")
+        ax.plot([T for T, o in zip(Ts, ok) if not o], [i for i, o in zip(its, ok) if not o],
+                "x", ms=12, color=line.get_color())
+    ax.set_xscale("log"); ax.set_title(m); ax.set_xlabel("T")
+axes[0].set_ylabel(f"iterations to 1e-8 (budget {BUDGET})"); axes[-1].legend(fontsize=8)
+plt.show()""",
+    ),
+    (
+      "md",
+      """## A GRU and an LSTM before and after training
+
+Trained on the adding problem (T = 100) with the experiment's own code
+(`rnnjax.apps.experiment.run_experiment`); the iterations are counted on adding-problem
+inputs of growing length, at initialisation and after training.""",
+    ),
+    (
+      "code",
+      """from rnnjax.apps import experiment
+steps = 10 if SMALL else 1500
+Ts2 = [40] if SMALL else [100, 300, 1000]
+batch = rj.tasks.adding(jax.random.key(7), 1, max(Ts2))
+xs2 = jnp.asarray(batch.xs[:, 0], jnp.float64)
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+for ax, name in zip(axes, ["gru", "lstm"]):
+    cell = rj.make_cell(name, H)
+    init = cell.init(jax.random.key(0), 2)
+    trained = experiment.run_experiment("adding", name, 100, hidden=H, steps=steps,
+                                        minutes=None, progress=False)["params"]["rnn"]
+    for label, p in (("initialised", init), ("trained", trained)):
+        p = jax.tree.map(lambda a: a.astype(jnp.float64), p)
+        lam = float(jac.lyapunov_spectrum(cell, p, xs2, k=1, transient=max(Ts2) // 4)[0])
+        for m, style in zip(methods, ["o-", "s--", "^:"]):
+            its = [iterations(cell, p, xs2[:T])[m][0] for T in Ts2]
+            ax.plot(Ts2, its, style, label=f"{label} (λ₁={lam:+.2f}), {m}")
+    ax.set_xscale("log"); ax.set_title(name); ax.set_xlabel("T"); ax.legend(fontsize=7)
+axes[0].set_ylabel("iterations to 1e-8")
+plt.show()""",
+    ),
+  ],
 }
 
 
