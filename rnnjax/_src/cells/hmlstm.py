@@ -38,10 +38,13 @@ Gate blocks are in rnnjax's LSTM order ``(i, f, g, o)`` followed by the
 boundary column, so the first ``4H`` columns of a layer are an `rnnjax.lstm`'s
 weights: an UPDATE is exactly an LSTM step.
 
-A COPY costs no elementwise work where the whole batch copies: each layer
+A COPY costs no work in evaluation where the whole batch copies: each layer
 above the first runs under ``lax.cond`` on "some row of the batch reads this
 step", and otherwise returns its state untouched (no matmul, no gate). Rows of
-a batch that mix operations compute the layer and select per row.
+a batch that mix operations compute the layer and select per row. Derivatives
+always come from the full step (a ``custom_jvp``): the straight-through
+estimator passes gradient through ``z`` even on copying rows, so skipping
+there would make a row's gradient depend on the rest of its batch.
 """
 
 from __future__ import annotations
@@ -350,6 +353,7 @@ def hmlstm(
   return cell._replace(options=(("hidden_sizes", sizes), ("a_schedule", schedule)))
 
 
+@jax.custom_jvp
 def _skipping_copy(
   p: HMLSTMLayerParams,
   h_prev: Array,
@@ -360,17 +364,40 @@ def _skipping_copy(
   z_below: Array,
   a: Array,
 ) -> tuple[Array, Array, Array | None]:
-  """`layer_step` for a layer above the first, skipped (state copied, no compute)
-  when every row of the batch COPYs."""
+  """`layer_step` for a level above the first, skipped (state copied, no compute)
+  when every row of the batch COPYs.
+
+  The skip is for evaluation only. Its derivatives (forward and reverse mode)
+  are those of the full step: on a copying row the straight-through estimator
+  still passes gradient through ``z`` into ``h`` and into the next boundary, so
+  a row's gradient must not depend on whether another row of the batch reads."""
 
   def compute(_: None) -> tuple[Array, Array, Array | None]:
-    return layer_step(p, h_prev, c_prev, z_prev, h_above, h_below @ p.w_below, z_below, a)
+    return _full_step(p, h_prev, c_prev, z_prev, h_above, h_below, z_below, a)
 
   def copy(_: None) -> tuple[Array, Array, Array | None]:
     return h_prev, c_prev, None if h_above is None else jnp.zeros_like(z_prev)
 
   reads = jnp.any((z_prev + z_below) > 0)
   return lax.cond(reads, compute, copy, None)
+
+
+def _full_step(
+  p: HMLSTMLayerParams,
+  h_prev: Array,
+  c_prev: Array,
+  z_prev: Array,
+  h_above: Array | None,
+  h_below: Array,
+  z_below: Array,
+  a: Array,
+) -> tuple[Array, Array, Array | None]:
+  return layer_step(p, h_prev, c_prev, z_prev, h_above, h_below @ p.w_below, z_below, a)
+
+
+@_skipping_copy.defjvp
+def _skipping_copy_jvp(primals: tuple[Any, ...], tangents: tuple[Any, ...]) -> Any:
+  return jax.jvp(_full_step, primals, tangents)  # differentiate the full step
 
 
 class HMLSTMOutputParams(NamedTuple):
