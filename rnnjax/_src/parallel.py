@@ -246,8 +246,7 @@ def _implicit_solve(
   mask: Array | None,
   guess: Array,
 ) -> tuple[Array, Any]:
-  traj, stats = _newton(prob, params, xs, s0, mask, guess, method, max_iters, tol, damping)
-  return traj, stats
+  return _newton(prob, params, xs, s0, mask, guess, method, max_iters, tol, damping)
 
 
 _implicit = jax.custom_vjp(_implicit_solve, nondiff_argnums=(0, 1, 2, 3, 4))
@@ -265,7 +264,7 @@ def _implicit_fwd(
   mask: Array | None,
   guess: Array,
 ) -> tuple[tuple[Array, Any], Any]:
-  traj, stats = _newton(prob, params, xs, s0, mask, guess, method, max_iters, tol, damping)
+  traj, stats = _implicit_solve(prob, method, max_iters, tol, damping, params, xs, s0, mask, guess)
   return (traj, stats), (params, xs, s0, mask, traj)
 
 
