@@ -142,22 +142,44 @@ def memory(args):
             return rj.parallel_scan(c, p, x, method=m, fallback="none")[1]
 
           row[f"{method}_mb"] = _peak_bytes(fwd, params, xs) / 1e6
+        for adjoint in ("parallel", "sequential"):  # training: quasi forward + its adjoint
+
+          def grad(p, x, c=cell, a=adjoint):
+            def loss(p):
+              ys = rj.parallel_scan(c, p, x, method="quasi", fallback="none", adjoint=a)[1]
+              return jnp.sum(ys**2)
+
+            return jax.grad(loss)(p)
+
+          row[f"quasi_grad_{adjoint}_mb"] = _peak_bytes(grad, params, xs) / 1e6
+        row["scan_grad_mb"] = (
+          _peak_bytes(
+            lambda p, x, c=cell: jax.grad(lambda p: jnp.sum(rj.scan(c, p, x)[1] ** 2))(p),
+            params,
+            xs,
+          )
+          / 1e6
+        )
         rows.append(row)
         print(row, flush=True)
   info = machine()
   io.write_json(args.out / f"parallel_memory_{info['backend']}.json", dict(machine=info, rows=rows))
   md = [
     f"Machine: {info['cpu']}, backend {info['backend']}, jax {info['jax']}; float32 GRU, I = 4; "
-    "XLA's compiled temporary memory of the forward (`memory_analysis().temp_size_in_bytes`, "
-    "no run), MB; `python benchmarks/bench_parallel.py --memory`.",
+    "XLA's compiled temporary memory (`memory_analysis().temp_size_in_bytes`, no run), MB, "
+    "of the forward of each method, and of the gradient (forward + backward) of rj.scan and "
+    "of quasi-DEER with each adjoint; `python benchmarks/bench_parallel.py --memory`.",
     "",
-    "| T | H | B | [T,B,S,S] floats | rj.scan | DEER | quasi | ELK |",
-    "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    "| T | H | B | [T,B,S,S] floats | rj.scan | DEER | quasi | ELK "
+    "| grad: rj.scan | grad: quasi, parallel adjoint | grad: quasi, sequential adjoint |",
+    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
   ]
   for r in rows:
     md.append(
       f"| {r['T']} | {r['H']} | {r['B']} | {r['jacobian_mb']:.1f} | {r['scan_mb']:.2f} | "
-      f"{r['deer_mb']:.1f} | {r['quasi_mb']:.1f} | {r['elk_mb']:.1f} |"
+      f"{r['deer_mb']:.1f} | {r['quasi_mb']:.1f} | {r['elk_mb']:.1f} | "
+      f"{r['scan_grad_mb']:.2f} | {r['quasi_grad_parallel_mb']:.1f} | "
+      f"{r['quasi_grad_sequential_mb']:.1f} |"
     )
   io.atomic_write_text(args.out / f"parallel_memory_{info['backend']}.md", "\n".join(md) + "\n")
   print("\n".join(md))

@@ -55,14 +55,16 @@ def test_parallel_equals_scan_with_lengths_and_reverse(name, method):
     assert_trees_close(got_c, want_c, rtol=1e-8, atol=1e-10)
 
 
-@pytest.mark.parametrize("name", ["gru", "mgu (custom cell)"])
-def test_gradients_equal_scans(name):
+@pytest.mark.parametrize(
+  ("name", "adjoint"), [("gru", "parallel"), ("mgu (custom cell)", "sequential")]
+)
+def test_gradients_equal_scans(name, adjoint):
   cell, params, xs, carry = _setup(CELLS[name], seed=3)
   lengths = jnp.array([T, 7])
 
   def loss(p, x, c, parallel):
     if parallel:
-      c, ys, _ = rj.parallel_scan(cell, p, x, c, method="quasi", lengths=lengths)
+      c, ys, _ = rj.parallel_scan(cell, p, x, c, method="quasi", lengths=lengths, adjoint=adjoint)
     else:
       c, ys = rj.scan(cell, p, x, c, lengths=lengths)
     return jnp.sum(jnp.sin(ys)) + jnp.sum(jax.tree.leaves(c)[0] ** 2)
@@ -118,6 +120,7 @@ def test_parallel_scan_bad_input():
   cases = [
     (dict(method="newton"), ValueError, "method"),
     (dict(fallback="never"), ValueError, "fallback"),
+    (dict(adjoint="implicit"), ValueError, "adjoint"),
     (dict(max_iters=0), ValueError, "max_iters"),
     (dict(tol=-1.0), ValueError, "tol must be a positive number"),
   ]
@@ -152,3 +155,58 @@ def test_elk_damps_where_the_undamped_steps_overflow_and_diagnose_predicts_it():
     rj.jacobian.diagnose(chaotic, p_chaos, xs[:, 0])["parallel_evaluation"]["prediction"] == "no"
   )
   assert rj.jacobian.diagnose(calm, p_calm, xs[:, 0])["parallel_evaluation"]["prediction"] == "fast"
+
+
+def test_diagonals_without_the_jacobians_and_a_grid_shaped_carry():
+  """quasi/ELK read each step's Jacobian diagonal from S JVPs ([T, B, S] memory); it
+  equals the diagonal of the full Jacobians, also for a carry of shape [B, 2, 2]
+  (flattened to S = 4 and back) on a user's cell."""
+
+  def init(key, n_in):
+    return {"w": 0.4 * jax.random.normal(key, (n_in + 4, 4), jnp.float64)}
+
+  def step(p, h, x):  # h: [B, 2, 2]
+    new = jnp.tanh(jnp.concatenate([x, h.reshape(h.shape[0], 4)], -1) @ p["w"])
+    new = new.reshape(h.shape)
+    return new, new.reshape(h.shape[0], 4)
+
+  grid = rj.custom_cell(
+    init,
+    step,
+    lambda shape=(), dtype=jnp.float32: jnp.zeros((*shape, 2, 2), dtype),
+    name="grid",
+    output_size=4,
+  )
+  params = grid.init(jax.random.key(4), I)
+  xs = jax.random.normal(jax.random.key(5), (T, B, I), jnp.float64)
+  carry = 0.3 * jax.random.normal(jax.random.key(6), (B, 2, 2), jnp.float64)
+  for method in ("deer", "quasi"):
+    got_c, got, _ = rj.parallel_scan(grid, params, xs, carry, method=method, fallback="none")
+    want_c, want = rj.scan(grid, params, xs, carry)
+    np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(got_c, want_c, rtol=1e-8, atol=1e-10)
+  from rnnjax._src import parallel
+
+  cell, params, xs, _ = _setup(CELLS["lstm"])
+  prob = parallel._Problem(cell, jax.tree.structure(cell.initial_carry((B,))), ((3,), (3,)))
+  prev = jax.random.normal(jax.random.key(7), (T, B, 6), jnp.float64)
+  full = prob.jacobians(params, prev, xs, None)
+  np.testing.assert_allclose(
+    prob.diagonals(params, prev, xs, None), jnp.diagonal(full, axis1=-2, axis2=-1), rtol=1e-12
+  )
+
+
+def test_warm_start_from_the_trajectory_of_a_two_part_carry():
+  """info.trajectory is every step's carry (the LSTM's h and c); passed back as init,
+  the solve starts converged; a wrongly shaped init is refused with the fix."""
+  cell, params, xs, carry = _setup(CELLS["lstm"])
+  _, ys, info = rj.parallel_scan(cell, params, xs, carry)
+  assert jax.tree.map(jnp.shape, info.trajectory) == rj.LSTMCarry((T, B, 3), (T, B, 3))
+  np.testing.assert_array_equal(info.trajectory.h, ys)
+  _, again, warm = rj.parallel_scan(cell, params, xs, carry, init=info.trajectory)
+  assert int(warm.iterations) == 0 and bool(warm.converged)
+  np.testing.assert_array_equal(again, ys)
+  with pytest.raises(ValueError, match=r"must be \(12, 2, 3\).*info.trajectory"):
+    rj.parallel_scan(cell, params, xs, carry, init=rj.LSTMCarry(ys[:5], ys[:5]))
+  with pytest.raises(ValueError, match="init must be a carry of every step"):
+    rj.parallel_scan(cell, params, xs, carry, init=ys)

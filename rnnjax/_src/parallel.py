@@ -30,6 +30,8 @@ then one VJP of ``f`` over all T steps.
 
 from __future__ import annotations
 
+import math
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -44,6 +46,7 @@ from rnnjax._src.typing import Array, Carry, Params
 
 METHODS = ("deer", "quasi", "elk")
 FALLBACKS = ("sequential", "none")
+ADJOINTS = ("parallel", "sequential")
 
 
 class ParallelInfo(NamedTuple):
@@ -62,6 +65,10 @@ class ParallelInfo(NamedTuple):
       unless it converged).
     fell_back: ``[]`` bool, the result is `rnnjax.scan`'s, because the
       iteration did not converge and ``fallback="sequential"``.
+    trajectory: the carry after every step, leaves ``[T, B, ...]``, in
+      processing order (sequences flipped when ``reverse``): the last parallel
+      iterate, the trajectory itself when converged. Pass it (under
+      ``jax.lax.stop_gradient``) as the next call's ``init`` to warm-start it.
   """
 
   iterations: Array
@@ -70,11 +77,18 @@ class ParallelInfo(NamedTuple):
   residual_history: Array
   nonfinite: Array
   fell_back: Array
+  trajectory: Carry
 
 
-def _flat(carry: Carry) -> Array:
-  leaves = jax.tree.leaves(carry)
-  return leaves[0] if len(leaves) == 1 else jnp.concatenate(leaves, axis=-1)
+def _flat(carry: Carry, shapes: tuple[tuple[int, ...], ...]) -> Array:
+  """The carry as one ``[..., S]`` array: each leaf's trailing ``shape`` (its shape
+  past the batch, e.g. ``(H,)`` or a ConvLSTM's ``(h, w, C)``) flattened and
+  the leaves concatenated."""
+  flat = [
+    leaf.reshape((*leaf.shape[: leaf.ndim - len(shape)], -1))
+    for leaf, shape in zip(jax.tree.leaves(carry), shapes, strict=True)
+  ]
+  return flat[0] if len(flat) == 1 else jnp.concatenate(flat, axis=-1)
 
 
 def _compose_full(first: tuple[Array, Array], then: tuple[Array, Array]) -> tuple[Array, Array]:
@@ -107,26 +121,48 @@ def _solve(jac: Array, b: Array, s0: Array, diag: bool, reverse: bool = False) -
   return s
 
 
+def _check_init(init: Carry, carry: Carry, T: int, what: str) -> None:
+  """A warm start is a carry with a leading time axis: leaves ``[T, B, ...]``."""
+  got, want = jax.tree.structure(init), jax.tree.structure(carry)
+  if got != want:
+    raise ValueError(
+      f"{what}: init must be a carry of every step (the tree of the carry, "
+      f"{want}, with leaves [T, B, ...]), got the tree {got}; pass the previous "
+      "call's info.trajectory"
+    )
+  for a, c in zip(jax.tree.leaves(init), jax.tree.leaves(carry), strict=True):
+    if tuple(a.shape) != (T, *c.shape):
+      raise ValueError(
+        f"{what}: init leaf has shape {tuple(a.shape)} but the carry leaf is "
+        f"{tuple(c.shape)} and T = {T}, so it must be {(T, *c.shape)} (the carry "
+        "after every step); pass the previous call's info.trajectory"
+      )
+
+
 class _Problem(NamedTuple):
   """The recurrence on flat states, one step: ``f(params, s_prev [B, S], x [B, I], m [B])``.
 
-  Hashable (the cell, the carry's tree structure and leaf sizes), so it can be a
-  static argument of the custom VJP."""
+  Hashable (the cell, the carry's tree structure and each leaf's shape past the
+  batch), so it can be a static argument of the custom VJP."""
 
   cell: Cell
   tree: Any
-  sizes: tuple[int, ...]
+  shapes: tuple[tuple[int, ...], ...]
+
+  def flat(self, carry: Carry) -> Array:
+    return _flat(carry, self.shapes)
 
   def unflat(self, s: Array) -> Carry:
     out, start = [], 0
-    for n in self.sizes:
-      out.append(s[..., start : start + n])
+    for shape in self.shapes:
+      n = math.prod(shape)
+      out.append(s[..., start : start + n].reshape((*s.shape[:-1], *shape)))
       start += n
     return jax.tree.unflatten(self.tree, out)
 
   def f(self, params: Params, s: Array, x: Array, m: Array | None) -> Array:
     new, _ = self.cell.step(params, self.unflat(s), x)
-    new_s = _flat(new).astype(s.dtype)
+    new_s = self.flat(new).astype(s.dtype)
     return new_s if m is None else jnp.where(m[:, None], new_s, s)
 
   def f_all(self, params: Params, prev: Array, xs: Array, mask: Array | None) -> Array:
@@ -144,6 +180,26 @@ class _Problem(NamedTuple):
 
     inner = jax.vmap(one, in_axes=(0, 0, None if mask is None else 0))
     return jax.vmap(inner, in_axes=(0, 0, None if mask is None else 0))(prev, xs, mask)
+
+  def diagonals(self, params: Params, prev: Array, xs: Array, mask: Array | None) -> Array:
+    """The diagonals of the same Jacobians, ``[T, B, S]``, without forming them.
+
+    ``f`` is linearised once over all steps (``jax.linearize``); a loop over the S
+    state units then pushes the one-hot tangent ``e_j`` through the linear map
+    and keeps unit j of the result, ``(J_t e_j)_j = (J_t)_jj``. The arithmetic
+    is jacfwd's (S JVPs), the memory ``[T, B, S]`` instead of ``[T, B, S, S]``.
+    """
+    _, jvp = jax.linearize(lambda s: self.f_all(params, s, xs, mask), prev)
+    S = prev.shape[-1]
+
+    def unit(j: Array, diag: Array) -> Array:
+      e = jnp.broadcast_to(jax.nn.one_hot(j, S, dtype=prev.dtype), prev.shape)
+      column = jvp(e)  # J_t e_j: [T, B, S]
+      return lax.dynamic_update_index_in_dim(
+        diag, lax.dynamic_index_in_dim(column, j, -1, keepdims=True), j, -1
+      )
+
+    return lax.fori_loop(0, S, unit, jnp.zeros_like(prev))
 
 
 def _shifted(s0: Array, traj: Array) -> Array:
@@ -176,22 +232,30 @@ def _damped_solve(a: Array, b: Array, s0: Array, guess: Array, lam: Array) -> Ar
   return jnp.moveaxis(out[..., 0], -1, 0)
 
 
+class _Options(NamedTuple):
+  """The solver's static settings (hashable: a static argument of the custom VJP)."""
+
+  method: str
+  max_iters: int
+  tol: float
+  damping: float
+  adjoint: str
+
+
 def _newton(
   prob: _Problem,
+  opts: _Options,
   params: Params,
   xs: Array,
   s0: Array,
   mask: Array | None,
   guess: Array,
-  method: str,
-  max_iters: int,
-  tol: float,
-  damping: float,
 ) -> tuple[Array, Any]:
   """Iterate the linearised solve from ``guess`` until the residual meets ``tol``.
 
   ELK adapts its damping λ as Levenberg–Marquardt does: a step that lowers the
   residual is taken and λ halves; one that does not is refused and λ doubles."""
+  method = opts.method
 
   def residual(traj: Array) -> Array:
     return jnp.max(jnp.abs(traj - prob.f_all(params, _shifted(s0, traj), xs, mask)))
@@ -200,11 +264,11 @@ def _newton(
     k, traj, res, hist, bad, lam = state
     prev = _shifted(s0, traj)
     fx = prob.f_all(params, prev, xs, mask)
-    jac = prob.jacobians(params, prev, xs, mask)
     if method == "deer":
+      jac = prob.jacobians(params, prev, xs, mask)
       new = _solve(jac, fx - (jac @ prev[..., None])[..., 0], s0, False)
     else:
-      a = jnp.diagonal(jac, axis1=-2, axis2=-1)
+      a = prob.diagonals(params, prev, xs, mask)
       b = fx - a * prev
       new = _solve(a, b, s0, True) if method == "quasi" else _damped_solve(a, b, s0, traj, lam)
     new_res = residual(new)
@@ -222,65 +286,76 @@ def _newton(
 
   def cond(state: tuple[Any, ...]) -> Array:
     k, _, res, _, bad, _ = state
-    return (k < max_iters) & ~(res <= tol) & ~bad  # a NaN residual keeps iterating
+    return (k < opts.max_iters) & ~(res <= opts.tol) & ~bad  # a NaN residual keeps iterating
 
   res0 = residual(guess)
-  hist0 = jnp.full((max_iters,), jnp.nan, res0.dtype)
-  lam0 = jnp.asarray(damping, res0.dtype)
+  hist0 = jnp.full((opts.max_iters,), jnp.nan, res0.dtype)
+  lam0 = jnp.asarray(opts.damping, res0.dtype)
   k, traj, res, hist, bad, _ = lax.while_loop(
     cond, body, (jnp.asarray(0), guess, res0, hist0, jnp.asarray(False), lam0)
   )
   bad = bad | ~jnp.all(jnp.isfinite(traj))
-  return traj, (k, res <= tol, res, hist, bad)
+  return traj, (k, res <= opts.tol, res, hist, bad)
 
 
-def _implicit_solve(
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _implicit(
   prob: _Problem,
-  method: str,
-  max_iters: int,
-  tol: float,
-  damping: float,
+  opts: _Options,
   params: Params,
   xs: Array,
   s0: Array,
   mask: Array | None,
   guess: Array,
 ) -> tuple[Array, Any]:
-  return _newton(prob, params, xs, s0, mask, guess, method, max_iters, tol, damping)
-
-
-_implicit = jax.custom_vjp(_implicit_solve, nondiff_argnums=(0, 1, 2, 3, 4))
+  return _newton(prob, opts, params, xs, s0, mask, guess)
 
 
 def _implicit_fwd(
   prob: _Problem,
-  method: str,
-  max_iters: int,
-  tol: float,
-  damping: float,
+  opts: _Options,
   params: Params,
   xs: Array,
   s0: Array,
   mask: Array | None,
   guess: Array,
 ) -> tuple[tuple[Array, Any], Any]:
-  traj, stats = _implicit_solve(prob, method, max_iters, tol, damping, params, xs, s0, mask, guess)
+  traj, stats = _newton(prob, opts, params, xs, s0, mask, guess)
   return (traj, stats), (params, xs, s0, mask, traj)
 
 
-def _implicit_bwd(
-  prob: _Problem, method: str, max_iters: int, tol: float, damping: float, res: Any, g: Any
-) -> tuple[Any, ...]:
-  """The adjoint at the fixed point: ``λ_t = g_t + J_{t+1}ᵀ λ_{t+1}`` by a reverse
-  associative scan with the exact Jacobians, then one VJP of ``f`` over all steps."""
+def _adjoint_sequential(
+  prob: _Problem, params: Params, prev: Array, xs: Array, mask: Array | None, dtraj: Array
+) -> Array:
+  """``λ_t = g_t + J_{t+1}ᵀ λ_{t+1}`` by a reverse ``lax.scan`` of per-step VJPs:
+  T sequential steps, ``[T, B, S]`` memory (no Jacobian is formed)."""
+
+  def back(mu: Array, step: tuple[Any, ...]) -> tuple[Array, Array]:
+    s, x, m, g = step  # mu = J_{t+1}ᵀ λ_{t+1}
+    lam = g + mu  # λ_t
+    _, vjp = jax.vjp(lambda v: prob.f(params, v, x, m), s)
+    return vjp(lam)[0], lam  # J_tᵀ λ_t feeds step t - 1
+
+  steps = (prev, xs, mask, dtraj)
+  _, lam = lax.scan(back, jnp.zeros_like(dtraj[0]), steps, reverse=True)
+  return lam
+
+
+def _implicit_bwd(prob: _Problem, opts: _Options, res: Any, g: Any) -> tuple[Any, ...]:
+  """The adjoint at the fixed point: ``λ_t = g_t + J_{t+1}ᵀ λ_{t+1}``, by a reverse
+  associative scan with the exact Jacobians (``adjoint="parallel"``) or a reverse
+  scan of VJPs (``"sequential"``), then one VJP of ``f`` over all steps."""
   params, xs, s0, mask, traj = res
   dtraj, _ = g
   prev = _shifted(s0, traj)
-  jac = prob.jacobians(params, prev, xs, mask)  # exact, whatever the forward's method
-  jac_t = jnp.swapaxes(jac, -1, -2)
-  # λ_t = g_t + J_{t+1}ᵀ λ_{t+1}: coefficients shifted by one, the last one zero
-  coeff = jnp.concatenate([jac_t[1:], jnp.zeros_like(jac_t[:1])], axis=0)
-  lam = _solve(coeff, dtraj, jnp.zeros_like(s0), False, reverse=True)
+  if opts.adjoint == "parallel":
+    jac = prob.jacobians(params, prev, xs, mask)  # exact, whatever the forward's method
+    jac_t = jnp.swapaxes(jac, -1, -2)
+    # λ_t = g_t + J_{t+1}ᵀ λ_{t+1}: coefficients shifted by one, the last one zero
+    coeff = jnp.concatenate([jac_t[1:], jnp.zeros_like(jac_t[:1])], axis=0)
+    lam = _solve(coeff, dtraj, jnp.zeros_like(s0), False, reverse=True)
+  else:
+    lam = _adjoint_sequential(prob, params, prev, xs, mask, dtraj)
   _, vjp = jax.vjp(lambda p, sp, x: prob.f_all(p, sp, x, mask), params, prev, xs)
   dparams, dprev, dxs = vjp(lam)
   ds0 = dprev[0]  # s_0 feeds step 1 only
@@ -305,6 +380,7 @@ def parallel_scan(
   init: Carry | None = None,
   fallback: str = "sequential",
   damping: float = 1.0,
+  adjoint: str = "parallel",
 ) -> tuple[Carry, Array, ParallelInfo]:
   """Evaluate ``cell`` over ``xs`` in parallel over time (DEER / quasi-DEER).
 
@@ -322,8 +398,9 @@ def parallel_scan(
       iteration, more iterations) or ``"elk"`` (quasi-ELK: the diagonal step
       damped by Levenberg–Marquardt, a per-unit Kalman smoother solved as a
       tridiagonal system, for trajectories where the undamped steps overflow).
-      Every method forms each step's Jacobian with ``jax.jacfwd`` (S JVPs);
-      ``quasi`` and ``elk`` keep only its diagonal.
+      Each step's Jacobian comes from S JVPs of the cell's ``step``: DEER
+      forms it (``jax.jacfwd``); ``quasi`` and ``elk`` keep only unit j of the
+      j-th JVP, so their iterations hold ``[T, B, S]``, never ``[T, B, S, S]``.
     lengths: ``[B]`` valid lengths, as in `rnnjax.scan`.
     reverse: process each sequence backwards inside its length.
     max_iters: the iteration budget (default 100; DEER is exact after T).
@@ -337,6 +414,11 @@ def parallel_scan(
       ``"none"``: return the last finite iterate with ``info.converged`` False.
     damping: ELK's initial Levenberg–Marquardt λ (halved after a step that lowers
       the residual, doubled after one that does not).
+    adjoint: how the gradient's adjoint recurrence ``λ_t = g_t + J_{t+1}ᵀ
+      λ_{t+1}`` is solved: ``"parallel"`` (default: a reverse associative scan
+      with the exact Jacobians, ``[T, B, S, S]`` memory, O(log T) depth) or
+      ``"sequential"`` (a reverse scan of per-step VJPs: ``[T, B, S]`` memory,
+      T steps, for long sequences where the Jacobians do not fit).
 
   `rnnjax.mingru` and `rnnjax.minlstm` (without ``lengths``) are linear in
   their state with coefficients of ``x_t`` alone, so they are evaluated
@@ -369,6 +451,7 @@ def parallel_scan(
   what = "rnnjax.parallel_scan"
   checks.choice("method", method, METHODS, what)
   checks.choice("fallback", fallback, FALLBACKS, what)
+  checks.choice("adjoint", adjoint, ADJOINTS, what)
   if max_iters is not None:
     checks.positive_int("max_iters", max_iters, what)
   if tol is not None and not (isinstance(tol, (int, float)) and tol > 0):
@@ -386,14 +469,18 @@ def parallel_scan(
     mask = jnp.arange(T)[:, None] < lengths[None, :]  # [T, B]
   if reverse:
     xs = scan_mod.flip(xs, lengths)
-  s0 = _flat(carry)
+  leaves, tree = jax.tree.flatten(carry)
+  prob = _Problem(cell, tree, tuple(tuple(int(n) for n in leaf.shape[1:]) for leaf in leaves))
+  s0 = prob.flat(carry)
   dtype = s0.dtype
   max_iters = 100 if max_iters is None else max_iters
   if tol is None:
     tol = 1e-10 if jnp.finfo(dtype).bits >= 64 else 1e-5
-  leaves, tree = jax.tree.flatten(carry)
-  prob = _Problem(cell, tree, tuple(int(leaf.shape[-1]) for leaf in leaves))
-  guess = jnp.zeros((T, *s0.shape), dtype) if init is None else _flat(init).astype(dtype)
+  if init is None:
+    guess = jnp.zeros((T, *s0.shape), dtype)
+  else:
+    _check_init(init, carry, T, what)
+    guess = prob.flat(init).astype(dtype)
   if cell.name in minrnn.LINEAR and mask is None:
     # h_t = a_t ⊙ h_{t-1} + b_t with a_t, b_t of x_t alone: exact by one associative
     # scan in log space (Feng et al. 2024), no iterations
@@ -403,9 +490,8 @@ def parallel_scan(
     converged = (res <= tol) & ~bad
     hist = jnp.full((max_iters,), jnp.nan, res.dtype)
   else:
-    traj, (k, converged, res, hist, bad) = _implicit(
-      prob, method, max_iters, float(tol), float(damping), params, xs, s0, mask, guess
-    )
+    opts = _Options(method, max_iters, float(tol), float(damping), adjoint)
+    traj, (k, converged, res, hist, bad) = _implicit(prob, opts, params, xs, s0, mask, guess)
     converged = converged & ~bad
 
   def outputs(traj: Array) -> tuple[Carry, Array]:
@@ -436,5 +522,5 @@ def parallel_scan(
     out_carry, ys = par_carry, par_ys
   if reverse:
     ys = scan_mod.flip(ys, lengths)
-  info = ParallelInfo(k, converged, res, hist, bad, fell_back)
+  info = ParallelInfo(k, converged, res, hist, bad, fell_back, prob.unflat(traj))
   return out_carry, ys, info
