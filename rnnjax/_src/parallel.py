@@ -124,7 +124,8 @@ def _solve(jac: Array, b: Array, s0: Array, diag: bool, reverse: bool = False) -
 def _check_init(init: Carry, carry: Carry, T: int, what: str) -> None:
   """A warm start is a carry with a leading time axis: leaves ``[T, B, ...]``."""
   got, want = jax.tree.structure(init), jax.tree.structure(carry)
-  if got != want:
+  same: bool = got == want
+  if not same:
     raise ValueError(
       f"{what}: init must be a carry of every step (the tree of the carry, "
       f"{want}, with leaves [T, B, ...]), got the tree {got}; pass the previous "
