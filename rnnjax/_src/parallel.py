@@ -123,9 +123,9 @@ def _solve(jac: Array, b: Array, s0: Array, diag: bool, reverse: bool = False) -
 
 def _check_init(init: Carry, carry: Carry, T: int, what: str) -> None:
   """A warm start is a carry with a leading time axis: leaves ``[T, B, ...]``."""
-  got, want = jax.tree.structure(init), jax.tree.structure(carry)
-  same: bool = got == want
-  if not same:
+  got: Any = jax.tree.structure(init)  # (PyTreeDef's stub lacks __eq__)
+  want = jax.tree.structure(carry)
+  if got != want:
     raise ValueError(
       f"{what}: init must be a carry of every step (the tree of the carry, "
       f"{want}, with leaves [T, B, ...]), got the tree {got}; pass the previous "
