@@ -11,6 +11,9 @@ backward mode:
   ``checkpoint_every`` steps (default ``ceil(sqrt(T))``), so the stored
   activations grow like ``T/k + k·(per-step)`` = O(√T) instead of O(T).
 
+``kernel="pallas"`` runs the time loop instead as one Pallas launch each way
+(`rnnjax._src.pallas_rnn`), with its own hand-written backward.
+
 Empty inputs (``T = 0`` or ``B = 0``) follow ``lax.scan``: empty outputs and
 the initial carry, with zero gradients for the params and the inputs.
 
@@ -30,7 +33,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from rnnjax._src import bptt, checks, kernel
+from rnnjax._src import bptt, checks, pallas_rnn
+from rnnjax._src import kernel as xla_kernel  # `kernel` is scan's argument
 from rnnjax._src.cells.base import Cell, compute_dtypes
 from rnnjax._src.typing import Array, Carry, Params
 
@@ -51,6 +55,7 @@ def scan(
   time_major: bool = True,
   backward: Backward = "auto",
   checkpoint_every: int | None = None,
+  kernel: pallas_rnn.Kernel = "auto",
 ) -> tuple[Carry, Array]:
   """Run ``cell`` over ``xs`` and return ``(carry, ys)``.
 
@@ -95,6 +100,14 @@ def scan(
       ``"checkpoint"``; all give the same values and gradients.
     checkpoint_every: chunk length of ``"checkpoint"`` (default ⌈√T⌉); a
       positive int, checked whenever it is given.
+    kernel: what runs the time loop: ``"xla"`` (a ``lax.scan``), ``"pallas"``
+      (one Pallas launch for the whole loop and one for its hand-written
+      backward, `rnnjax.lstm`, `rnnjax.gru` and `rnnjax.elman` only, no
+      ``resets``, ``backward`` ``"auto"`` or ``"bptt"``; ``unroll`` does not
+      apply) or ``"auto"`` (default), which picks ``"pallas"`` only where a GPU
+      measurement showed it faster and is ``"xla"`` everywhere until one has
+      (``benchmarks/bench_pallas.py``). Away from a GPU ``"pallas"`` runs in
+      Pallas interpret mode: correct, but slow.
 
   Returns:
     ``(carry, ys)``: the carry after each sequence's last valid step (leaves
@@ -109,7 +122,8 @@ def scan(
   Raises:
     TypeError: ``cell`` is not a `rnnjax.Cell`, ``xs`` is not floating
       point, ``lengths`` are not integers, or ``resets`` are not bool.
-    ValueError: a shape, an option or a length does not fit, or ``params``
+    ValueError: a shape, an option or a length does not fit (``kernel="pallas"``
+      with a cell, ``backward`` or ``resets`` it does not support), or ``params``
       do not fit the cell (a leaf of ``cell.init(key, I)`` is missing or has
       another shape); the message names the argument and the fix.
 
@@ -153,6 +167,7 @@ def scan(
     mask = jnp.arange(T)[:, None] < lengths[None, :]  # [T, B]
   if resets is not None:
     resets = check_resets(resets, T, B, time_major, "rnnjax.scan")
+  pallas = pallas_rnn.use_pallas(kernel, cell, backward, resets is not None, B, "rnnjax.scan")
   if T == 0 or B == 0:
     return _empty(cell, params, xs, carry, time_major)
   if reverse:
@@ -161,11 +176,13 @@ def scan(
     resets = processing_resets(resets, mask, lengths, reverse)
 
   mode = "bptt" if backward == "auto" else backward
-  if mode == "bptt":
+  if pallas:
+    carry, ys = pallas_rnn.pallas_scan(cell, params, xs, carry, mask)
+  elif mode == "bptt":
     carry, ys = bptt.bptt_scan(cell, unroll, params, xs, carry, mask, resets)
   elif mode == "autodiff":
     zx = cell.project(params, xs)  # [T, B, kH]
-    carry, ys = kernel.forward(cell, params, zx, carry, mask, unroll, resets=resets)
+    carry, ys = xla_kernel.forward(cell, params, zx, carry, mask, unroll, resets=resets)
   else:
     k = max(1, math.ceil(math.sqrt(T))) if checkpoint_every is None else checkpoint_every
     carry, ys = _checkpointed(cell, params, xs, carry, mask, unroll, k, resets)
@@ -247,7 +264,7 @@ def _checkpointed(
   def chunk(c: Carry, inp: tuple[Array, Array, Array | None]) -> tuple[Any, ...]:
     x, m, r = inp
     zx = cell.project(params, x)  # [k, B, kH]
-    return kernel.forward(cell, params, zx, c, m, unroll, resets=r, reset_carry=carry0)
+    return xla_kernel.forward(cell, params, zx, c, m, unroll, resets=r, reset_carry=carry0)
 
   carry, ys = lax.scan(chunk, carry, (xs_c, m_c, r_c))  # ys: [n, k, B, ...]
   return carry, ys.reshape(n * k, *ys.shape[2:])[:T]
@@ -265,7 +282,7 @@ def _empty(
   T, B, I = xs.shape
 
   def one_step(p: Params, x: Array, c: Carry) -> tuple[Any, ...]:
-    return kernel.forward(cell, p, cell.project(p, x), c, None)
+    return xla_kernel.forward(cell, p, cell.project(p, x), c, None)
 
   step_carry, y = jax.eval_shape(one_step, params, jax.ShapeDtypeStruct((1, B, I), xs.dtype), carry)
   carry = jax.tree.map(lambda c, s: c.astype(s.dtype), carry, step_carry)

@@ -1,0 +1,661 @@
+"""A Pallas persistent-RNN kernel: the whole time loop in one launch.
+
+`rnnjax.scan(..., kernel="pallas")` runs here. Only the sequential part moves
+into Pallas; the input projection and the weight gradients stay large XLA
+matmuls, as in `rnnjax.bptt_scan`. Data flow (time-major; ``G`` gate blocks):
+
+    zx = project(params, xs)            # [T, B, G·H], one matmul, bias included
+    zx --pad--> [T, Bp, G·Hp]           # each gate block padded on its own
+    forward pallas_call, grid over blocks of Bb = 16 sequences:
+      w_h [Hp, G·Hp] read once per launch (resident) or once per step (L2),
+      carry (h, c) in registers, for t in 0..T-1 (a fori_loop in the kernel):
+        z_k = zx[t, :, k] + h_{t-1} @ w_h[:, k]       # f32 accumulation
+        carry_t = mask[t] ? step(carry_{t-1}, z) : carry_{t-1}
+        hs[t] = h_t  (and, for the backward, c_t and the gate activations)
+    backward pallas_call, the same grid, t = T-1..0:
+        dZx[t], dZh[t], dcarry_{t-1} from dcarry_t + dys[t]   # the cell's local backward
+    dw_h = H_prevᵀ dZh                   # one matmul over all T·Bp rows, outside
+
+Padding is for Triton, which needs power-of-two block shapes and ``tl.dot``
+operands of at least 16 x 16: ``Hp = max(16, 2^⌈log2 H⌉)`` and ``Bp`` a
+multiple of 16. Padded hidden units start at zero and meet zero rows of
+``w_h``, so they never reach a real unit; padded sequences are masked.
+
+The math is that of `rnnjax.lstm`, `rnnjax.gru` (``reset="before"`` and
+``"after"``) and `rnnjax.elman`, in their gate order and row-vector layout;
+those docstrings carry the equations. The reference is `rnnjax.scan` with
+``kernel="xla"``, and ``tests/test_pallas.py`` holds the two equal (values
+and gradients, with lengths and reverse) in Pallas interpret mode on the CPU.
+
+Away from a GPU the kernels run in interpret mode: correct, but slow (each
+kernel op is a separate XLA op inside a while loop).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from rnnjax._src.activations import Activation
+from rnnjax._src.cells.base import Cell, compute_dtypes
+from rnnjax._src.typing import Array, Carry, Params
+
+if TYPE_CHECKING:  # Pallas is imported only when a kernel launches
+  from jax.experimental import pallas as pl
+
+Kernel = Literal["auto", "xla", "pallas"]
+KERNELS = ("auto", "xla", "pallas")
+SUPPORTED = ("lstm", "gru", "elman")
+"""The cells ``kernel="pallas"`` runs, by the name their factory gives them."""
+
+BLOCK_B = 16
+"""Sequences per program: Triton's ``tl.dot`` needs M >= 16."""
+RESIDENT_BYTES = 64 * 1024
+"""``w_h`` (padded, compute dtype) up to this size is loaded once per launch and
+held on chip for the whole loop; a larger one is re-read every step (from L2).
+A starting point, not a measurement: ``benchmarks/bench_pallas.py`` times both."""
+
+
+def padded(n: int) -> int:
+  """``n`` rounded up to a power of two, at least 16 (Triton's block rules).
+
+  Examples:
+    >>> from rnnjax._src.pallas_rnn import padded
+    >>> [padded(n) for n in (1, 6, 16, 100, 512)]
+    [16, 16, 16, 128, 512]
+  """
+  return 1 << max(4, (n - 1).bit_length())
+
+
+# ----------------------------------------------------------------- in-kernel math
+
+
+def _mm(a: Array, w: Array, cdt: Any, acc: Any) -> Array:
+  """``a @ w`` in the compute dtype, accumulated in ``acc``."""
+  return jnp.dot(a.astype(cdt), w, preferred_element_type=acc)
+
+
+def _mm_t(a: Array, w: Array, cdt: Any, acc: Any) -> Array:
+  """``a @ wᵀ`` (contracting both last axes), accumulated in ``acc``."""
+  return lax.dot_general(a.astype(cdt), w, (((1,), (1,)), ((), ())), preferred_element_type=acc)
+
+
+Blocks = Sequence[Array]
+"""A list of ``[Bb, Hp]`` tiles: the gate blocks of a step, or a carry's leaves."""
+
+
+def _mm_t_gates(dz: Blocks, w: Blocks, cdt: Any, acc: Any) -> Array:
+  """``Σ_k dz_k @ w_kᵀ``: the gate rows ``[dz_1|..|dz_G]`` times ``w_hᵀ``."""
+  out = _mm_t(dz[0], w[0], cdt, acc)
+  for a, b in zip(dz[1:], w[1:], strict=True):
+    out = out + _mm_t(a, b, cdt, acc)
+  return out
+
+
+class Rule(NamedTuple):
+  """One cell's step as the kernels run it, on ``[Bb, Hp]`` tiles.
+
+  Attributes:
+    gates: G, the gate blocks of ``zx`` and ``w_h``.
+    leaves: the carry's leaves (1: ``h``; 2: the LSTM's ``h, c``).
+    residuals: the ``[Bb, Hp]`` tiles a step keeps for its backward.
+    forward: ``(w, b_hn, carry, zx, cdt, acc) -> (carry, residuals)``; ``w``
+      holds the G ``[Hp, Hp]`` blocks of ``w_h``, ``zx`` the G tiles in ``acc``.
+    backward: ``(w, b_hn, prev, cur, res, d, cdt, acc) -> (d_prev, dzx, dzh)``,
+      with ``d`` the carry's cotangent after the output's has been added to ``h``.
+    weight_grads: ``(h_prev, res, dzh, acc) -> (dw_h, db_hn)`` over all ``N``
+      rows (``[N, Hp]``, ``[N, R·Hp]``, ``[N, G·Hp]``), outside the kernel.
+    split: the backward's ``dzh`` differs from ``dzx`` and is stored apart.
+  """
+
+  gates: int
+  leaves: int
+  residuals: int
+  forward: Callable[..., tuple[Blocks, Blocks]]
+  backward: Callable[..., tuple[Blocks, Blocks, Blocks]]
+  weight_grads: Callable[..., tuple[Array, Array | None]]
+  split: bool = False
+
+
+def _outer_grads(h_prev: Array, res: Array | None, dzh: Array, acc: Any) -> tuple[Array, None]:
+  del res
+  return jnp.matmul(h_prev.T, dzh, preferred_element_type=acc), None  # dw_h = H_prevᵀ dZh
+
+
+def _lstm_forward(
+  w: Blocks, b_hn: Array, carry: Blocks, zx: Blocks, cdt: Any, acc: Any
+) -> tuple[Blocks, Blocks]:
+  del b_hn
+  h, c = carry
+  z = [zx[k] + _mm(h, w[k], cdt, acc) for k in range(4)]  # [i|f|g|o]_pre
+  i, f, o = jax.nn.sigmoid(z[0]), jax.nn.sigmoid(z[1]), jax.nn.sigmoid(z[3])
+  g = jnp.tanh(z[2])
+  c = f * c + i * g  # c_t = f ⊙ c_{t-1} + i ⊙ g
+  h = o * jnp.tanh(c)  # h_t = o ⊙ tanh(c_t)
+  return (h.astype(cdt), c.astype(cdt)), (i, f, g, o)
+
+
+def _lstm_backward(
+  w: Blocks,
+  b_hn: Array,
+  prev: Blocks,
+  cur: Blocks,
+  res: Blocks,
+  d: Blocks,
+  cdt: Any,
+  acc: Any,
+) -> tuple[Blocks, Blocks, Blocks]:
+  del b_hn
+  i, f, g, o = res
+  c_prev, c = prev[1], cur[1]
+  dh, dc = d
+  tc = jnp.tanh(c)
+  do = dh * tc * o * (1.0 - o)  # h = o tanh(c), σ'
+  dc = dc + dh * o * (1.0 - tc * tc)  # through tanh(c)
+  di = dc * g * i * (1.0 - i)  # c = f c_prev + i g
+  df = dc * c_prev * f * (1.0 - f)
+  dg = dc * i * (1.0 - g * g)
+  dz = (di, df, dg, do)
+  dh_prev = _mm_t_gates(dz, w, cdt, acc)  # dh_{t-1} = dz w_hᵀ
+  return (dh_prev, dc * f), dz, dz  # dc_{t-1} = dc ⊙ f
+
+
+LSTM = Rule(4, 2, 4, _lstm_forward, _lstm_backward, _outer_grads)
+
+
+def _gru(after: bool) -> Rule:
+  """The GRU's rule, reset gate before (lecture) or after (cuDNN) ``w_hn``."""
+
+  def forward(
+    w: Blocks, b_hn: Array, carry: Blocks, zx: Blocks, cdt: Any, acc: Any
+  ) -> tuple[Blocks, Blocks]:
+    (h,) = carry
+    r = jax.nn.sigmoid(zx[0] + _mm(h, w[0], cdt, acc))  # reset gate
+    z = jax.nn.sigmoid(zx[1] + _mm(h, w[1], cdt, acc))  # update gate
+    if after:
+      hn = _mm(h, w[2], cdt, acc) + b_hn.astype(acc)  # h w_hn + b_hn
+      n = jnp.tanh(zx[2] + r * hn)
+      res: Blocks = (r, z, n, hn)
+    else:
+      n = jnp.tanh(zx[2] + _mm(r * h, w[2], cdt, acc))  # (r ⊙ h) w_hn
+      res = (r, z, n)
+    return ((z * h + (1.0 - z) * n).astype(cdt),), res  # h_t = z h + (1 - z) n
+
+  def backward(
+    w: Blocks,
+    b_hn: Array,
+    prev: Blocks,
+    cur: Blocks,
+    res: Blocks,
+    d: Blocks,
+    cdt: Any,
+    acc: Any,
+  ) -> tuple[Blocks, Blocks, Blocks]:
+    del b_hn, cur
+    r, z, n = res[:3]
+    (h_prev,), (dh,) = prev, d
+    dz = dh * (h_prev - n) * z * (1.0 - z)  # through the interpolation, σ'
+    dn = dh * (1.0 - z) * (1.0 - n * n)  # through tanh
+    if after:
+      dr = dn * res[3] * r * (1.0 - r)  # n_pre = .. + r ⊙ hn
+      dzh = (dr, dz, dn * r)  # hn's gradient is dn ⊙ r
+      dh_prev = dh * z + _mm_t_gates(dzh, w, cdt, acc)
+      return (dh_prev,), (dr, dz, dn), dzh
+    drh = _mm_t(dn, w[2], cdt, acc)  # through (r ⊙ h) w_hn
+    dr = drh * h_prev * r * (1.0 - r)
+    dh_prev = dh * z + drh * r + _mm_t(dr, w[0], cdt, acc) + _mm_t(dz, w[1], cdt, acc)
+    dzx = (dr, dz, dn)
+    return (dh_prev,), dzx, dzx
+
+  def weight_grads(
+    h_prev: Array, res: Array | None, dzh: Array, acc: Any
+  ) -> tuple[Array, Array | None]:
+    Hp = h_prev.shape[-1]
+    if after:  # dw_h = H_prevᵀ dZh, db_hn = Σ dZh_n
+      return _outer_grads(h_prev, res, dzh, acc)[0], jnp.sum(dzh[:, 2 * Hp :], axis=0)
+    assert res is not None
+    rh = res[:, :Hp] * h_prev  # R ⊙ H_prev
+    mm = functools.partial(jnp.matmul, preferred_element_type=acc)
+    return (
+      jnp.concatenate(  # r, z blocks: H_prevᵀ dZ; n block: (R ⊙ H_prev)ᵀ dZn
+        [mm(h_prev.T, dzh[:, : 2 * Hp]), mm(rh.T, dzh[:, 2 * Hp :])], axis=-1
+      ),
+      None,
+    )
+
+  return Rule(3, 1, 4 if after else 3, forward, backward, weight_grads, split=after)
+
+
+GRU_BEFORE, GRU_AFTER = _gru(False), _gru(True)
+
+
+@functools.lru_cache(maxsize=16)
+def _elman(act: Activation) -> Rule:
+  """The Elman RNN's rule, ``h_t = f(zx_t + h_{t-1} w_h)``."""
+
+  def forward(
+    w: Blocks, b_hn: Array, carry: Blocks, zx: Blocks, cdt: Any, acc: Any
+  ) -> tuple[Blocks, Blocks]:
+    del b_hn
+    return (act.fn(zx[0] + _mm(carry[0], w[0], cdt, acc)).astype(cdt),), ()
+
+  def backward(
+    w: Blocks,
+    b_hn: Array,
+    prev: Blocks,
+    cur: Blocks,
+    res: Blocks,
+    d: Blocks,
+    cdt: Any,
+    acc: Any,
+  ) -> tuple[Blocks, Blocks, Blocks]:
+    del b_hn, prev, res
+    dz = d[0] * act.grad_from_output(cur[0].astype(acc))  # backprop through f
+    return (_mm_t(dz, w[0], cdt, acc),), (dz,), (dz,)  # dh_{t-1} = dz w_hᵀ
+
+  return Rule(1, 1, 0, forward, backward, _outer_grads)
+
+
+def rule_for(cell: Cell) -> Rule | None:
+  """The kernels' rule for a built-in ``cell``, or None for any other.
+
+  The cells are told apart by the name their factory gives them (a `Cell`'s
+  functions are opaque closures); the caller has already checked the params'
+  shapes against ``cell.init``.
+  """
+  options = dict(cell.options)
+  if cell.name == "lstm" and cell.gates == 4:
+    return LSTM
+  if cell.name == "gru" and cell.gates == 3:
+    return GRU_AFTER if options.get("reset") == "after" else GRU_BEFORE
+  if cell.name == "elman" and cell.activation is not None:
+    return _elman(cell.activation)
+  return None
+
+
+# ----------------------------------------------------------------- the kernels
+
+
+class Config(NamedTuple):
+  """The static choices of one launch (hashable: a ``custom_vjp`` static arg)."""
+
+  rule: Rule
+  cdt: Any  # compute dtype of the matmuls and the carry
+  acc: Any  # accumulation dtype (float32 for 16-bit compute)
+  Hp: int  # padded hidden size
+  resident: bool  # w_h loaded once per launch (else once per step)
+  interpret: bool  # Pallas interpret mode (no GPU)
+  num_warps: int
+
+
+def _split(refs: Sequence[Any], sizes: Sequence[int]) -> list[list[Any]]:
+  """``refs`` cut into consecutive groups of ``sizes``."""
+  out, i = [], 0
+  for n in sizes:
+    out.append(list(refs[i : i + n]))
+    i += n
+  assert i == len(refs), (i, len(refs))
+  return out
+
+
+def _tiles(ref: Any, t: Any, n: int, Hp: int) -> list[Array]:
+  """The ``n`` tiles ``ref[t, :, k·Hp:(k+1)·Hp]`` (``t=None``: ``ref[:, k·Hp:(k+1)·Hp]``)."""
+  if t is None:
+    return [ref[:, k * Hp : (k + 1) * Hp] for k in range(n)]
+  return [ref[t, :, k * Hp : (k + 1) * Hp] for k in range(n)]
+
+
+def _store(ref: Any, t: Any, tiles: Blocks, Hp: int) -> None:
+  for k, v in enumerate(tiles):
+    ref[t, :, k * Hp : (k + 1) * Hp] = v.astype(ref.dtype)
+
+
+def _forward_kernel(cfg: Config, T: int, keep: bool, *refs: Any) -> None:
+  """One program: ``Bb`` sequences through all T steps.
+
+  Refs: ``w_h [Hp, G·Hp]`` and ``b_hn [1, Hp]`` (whole), ``zx [T, Bb, G·Hp]``,
+  ``mask [T, Bb, 1]`` int32, the initial carry's leaves ``[Bb, Hp]``; out:
+  ``hs [T, Bb, Hp]`` (the held ``h_t``), the last carry's leaves and, with
+  ``keep``, the other leaves per step ``[T, Bb, (L-1)·Hp]`` and the
+  residuals ``[T, Bb, R·Hp]``.
+  """
+  rule, Hp, cdt, acc = cfg.rule, cfg.Hp, cfg.cdt, cfg.acc
+  L, R = rule.leaves, rule.residuals
+  more, kept = (int(keep and L > 1), int(keep and R > 0))
+  (w_ref, bhn_ref, zx_ref, mask_ref), c0, (hs_ref,), cT, st, rs = _split(
+    refs, (4, L, 1, L, more, kept)
+  )
+  resident = _tiles(w_ref, None, rule.gates, Hp) if cfg.resident else None
+  b_hn = bhn_ref[...]
+
+  def body(t: Array, carry: Blocks) -> Blocks:
+    w = resident if resident is not None else _tiles(w_ref, None, rule.gates, Hp)
+    zx = [z.astype(acc) for z in _tiles(zx_ref, t, rule.gates, Hp)]
+    new, res = rule.forward(w, b_hn, carry, zx, cdt, acc)
+    m = mask_ref[t] != 0  # [Bb, 1]
+    new = [jnp.where(m, a, b) for a, b in zip(new, carry, strict=True)]  # hold past a length
+    hs_ref[t] = new[0]
+    if st:
+      _store(st[0], t, new[1:], Hp)
+    if rs:
+      _store(rs[0], t, res, Hp)
+    return new
+
+  last = lax.fori_loop(jnp.int32(0), jnp.int32(T), body, [r[...] for r in c0])
+  for ref, v in zip(cT, last, strict=True):
+    ref[...] = v
+
+
+def _backward_kernel(cfg: Config, T: int, split_dzh: bool, *refs: Any) -> None:
+  """One program, t = T-1 .. 0: the cell's local backward with the carry's
+  cotangent in registers.
+
+  Refs: ``w_h``, ``b_hn``, ``mask``, the initial carry's leaves, ``hs``, the
+  other leaves per step, the residuals, ``dys [T, Bb, Hp]``, the last carry's
+  cotangent leaves; out: ``dzx [T, Bb, G·Hp]``, ``dzh`` (only where it differs
+  from ``dzx``) and the initial carry's cotangent leaves.
+  """
+  rule, Hp, cdt, acc = cfg.rule, cfg.Hp, cfg.cdt, cfg.acc
+  L, R, G = rule.leaves, rule.residuals, rule.gates
+  (w_ref, bhn_ref, mask_ref), c0, (hs_ref,), st, rs, (dys_ref,), dT, (dzx_ref,), dzh, d0 = _split(
+    refs, (3, L, 1, int(L > 1), int(R > 0), 1, L, 1, int(split_dzh), L)
+  )
+  resident = _tiles(w_ref, None, G, Hp) if cfg.resident else None
+  b_hn = bhn_ref[...]
+
+  def carry_at(t: Array) -> list[Array]:
+    return [hs_ref[t]] + (_tiles(st[0], t, L - 1, Hp) if st else [])
+
+  def body(s: Array, d: Blocks) -> Blocks:
+    t = T - 1 - s
+    w = resident if resident is not None else _tiles(w_ref, None, G, Hp)
+    prev = [
+      jnp.where(t > 0, a, b0[...]).astype(acc)  # carry_{t-1}, carry_0 at t = 0
+      for a, b0 in zip(carry_at(jnp.maximum(t - 1, 0)), c0, strict=True)
+    ]
+    cur = [a.astype(acc) for a in carry_at(t)]
+    res = [a.astype(acc) for a in _tiles(rs[0], t, R, Hp)] if rs else []
+    d = [d[0] + dys_ref[t].astype(acc), *d[1:]]  # y_t = h_t
+    d_prev, dzx, dzh_t = rule.backward(w, b_hn, prev, cur, res, d, cdt, acc)
+    m = mask_ref[t] != 0  # padding: ∂L/∂carry passes through, no gradient from the step
+    zero = jnp.zeros_like(d[0])
+    _store(dzx_ref, t, [jnp.where(m, a, zero) for a in dzx], Hp)
+    if dzh:
+      _store(dzh[0], t, [jnp.where(m, a, zero) for a in dzh_t], Hp)
+    return [jnp.where(m, a, b) for a, b in zip(d_prev, d, strict=True)]
+
+  first = lax.fori_loop(jnp.int32(0), jnp.int32(T), body, [r[...].astype(acc) for r in dT])
+  for ref, v in zip(d0, first, strict=True):
+    ref[...] = v.astype(ref.dtype)
+
+
+def _batch_spec(shape: tuple[int, ...]) -> pl.BlockSpec:
+  """``BLOCK_B`` rows of the batch axis (``ndim - 2``) per program, the rest whole."""
+  from jax.experimental import pallas as pl
+
+  axis = len(shape) - 2
+  block = tuple(BLOCK_B if a == axis else n for a, n in enumerate(shape))
+  return pl.BlockSpec(block, lambda b: tuple(b if a == axis else 0 for a in range(len(shape))))
+
+
+def _launch(
+  cfg: Config,
+  kernel: Callable[..., None],
+  shared: Sequence[Array],
+  blocked: Sequence[Array],
+  outs: Sequence[jax.ShapeDtypeStruct],
+  name: str,
+) -> list[Array]:
+  """One ``pallas_call`` over batch blocks: ``shared`` arrays (``w_h``, ``b_hn``)
+  whole in every program, ``blocked`` and ``outs`` cut along the batch axis."""
+  from jax.experimental import pallas as pl
+  from jax.experimental.pallas import triton as plgpu
+
+  Bp = blocked[0].shape[-2]
+  return pl.pallas_call(
+    kernel,
+    out_shape=list(outs),
+    grid=(Bp // BLOCK_B,),
+    in_specs=[pl.BlockSpec(a.shape, lambda b, n=a.ndim: (0,) * n) for a in shared]
+    + [_batch_spec(a.shape) for a in blocked],
+    out_specs=[_batch_spec(o.shape) for o in outs],
+    interpret=cfg.interpret,
+    compiler_params=plgpu.CompilerParams(num_warps=cfg.num_warps, num_stages=1),
+    name=name,
+  )(*shared, *blocked)
+
+
+def _forward(
+  cfg: Config,
+  w_h: Array,
+  b_hn: Array,
+  zx: Array,
+  carry0: Sequence[Array],
+  mask: Array,
+  keep: bool,
+) -> tuple[Array, list[Array], Array | None, Array | None]:
+  """The forward launch: ``(hs, carry_T leaves, other leaves per step, residuals)``."""
+  rule, Hp, cdt = cfg.rule, cfg.Hp, cfg.cdt
+  T, Bp, _ = zx.shape
+  L, R = rule.leaves, rule.residuals
+
+  def sds(*shape: int) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct(shape, cdt)
+
+  outs = [sds(T, Bp, Hp)] + [sds(Bp, Hp)] * L
+  outs += [sds(T, Bp, (L - 1) * Hp)] if keep and L > 1 else []
+  outs += [sds(T, Bp, R * Hp)] if keep and R > 0 else []
+  got = _launch(
+    cfg,
+    functools.partial(_forward_kernel, cfg, T, keep),
+    [w_h.astype(cdt), b_hn],
+    [zx, mask, *carry0],
+    outs,
+    "rnn_forward",
+  )
+  hs, last, rest = got[0], list(got[1 : 1 + L]), list(got[1 + L :])
+  states = rest.pop(0) if keep and L > 1 else None
+  res = rest.pop(0) if keep and R > 0 else None
+  return hs, last, states, res
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def recurrence(
+  cfg: Config, w_h: Array, b_hn: Array, zx: Array, carry0: tuple[Array, ...], mask: Array
+) -> tuple[tuple[Array, ...], Array]:
+  """The recurrence on the padded layout, with the hand-written backward.
+
+  Args:
+    cfg: the static `Config`.
+    w_h: ``[Hp, G·Hp]``, each gate block padded.
+    b_hn: ``[1, Hp]``, the GRU's ``b_hn`` for ``reset="after"`` (else unused).
+    zx: ``[T, Bp, G·Hp]`` in ``cfg.acc``, the projected inputs, bias included.
+    carry0: the initial carry's leaves, each ``[Bp, Hp]`` in ``cfg.cdt``.
+    mask: ``[T, Bp, 1]`` int32, nonzero on valid steps (a prefix of each row).
+
+  Returns:
+    ``(carry_T, hs)``: the carry's leaves after each row's last valid step,
+    and ``hs: [T, Bp, Hp]``, the held ``h_t`` (not zeroed on padding).
+  """
+  hs, last, _, _ = _forward(cfg, w_h, b_hn, zx, carry0, mask, keep=False)
+  return tuple(last), hs
+
+
+def _recurrence_fwd(
+  cfg: Config, w_h: Array, b_hn: Array, zx: Array, carry0: tuple[Array, ...], mask: Array
+) -> tuple[tuple[tuple[Array, ...], Array], tuple[Any, ...]]:
+  hs, last, states, res = _forward(cfg, w_h, b_hn, zx, carry0, mask, keep=True)
+  return (tuple(last), hs), (w_h, b_hn, carry0, hs, states, res, mask)
+
+
+def _recurrence_bwd(
+  cfg: Config, residuals: tuple[Any, ...], g: tuple[tuple[Array, ...], Array]
+) -> tuple[Array, Array, Array, tuple[Array, ...], None]:
+  """The reverse loop in one launch, then the weight gradients as one matmul
+  over all ``N = T·Bp`` rows (``dw_h = H_prevᵀ dZh``)."""
+  w_h, b_hn, carry0, hs, states, res, mask = residuals
+  dlast, dhs = g
+  rule, Hp, acc = cfg.rule, cfg.Hp, cfg.acc
+  T, Bp, _ = hs.shape
+  G, N = rule.gates, T * Bp
+  split = rule.split
+  rows = jax.ShapeDtypeStruct((T, Bp, G * Hp), acc)
+  got = _launch(
+    cfg,
+    functools.partial(_backward_kernel, cfg, T, split),
+    [w_h.astype(cfg.cdt), b_hn],
+    [mask, *carry0, hs, *[a for a in (states, res) if a is not None], dhs, *dlast],
+    [rows] * (2 if split else 1) + [jax.ShapeDtypeStruct((Bp, Hp), c.dtype) for c in carry0],
+    "rnn_backward",
+  )
+  dzx, dzh, dcarry0 = got[0], got[1] if split else got[0], got[1 + split :]
+  h_prev = jnp.concatenate([carry0[0][None], hs[:-1]]).reshape(N, Hp)  # [N, Hp]
+  flat_res = None if res is None else res.reshape(N, -1)
+  dw_h, db_hn = rule.weight_grads(h_prev.astype(acc), flat_res, dzh.reshape(N, G * Hp), acc)
+  db = jnp.zeros_like(b_hn) if db_hn is None else db_hn.reshape(b_hn.shape).astype(b_hn.dtype)
+  return dw_h.astype(w_h.dtype), db, dzx, tuple(dcarry0), None
+
+
+recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
+
+
+# ----------------------------------------------------------------- the entry point
+
+
+def _pad_gates(a: Array, G: int, H: int, Hp: int, rows: int) -> Array:
+  """``a: [..., n, G·H]`` as ``[..., rows, G·Hp]``: each gate block zero-padded
+  to Hp columns, and axis -2 zero-padded to ``rows``."""
+  *lead, n, _ = a.shape
+  a = a.reshape(*lead, n, G, H)
+  pad = [(0, 0)] * len(lead) + [(0, rows - n), (0, 0), (0, Hp - H)]
+  return jnp.pad(a, pad).reshape(*lead, rows, G * Hp)
+
+
+def pallas_scan(
+  cell: Cell,
+  params: Params,
+  xs: Array,
+  carry0: Carry,
+  mask: Array | None,
+  *,
+  interpret: bool | None = None,
+  resident: bool | None = None,
+) -> tuple[Carry, Array]:
+  """Run a built-in ``cell`` over ``xs`` with the Pallas kernels.
+
+  `rnnjax.scan` calls this for ``kernel="pallas"`` after checking its
+  arguments and reversing sequences; call it directly only with inputs
+  already in that form. Gradients come from the hand-written backward kernel
+  (a ``jax.custom_vjp``), for ``params``, ``xs`` and ``carry0``.
+
+  Args:
+    cell: `rnnjax.lstm`, `rnnjax.gru` or `rnnjax.elman`.
+    params: the cell's params.
+    xs: ``[T, B, I]`` time-major inputs, ``T, B >= 1``.
+    carry0: the initial carry for batch B, in the compute dtype.
+    mask: ``[T, B]`` bool, True on valid steps (a prefix of each sequence),
+      or None when every step is valid.
+    interpret: Pallas interpret mode; default: unless JAX's default backend
+      is a GPU.
+    resident: keep ``w_h`` on chip for the whole loop (else re-read it every
+      step); default: when it takes at most `RESIDENT_BYTES`.
+
+  Returns:
+    ``(carry_T, ys)`` as `rnnjax.scan`: the carry after each sequence's last
+    valid step, and ``ys: [T, B, H]``, zero on padding.
+
+  Raises:
+    ValueError: ``cell`` is not one of the `SUPPORTED` built-ins.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, rnnjax as rj
+    >>> from rnnjax._src import pallas_rnn
+    >>> cell = rj.lstm(4)
+    >>> params = cell.init(jax.random.key(0), 3)
+    >>> xs, c0 = jnp.ones((5, 2, 3)), cell.initial_carry((2,))
+    >>> _, ys = pallas_rnn.pallas_scan(cell, params, xs, c0, None)
+    >>> _, want = rj.scan(cell, params, xs)
+    >>> bool(jnp.allclose(ys, want, atol=1e-6))
+    True
+  """
+  rule = rule_for(cell)
+  if rule is None:
+    raise ValueError(_unsupported(cell, "rnnjax.scan(kernel='pallas')"))
+  T, B, _ = xs.shape
+  H, G = cell.hidden_size, rule.gates
+  leaves, treedef = jax.tree.flatten(carry0)
+  cdt, acc = compute_dtypes(cell.dtype, leaves[0], params.w_h)
+  Hp, Bp = padded(H), -(-B // BLOCK_B) * BLOCK_B
+  if resident is None:
+    resident = Hp * G * Hp * jnp.dtype(cdt).itemsize <= RESIDENT_BYTES
+  if interpret is None:
+    interpret = jax.default_backend() != "gpu"
+  cfg = Config(rule, cdt, acc, Hp, resident, interpret, num_warps=4 if Hp <= 128 else 8)
+
+  zx = _pad_gates(cell.project(params, xs).astype(acc), G, H, Hp, Bp)  # [T, Bp, G·Hp]
+  w_h = _pad_gates(params.w_h, G, H, Hp, Hp)  # [Hp, G·Hp]
+  b_hn = getattr(params, "b_hn", None)
+  b_hn = jnp.zeros((1, Hp), w_h.dtype) if b_hn is None else _pad_gates(b_hn[None], 1, H, Hp, 1)
+  c0 = tuple(_pad_gates(c.astype(cdt), 1, H, Hp, Bp) for c in leaves)  # [Bp, Hp] each
+  valid = jnp.ones((T, B), bool) if mask is None else mask
+  m = jnp.pad(valid, ((0, 0), (0, Bp - B))).astype(jnp.int32)[..., None]  # [T, Bp, 1]
+
+  last, hs = recurrence(cfg, w_h, b_hn, zx, c0, m)
+  ys = hs[:, :B, :H]  # [T, B, H]
+  if mask is not None:
+    ys = jnp.where(mask[..., None], ys, jnp.zeros((), ys.dtype))
+  return jax.tree.unflatten(treedef, [c[:B, :H] for c in last]), ys
+
+
+# ----------------------------------------------------------------- dispatch
+
+AUTO_WINS: tuple[tuple[str, int, int], ...] = ()
+"""``(backend, max B, max H)`` where a GPU measurement showed the Pallas kernel
+faster than the XLA scan (forward and backward); ``kernel="auto"`` picks it
+only there. Empty until ``benchmarks/bench_pallas.py`` has run on a GPU, so
+``"auto"`` is ``"xla"`` everywhere today."""
+
+
+def _unsupported(cell: Cell, what: str) -> str:
+  return (
+    f"{what}: {cell!r} has no Pallas kernel; the supported cells are "
+    f"{', '.join('rj.' + s for s in SUPPORTED)}; use kernel='xla' (or 'auto', which "
+    f"falls back to it) for this cell"
+  )
+
+
+def use_pallas(kernel: str, cell: Cell, backward: str, resets: bool, B: int, what: str) -> bool:
+  """Whether `rnnjax.scan` runs the Pallas kernels, checking ``kernel``'s value.
+
+  ``"xla"``: never. ``"auto"``: only for a supported cell, the hand-written
+  backward, no resets, and a shape that `AUTO_WINS` lists for this backend.
+  ``"pallas"``: always, or a ValueError naming what does not fit and the fix.
+  """
+  if kernel not in KERNELS:
+    raise ValueError(f"{what}: unknown kernel {kernel!r}; expected one of {KERNELS}")
+  if kernel == "xla":
+    return False
+  supported = rule_for(cell) is not None
+  if kernel == "auto":
+    H, backend = cell.hidden_size, jax.default_backend()
+    fits = supported and backward in ("auto", "bptt") and not resets
+    return fits and any(b == backend and mb >= B and mh >= H for b, mb, mh in AUTO_WINS)
+  if not supported:
+    raise ValueError(_unsupported(cell, f"{what}(kernel='pallas')"))
+  if backward not in ("auto", "bptt"):
+    raise ValueError(
+      f"{what}(kernel='pallas'): the Pallas kernel has its own hand-written backward, "
+      f"so backward={backward!r} does not apply; pass backward='auto' (or 'bptt'), "
+      f"or kernel='xla' for {backward!r}"
+    )
+  if resets:
+    raise ValueError(
+      f"{what}(kernel='pallas'): resets are not supported by the Pallas kernel; "
+      f"use kernel='xla' (or 'auto') with resets"
+    )
+  return True
