@@ -131,23 +131,34 @@ def test_parallel_scan_bad_input():
     rj.parallel_scan(cell, params, xs[:, :, :2])
 
 
-def test_elk_damps_where_the_undamped_steps_overflow_and_diagnose_predicts_it():
+def _merit(cell, params, xs, traj):
+  """Levenberg–Marquardt's merit, Σ_t ‖s_t − f(s_{t-1}, x_t)‖², by the cell's own step."""
+  prev = jnp.concatenate([jnp.zeros_like(traj[:1]), traj[:-1]])
+  step = jax.vmap(lambda h, x: cell.step(params, h, x)[0])
+  return float(jnp.sum((traj - step(prev, xs)) ** 2))
+
+
+def test_damping_keeps_chaos_finite_and_diagnose_predicts_it():
   """A chaotic RNN: quasi-DEER's undamped iterates go wild (or overflow, caught);
-  ELK's damped steps never raise the residual; neither claims convergence. On a
-  contracting RNN ELK converges to rj.scan. diagnose's prediction follows λ₁."""
+  quasi-ELK's damped steps never raise the merit Σ‖residual‖² and stay finite;
+  neither claims convergence. On a contracting RNN quasi-ELK converges to rj.scan.
+  diagnose's prediction follows λ₁."""
   chaotic = rj.elman(32, recurrent_init=rj.init.gaussian(3.0))  # λ₁ ≈ +0.3
   calm = rj.elman(8, recurrent_init=rj.init.gaussian(0.5))
   p_chaos, p_calm = (f64(c.init(jax.random.key(0), 1)) for c in (chaotic, calm))
   xs = 0.1 * jax.random.normal(jax.random.key(1), (400, 1, 1), jnp.float64)
-  kw = dict(max_iters=20, fallback="none")
-  _, _, quasi = rj.parallel_scan(chaotic, p_chaos, xs, method="quasi", **kw)
-  _, _, elk = rj.parallel_scan(chaotic, p_chaos, xs, method="elk", **kw)
-  assert not bool(quasi.converged) and not bool(elk.converged)  # chaos: neither, honestly
+  kw = dict(fallback="none")
+  _, _, quasi = rj.parallel_scan(chaotic, p_chaos, xs, method="quasi", max_iters=20, **kw)
+  assert not bool(quasi.converged)  # chaos: honestly not
   assert bool(quasi.nonfinite) or float(jnp.nanmax(quasi.residual_history)) > 1e10  # wild
-  hist = np.asarray(elk.residual_history)
-  assert not bool(elk.nonfinite) and np.all(np.isfinite(hist))
-  assert np.all(np.diff(hist) <= 0) and hist[-1] < hist[0]  # damped: never worse, lower
-  _, ys, info = rj.parallel_scan(calm, p_calm, xs, method="elk", max_iters=100, fallback="none")
+  merits = [_merit(chaotic, p_chaos, xs, jnp.zeros((400, 1, 32)))]
+  for iters in (10, 20):
+    _, _, elk = rj.parallel_scan(chaotic, p_chaos, xs, method="quasi-elk", max_iters=iters, **kw)
+    assert not bool(elk.converged) and not bool(elk.nonfinite)
+    assert np.all(np.isfinite(np.asarray(elk.residual_history)))
+    merits.append(_merit(chaotic, p_chaos, xs, elk.trajectory))
+  assert merits[2] <= merits[1] < merits[0], merits  # damped: never worse, lower
+  _, ys, info = rj.parallel_scan(calm, p_calm, xs, method="quasi-elk", max_iters=100, **kw)
   assert bool(info.converged)
   want = rj.scan(calm, p_calm, xs)[1]
   np.testing.assert_allclose(ys, want, rtol=0, atol=1e-8)  # the issue's 1e-8
@@ -155,6 +166,31 @@ def test_elk_damps_where_the_undamped_steps_overflow_and_diagnose_predicts_it():
     rj.jacobian.diagnose(chaotic, p_chaos, xs[:, 0])["parallel_evaluation"]["prediction"] == "no"
   )
   assert rj.jacobian.diagnose(calm, p_calm, xs[:, 0])["parallel_evaluation"]["prediction"] == "fast"
+
+
+def test_full_elk_damps_where_newton_overflows_and_converges_where_it_contracts():
+  """ELK with full Jacobians (the parallel Kalman smoother's step), one compiled solve
+  for two weight scales: where DEER's first Newton step overflows (recurrent weights
+  ×6), ELK's iterates stay finite and lower the merit; as initialised (contracting)
+  it converges to rj.scan to 1e-8."""
+  cell = rj.elman(4)
+  params = f64(cell.init(jax.random.key(0), 1))
+  wild = params._replace(w_h=6.0 * params.w_h)
+  xs = 0.1 * jax.random.normal(jax.random.key(1), (60, 1, 1), jnp.float64)
+  elk = jax.jit(
+    lambda p: rj.parallel_scan(cell, p, xs, method="elk", max_iters=40, fallback="none")
+  )
+  _, _, deer = rj.parallel_scan(cell, wild, xs, method="deer", max_iters=3, fallback="none")
+  assert float(jnp.nanmax(deer.residual_history)) > 1e30 and not bool(deer.converged)
+  _, _, info = elk(wild)
+  assert not bool(info.nonfinite) and not bool(info.converged)
+  assert float(jnp.nanmax(info.residual_history)) < 1.0
+  assert _merit(cell, wild, xs, info.trajectory) < _merit(cell, wild, xs, 0 * info.trajectory)
+  carry, ys, info = elk(params)
+  want_c, want = rj.scan(cell, params, xs)
+  assert bool(info.converged)
+  np.testing.assert_allclose(ys, want, rtol=1e-8, atol=1e-10)
+  np.testing.assert_allclose(carry, want_c, rtol=1e-8, atol=1e-10)
 
 
 def test_diagonals_without_the_jacobians_and_a_grid_shaped_carry():

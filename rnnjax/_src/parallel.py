@@ -9,17 +9,19 @@ them at the current guess ``s^(k)``:
 
 and the linear recurrence is solved for all t at once by
 ``jax.lax.associative_scan`` over the affine maps ``s ↦ J s + b`` (O(log T)
-depth). With the full Jacobians (``method="deer"``) the iteration is Newton's
-and is exact after at most T iterations (each fixes at least one more step);
-quasi-DEER (``method="quasi"``, Gonzalez et al. 2024) keeps only the diagonal of
-``J_t``, so each composition is elementwise (``[T, S]`` instead of
-``[T, S, S]``) at the price of more iterations. ELK (``method="elk"``, the same paper) damps
-each quasi step towards the current guess (Levenberg–Marquardt), which keeps
-the iterates finite where the undamped steps overflow (chaotic cells, long T).
-The state is the cell's carry
-flattened to ``s: [S]`` (`rnnjax.jacobian.flatten_state`); the Jacobians come
-from ``jax.jacfwd`` of the cell's own ``step``, so every cell works, users'
-custom cells included.
+depth, `linear_scan`). With the full Jacobians (``method="deer"``) the
+iteration is Newton's and is exact after at most T iterations (each fixes at
+least one more step); quasi-DEER (``method="quasi"``, Gonzalez et al. 2024)
+keeps only the diagonal of ``J_t``, so each composition is elementwise
+(``[T, S]`` instead of ``[T, S, S]``) at the price of more iterations. ELK
+(``method="elk"``, the same paper) damps each Newton step towards the current
+guess (Levenberg–Marquardt, a trust region): the step is the smoothed mean of a
+linear-Gaussian state-space model, computed by a parallel Kalman filter and
+smoother (`kalman.lm_smooth`); ``"quasi-elk"`` damps the diagonal step the same
+way, a per-unit tridiagonal solve. Damping keeps the iterates finite where the
+undamped steps overflow (chaotic cells, long T). The state is the cell's carry
+flattened to ``s: [S]``; the Jacobians (or their diagonals) come from JVPs of
+the cell's own ``step``, so every cell works, users' custom cells included.
 
 Gradients are exact at the returned trajectory by the implicit function
 theorem: with ``λ_T = ∂L/∂s_T``, the adjoint ``λ_t = ∂L/∂s_t + J_{t+1}ᵀ
@@ -38,13 +40,14 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from rnnjax._src import checks
+from rnnjax._src import checks, kalman, linear_scan
 from rnnjax._src import scan as scan_mod
 from rnnjax._src.cells import minrnn
 from rnnjax._src.cells.base import Cell
 from rnnjax._src.typing import Array, Carry, Params
 
-METHODS = ("deer", "quasi", "elk")
+METHODS = ("deer", "quasi", "elk", "quasi-elk")
+DAMPED = ("elk", "quasi-elk")
 FALLBACKS = ("sequential", "none")
 ADJOINTS = ("parallel", "sequential")
 
@@ -89,36 +92,6 @@ def _flat(carry: Carry, shapes: tuple[tuple[int, ...], ...]) -> Array:
     for leaf, shape in zip(jax.tree.leaves(carry), shapes, strict=True)
   ]
   return flat[0] if len(flat) == 1 else jnp.concatenate(flat, axis=-1)
-
-
-def _compose_full(first: tuple[Array, Array], then: tuple[Array, Array]) -> tuple[Array, Array]:
-  """``s ↦ A2 (A1 s + b1) + b2`` as ``(A2 A1, A2 b1 + b2)``."""
-  a1, b1 = first
-  a2, b2 = then
-  return a2 @ a1, (a2 @ b1[..., None])[..., 0] + b2
-
-
-def _compose_diag(first: tuple[Array, Array], then: tuple[Array, Array]) -> tuple[Array, Array]:
-  a1, b1 = first
-  a2, b2 = then
-  return a2 * a1, a2 * b1 + b2
-
-
-def _solve(jac: Array, b: Array, s0: Array, diag: bool, reverse: bool = False) -> Array:
-  """All ``s_t = J_t s_{t-1} + b_t`` (t = 1..T) from ``s_0`` by one associative scan.
-
-  ``jac: [T, B, S, S]`` (``[T, B, S]`` when ``diag``), ``b: [T, B, S]``,
-  ``s0: [B, S]``. With ``reverse`` the recurrence runs from t = T down,
-  ``s_t = J_t s_{t+1} + b_t`` with ``s_{T+1} = s0``.
-  """
-  first = 0 if not reverse else -1
-  if diag:
-    b = b.at[first].add(jac[first] * s0)
-  else:
-    b = b.at[first].add((jac[first] @ s0[..., None])[..., 0])
-  compose = _compose_diag if diag else _compose_full
-  _, s = lax.associative_scan(compose, (jac, b), reverse=reverse)
-  return s
 
 
 def _check_init(init: Carry, carry: Carry, T: int, what: str) -> None:
@@ -254,47 +227,59 @@ def _newton(
 ) -> tuple[Array, Any]:
   """Iterate the linearised solve from ``guess`` until the residual meets ``tol``.
 
-  ELK adapts its damping λ as Levenberg–Marquardt does: a step that lowers the
-  residual is taken and λ halves; one that does not is refused and λ doubles."""
+  The damped methods adapt λ as Levenberg–Marquardt does, on its merit function,
+  the sum of squared residuals ``Σ_t ‖s_t − f(s_{t-1}, x_t)‖²`` that each step
+  minimises a local model of: a step that lowers it is taken and λ halves; one
+  that does not is refused and λ doubles. (The largest residual, which ``tol``
+  bounds, is not a merit function: a small step along the LM direction can raise
+  it, so accepting on it stalls.)"""
   method = opts.method
 
-  def residual(traj: Array) -> Array:
-    return jnp.max(jnp.abs(traj - prob.f_all(params, _shifted(s0, traj), xs, mask)))
+  def residual(traj: Array) -> tuple[Array, Array]:
+    r = traj - prob.f_all(params, _shifted(s0, traj), xs, mask)
+    return jnp.max(jnp.abs(r)), jnp.sum(r * r)
 
   def body(state: tuple[Any, ...]) -> tuple[Any, ...]:
-    k, traj, res, hist, bad, lam = state
+    k, traj, res, merit, hist, bad, lam = state
     prev = _shifted(s0, traj)
     fx = prob.f_all(params, prev, xs, mask)
-    if method == "deer":
+    if method in ("deer", "elk"):  # s_t = J_t s_{t-1} + b_t, J_t: [T, B, S, S]
       jac = prob.jacobians(params, prev, xs, mask)
-      new = _solve(jac, fx - (jac @ prev[..., None])[..., 0], s0, False)
-    else:
+      b = fx - (jac @ prev[..., None])[..., 0]
+      if method == "deer":
+        new = linear_scan.solve(jac, b, s0, diag=False)
+      else:
+        new = kalman.lm_smooth(jac, b, s0, traj, lam)
+    else:  # the diagonals only: [T, B, S]
       a = prob.diagonals(params, prev, xs, mask)
       b = fx - a * prev
-      new = _solve(a, b, s0, True) if method == "quasi" else _damped_solve(a, b, s0, traj, lam)
-    new_res = residual(new)
-    finite = jnp.all(jnp.isfinite(new)) & jnp.isfinite(new_res)
-    if method == "elk":  # take the step only if it helps; adapt λ
-      better = finite & ~(new_res > res)
+      if method == "quasi":
+        new = linear_scan.solve(a, b, s0, diag=True)
+      else:
+        new = _damped_solve(a, b, s0, traj, lam)
+    new_res, new_merit = residual(new)
+    finite = jnp.all(jnp.isfinite(new)) & jnp.isfinite(new_merit)
+    if method in DAMPED:  # take the step only if it helps; adapt λ
+      better = finite & ~(new_merit > merit)
       lam = jnp.where(better, lam / 2, lam * 2)
       take, bad = better, bad
     else:
       take, bad = finite, bad | ~finite
     traj = jnp.where(take, new, traj)
     res = jnp.where(take, new_res, res)
+    merit = jnp.where(take, new_merit, merit)
     hist = hist.at[k].set(res)
-    return k + 1, traj, res, hist, bad, lam
+    return k + 1, traj, res, merit, hist, bad, lam
 
   def cond(state: tuple[Any, ...]) -> Array:
-    k, _, res, _, bad, _ = state
+    k, _, res, _, _, bad, _ = state
     return (k < opts.max_iters) & ~(res <= opts.tol) & ~bad  # a NaN residual keeps iterating
 
-  res0 = residual(guess)
+  res0, merit0 = residual(guess)
   hist0 = jnp.full((opts.max_iters,), jnp.nan, res0.dtype)
   lam0 = jnp.asarray(opts.damping, res0.dtype)
-  k, traj, res, hist, bad, _ = lax.while_loop(
-    cond, body, (jnp.asarray(0), guess, res0, hist0, jnp.asarray(False), lam0)
-  )
+  state0 = (jnp.asarray(0), guess, res0, merit0, hist0, jnp.asarray(False), lam0)
+  k, traj, res, _, hist, bad, _ = lax.while_loop(cond, body, state0)
   bad = bad | ~jnp.all(jnp.isfinite(traj))
   return traj, (k, res <= opts.tol, res, hist, bad)
 
@@ -354,7 +339,7 @@ def _implicit_bwd(prob: _Problem, opts: _Options, res: Any, g: Any) -> tuple[Any
     jac_t = jnp.swapaxes(jac, -1, -2)
     # λ_t = g_t + J_{t+1}ᵀ λ_{t+1}: coefficients shifted by one, the last one zero
     coeff = jnp.concatenate([jac_t[1:], jnp.zeros_like(jac_t[:1])], axis=0)
-    lam = _solve(coeff, dtraj, jnp.zeros_like(s0), False, reverse=True)
+    lam = linear_scan.solve(coeff, dtraj, jnp.zeros_like(s0), diag=False, reverse=True)
   else:
     lam = _adjoint_sequential(prob, params, prev, xs, mask, dtraj)
   _, vjp = jax.vjp(lambda p, sp, x: prob.f_all(p, sp, x, mask), params, prev, xs)
@@ -383,7 +368,7 @@ def parallel_scan(
   damping: float = 1.0,
   adjoint: str = "parallel",
 ) -> tuple[Carry, Array, ParallelInfo]:
-  """Evaluate ``cell`` over ``xs`` in parallel over time (DEER / quasi-DEER).
+  """Evaluate ``cell`` over ``xs`` in parallel over time (DEER, quasi-DEER, ELK).
 
   The result is `rnnjax.scan`'s (the same ``lengths`` and ``reverse``
   semantics, time-major ``[T, B, I]``), found by Newton iterations whose
@@ -396,12 +381,14 @@ def parallel_scan(
     carry: the initial carry for batch B (default zeros).
     method: ``"deer"`` (full Jacobians ``[T, B, S, S]``: Newton, at most T
       iterations), ``"quasi"`` (their diagonals ``[T, B, S]``: less work per
-      iteration, more iterations) or ``"elk"`` (quasi-ELK: the diagonal step
-      damped by Levenberg–Marquardt, a per-unit Kalman smoother solved as a
-      tridiagonal system, for trajectories where the undamped steps overflow).
-      Each step's Jacobian comes from S JVPs of the cell's ``step``: DEER
-      forms it (``jax.jacfwd``); ``quasi`` and ``elk`` keep only unit j of the
-      j-th JVP, so their iterations hold ``[T, B, S]``, never ``[T, B, S, S]``.
+      iteration, more iterations), ``"elk"`` (the DEER step damped by
+      Levenberg–Marquardt: a parallel Kalman smoother over ``[T, B, S, S]``,
+      for trajectories where the undamped steps overflow) or ``"quasi-elk"``
+      (the quasi step damped the same way: a per-unit tridiagonal solve).
+      Each step's Jacobian comes from S JVPs of the cell's ``step``: DEER and
+      ELK form it (``jax.jacfwd``); ``quasi`` and ``quasi-elk`` keep only unit
+      j of the j-th JVP, so their iterations hold ``[T, B, S]``, never
+      ``[T, B, S, S]``.
     lengths: ``[B]`` valid lengths, as in `rnnjax.scan`.
     reverse: process each sequence backwards inside its length.
     max_iters: the iteration budget (default 100; DEER is exact after T).
@@ -413,7 +400,7 @@ def parallel_scan(
       (or meets a NaN or an overflow), return `rnnjax.scan`'s result instead,
       and say so in ``info.fell_back``, so a result is never silently wrong;
       ``"none"``: return the last finite iterate with ``info.converged`` False.
-    damping: ELK's initial Levenberg–Marquardt λ (halved after a step that lowers
+    damping: the initial Levenberg–Marquardt λ of ``"elk"`` and ``"quasi-elk"`` (halved after a step that lowers
       the residual, doubled after one that does not).
     adjoint: how the gradient's adjoint recurrence ``λ_t = g_t + J_{t+1}ᵀ
       λ_{t+1}`` is solved: ``"parallel"`` (default: a reverse associative scan
