@@ -393,6 +393,12 @@ def to_torch(layers: Any) -> dict[str, np.ndarray]:
   """
   if _is_layer(layers):
     layers = [layers]
+  if isinstance(layers, tuple) and len(layers) == 2 and all(map(_is_layer, layers)):
+    raise ValueError(
+      "to_torch: a tuple of two (cell, params) pairs is ambiguous: pass "
+      "[((cell, params_fwd), (cell, params_bwd))] for one bidirectional layer, or "
+      "[(cell, params_1), (cell, params_2)] for two stacked layers"
+    )
   if not isinstance(layers, Sequence) or not layers:
     raise ValueError(
       "to_torch: layers must be a (cell, params) pair or a non-empty list of layers as "

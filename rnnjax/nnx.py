@@ -13,8 +13,11 @@ unless ``time_major=True``; ``reverse``, ``keep_order``, ``return_carry``,
 ``initial_carry`` and ``seq_lengths`` mean what they mean for ``nnx.RNN``,
 with one difference on padding: rnnjax zeros the outputs at ``t >=
 seq_lengths[b]`` (and leaves them in place), where flax returns whatever the
-cell computed on the padding. On valid steps, and for the returned carry, the
-two agree.
+cell computed on the padding. On valid steps, and for the returned carry of
+every sequence with ``seq_lengths >= 1``, the two agree (at length 0 flax
+returns its last step's carry, rnnjax the initial one). The LSTM's carry is
+``rj.LSTMCarry(h, c)`` where flax's is ``(c, h)``: a plain tuple given as an
+LSTM's ``initial_carry`` is refused, so the two cannot be swapped silently.
 
 The params live in the module as the cell's own params NamedTuple with an
 ``nnx.Param`` at each leaf (``rnn.params.w_x``, ``rnn.params.b``), so
@@ -62,6 +65,7 @@ def _run(
   keep_order: bool,
   unroll: int = 1,
   backward: str = "auto",
+  kernel: str = "auto",
 ) -> tuple[Carry, Array]:
   """`rnnjax.scan` with flax's ``reverse``/``keep_order`` conventions.
 
@@ -81,6 +85,7 @@ def _run(
     time_major=time_major,
     unroll=unroll,
     backward=backward,  # type: ignore[arg-type]
+    kernel=kernel,  # type: ignore[arg-type]
   )
   if reverse and not keep_order:
     ys_tm = ys if time_major else jnp.swapaxes(ys, 0, 1)
@@ -166,6 +171,7 @@ class RNN(nnx.Module):
     return_carry: bool = False,
     unroll: int = 1,
     backward: str = "auto",
+    kernel: str = "auto",
   ):
     """Wrap ``cell`` with fresh params (from ``rngs``) or given ``params``.
 
@@ -183,6 +189,8 @@ class RNN(nnx.Module):
       unroll: `rnnjax.scan`'s ``lax.scan`` unroll factor.
       backward: `rnnjax.scan`'s backward mode (``"auto"``, ``"bptt"``,
         ``"autodiff"``, ``"checkpoint"``).
+      kernel: `rnnjax.scan`'s time-loop kernel (``"auto"``, ``"xla"``,
+        ``"pallas"``).
 
     Raises:
       TypeError: ``cell`` is not a `rnnjax.Cell`.
@@ -210,6 +218,7 @@ class RNN(nnx.Module):
     self.return_carry = return_carry
     self.unroll = unroll
     self.backward = backward
+    self.kernel = kernel
 
   def to_layer(self) -> tuple[Cell, Params]:
     """``(cell, params)`` with the params as arrays: a layer of the
@@ -253,6 +262,13 @@ class RNN(nnx.Module):
     """
     del rngs
     cell, params = self.to_layer()
+    plain = isinstance(initial_carry, tuple) and not hasattr(initial_carry, "_fields")
+    if plain and isinstance(cell.initial_carry(()), rj.LSTMCarry):
+      raise ValueError(
+        "rnnjax.nnx.RNN: initial_carry is a plain tuple, but this cell's carry is "
+        "rj.LSTMCarry(h, c); flax's LSTM carry is (c, h), so pass "
+        "rj.LSTMCarry(h=h, c=c) to say which is which"
+      )
     carry, ys = _run(
       cell,
       params,
@@ -264,6 +280,7 @@ class RNN(nnx.Module):
       keep_order=self.keep_order if keep_order is None else keep_order,
       unroll=self.unroll,
       backward=self.backward,
+      kernel=self.kernel,
     )
     want_carry = self.return_carry if return_carry is None else return_carry
     return (carry, ys) if want_carry else ys
@@ -335,6 +352,9 @@ class Bidirectional(nnx.Module):
     seq_lengths: Array | None = None,
     return_carry: bool | None = None,
     time_major: bool | None = None,
+    reverse: bool | None = None,
+    keep_order: bool | None = None,
+    rngs: Any = None,
   ) -> Array | tuple[tuple[Carry, Carry], Array]:
     """Run both directions.
 
@@ -343,11 +363,16 @@ class Bidirectional(nnx.Module):
       initial_carry: optional ``(carry_fwd, carry_bwd)``.
       seq_lengths: optional ``[B]`` valid lengths.
       return_carry: overrides the module's flag for this call.
+      reverse: unused, as in ``flax.nnx.Bidirectional`` (each direction's
+        RNN fixes its own); accepted so flax call sites run unchanged.
+      keep_order: unused, likewise.
+      rngs: unused, likewise.
       time_major: overrides the module's flag for this call.
 
     Returns:
       ``ys = merge_fn(ys_fwd, ys_bwd)``, or ``((carry_fwd, carry_bwd), ys)``.
     """
+    del reverse, keep_order, rngs
     tm = self.time_major if time_major is None else time_major
     c0f, c0b = (None, None) if initial_carry is None else initial_carry
     carry_f, ys_f = self.forward_rnn(

@@ -264,6 +264,8 @@ def test_to_torch_errors_name_the_layer():
     interop.to_torch([lstm, bi])
   with pytest.raises(ValueError, match=r"layer 1 has w_x of shape \(3, 16\).* expects \(16, 4\)"):
     interop.to_torch([lstm, lstm])
+  with pytest.raises(ValueError, match=r"ambiguous: pass \[\(\(cell, params_fwd\)"):
+    interop.to_torch(tuple(bi))  # a bare bidirectional layer, I == H: not two layers
   mgu = rj.mgu(H2)
   with pytest.raises(TypeError, match=r"layer 0 has params MGUParams; PyTorch's layers are"):
     interop.to_torch((mgu, _random_params(mgu, I2, np.random.default_rng(0))))

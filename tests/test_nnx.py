@@ -193,6 +193,9 @@ def test_bidirectional_equals_functional_and_flax_bidirectional():
   assert_trees_close(g["backward_rnn"]["params"], ref_b._asdict())
   flax_bi = nnx.Bidirectional(fwd, bwd, return_carry=True)
   assert_trees_close(flax_bi(xs, seq_lengths=LENGTHS), ref)
+  # flax's call-time arguments run unchanged (unused, as in flax)
+  flax_kw = dict(rngs=nnx.Rngs(1), reverse=False, keep_order=False)
+  assert_trees_close(bi(xs, seq_lengths=LENGTHS, **flax_kw), ref)
 
 
 def _stack(**kw):
@@ -355,6 +358,11 @@ def test_errors_name_the_fix():
   rnn = rnx.RNN(CELLS["lstm"], I, params=_params("lstm"))
   with pytest.raises(ValueError, match=r"xs has feature size 3 but params expect input_size 2"):
     rnn(_xs(shape=(B, T, 3)))
+  pallas = rnx.RNN(CELLS["lstm"], I, params=_params("lstm"), kernel="pallas")
+  assert "pallas_call" in str(jax.make_jaxpr(lambda x: pallas(x))(_xs()))  # kernel= reaches rj.scan
+  h = jnp.zeros((B, H))
+  with pytest.raises(ValueError, match=r"flax's LSTM carry is \(c, h\), so pass rj.LSTMCarry"):
+    rnn(_xs(), initial_carry=(h, h))
   with pytest.raises(ValueError, match=r"cells is empty"):
     rnx.Stacked([], I, rngs=nnx.Rngs(0))
   with pytest.raises(

@@ -23,6 +23,8 @@ def _setup(cell, key):
   k1, k2, k3 = jax.random.split(key, 3)
   params = f64(cell.init(k1, I))
   params = params._replace(b=params.b + 0.1 * jax.random.normal(k3, params.b.shape))
+  if getattr(params, "b_hn", None) is not None:  # the GRU's reset-after bias starts at 0
+    params = params._replace(b_hn=0.3 * jax.random.normal(k1, params.b_hn.shape))
   xs = jax.random.normal(k2, (T, B, I))
   carry0 = jax.tree.map(
     lambda c: 0.3 * jax.random.normal(k3, c.shape), cell.initial_carry((B,), jnp.float64)
@@ -130,3 +132,33 @@ def test_kernels_lower_to_triton(dtype):
     assert text.count("__gpu$xla.gpu.triton") == 2, cell  # one forward, one backward launch
     if dtype == jnp.bfloat16:
       break  # the bfloat16 variant: the LSTM only
+
+
+def test_two_programs_and_a_weight_read_every_step(key):
+  """B = 17 pads to two programs of 16 sequences, and ``resident=False`` reads w_h
+  from memory at every step (the path for large H): values and gradients still
+  equal the XLA scan's, with lengths."""
+  cell, n = rj.lstm(H), 17
+  params, _, _ = _setup(cell, key)
+  xs = jax.random.normal(jax.random.key(3), (T, n, I))
+  carry0 = jax.tree.map(
+    lambda c: 0.3 * jax.random.normal(jax.random.key(4), c.shape), cell.initial_carry((n,))
+  )
+  lengths = jnp.arange(n) % (T + 1)
+  mask = jnp.arange(T)[:, None] < lengths[None, :]
+
+  def loss(p, x, c0, pallas):
+    if pallas:
+      carry, ys = pallas_rnn.pallas_scan(cell, p, x, c0, mask, resident=False)
+    else:
+      carry, ys = rj.scan(cell, p, x, c0, lengths=lengths, kernel="xla")
+    return jnp.sum(jnp.sin(ys)) + jnp.sum(carry.c**2), (carry, ys)
+
+  run = jax.jit(
+    lambda p, x, c0: [
+      jax.value_and_grad(loss, (0, 1, 2), has_aux=True)(p, x, c0, k) for k in (True, False)
+    ]
+  )
+  (got, got_grads), (want, want_grads) = [(out, g) for (_, out), g in run(params, xs, carry0)]
+  assert_trees_close(got, want)
+  assert_trees_close(got_grads, want_grads)
