@@ -190,3 +190,31 @@ def test_loss_figure_draws_a_labelled_baseline():
   fig = plot.loss_figure(history)
   assert len(fig.axes[0].get_lines()) == 1 and fig.axes[0].get_legend() is None
   plot.pyplot().close(fig)
+
+
+@pytest.mark.parametrize(
+  ("argv", "message"),
+  [
+    (["--num-processes", "2"], "--num-processes and --process-id need --coordinator HOST:PORT"),
+    (
+      ["--coordinator", "localhost:1"],
+      "--coordinator localhost:1 needs --num-processes N and --process-id I",
+    ),
+    (
+      ["--coordinator", "localhost:1", "--num-processes", "2", "--process-id", "2"],
+      "--process-id 2 is out of range for --num-processes 2: use 0 to 1",
+    ),
+  ],
+)
+def test_train_names_what_a_multi_process_run_lacks(argv, message, tmp_path, capsys):
+  """Checked before jax.distributed.initialize is called (it would wait for peers)."""
+  with pytest.raises(SystemExit) as e:
+    cli.main(["train", "--out", str(tmp_path), *argv])
+  assert e.value.code == 2
+  assert message in " ".join(capsys.readouterr().err.split())
+
+
+def test_experiment_boundaries_refuses_devices(capsys):
+  with pytest.raises(SystemExit):
+    cli.main(["experiment", "boundaries", "--devices", "2", "--steps", "1"])
+  assert "--devices 2 is not taken by the boundaries experiment yet" in capsys.readouterr().err

@@ -34,20 +34,20 @@ def test_written_files_get_ordinary_permissions_under_the_umask(tmp_path, set_um
     io.atomic_write_bytes(tmp_path / "a.bin", b"\x00\x01"),
     io.atomic_write_text(tmp_path / "new" / "folder" / "b.txt", "héllo"),
     io.write_json(existing, {"k": [1, 2]}),  # replaced: the new file's mode
-    checkpoint.save(tmp_path / "c.ckpt", {"w": np.arange(3.0)}, {"run": 1}),
   ]
-  for path in paths:
+  with checkpoint.Checkpoints(tmp_path / "run") as saver:  # Orbax's files and folders too
+    assert saver.save(3, {"w": np.arange(3.0)}, {"run": 1}, force=True)
+  written = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+  assert len(written) > 5
+  for path in paths + written:
     assert _mode(path) == 0o666 & ~mask, (path, oct(_mode(path)))
+  for folder in (p for p in (tmp_path / "run").rglob("*") if p.is_dir()):
+    assert _mode(folder) == 0o777 & ~mask, (folder, oct(_mode(folder)))
   assert paths[0].read_bytes() == b"\x00\x01"
   assert paths[1].read_text(encoding="utf-8") == "héllo"
   assert paths[2].read_text() == '{\n  "k": [\n    1,\n    2\n  ]\n}\n'
-  assert checkpoint.read_meta(paths[3]) == {"run": 1}
-  assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == [
-    "a.bin",
-    "b.txt",
-    "c.ckpt",
-    "old.json",
-  ]
+  assert checkpoint.read_meta(tmp_path / "run") == {"run": 1}
+  assert sorted(p.name for p in tmp_path.glob("*") if p.is_file()) == ["a.bin", "old.json"]
 
 
 def test_write_is_atomic_fsynced_and_cleans_up(tmp_path, monkeypatch):

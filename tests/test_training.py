@@ -2,6 +2,7 @@
 
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -67,3 +68,34 @@ def test_run_loop_budget_logging_and_hooks():
   assert r.history == logged and all(math.isfinite(row["seconds"]) for row in logged)
   with pytest.raises(ValueError, match="give a step budget"):
     training.run_loop(step_fn)
+
+
+def test_a_one_device_mesh_gives_the_plain_step_and_errors_name_the_fix():
+  """The data-parallel step (`mesh=`) on one device is the one-device step, bit
+  for bit; a device count beyond the visible ones names both and the fix.
+  Several devices are tested in a subprocess (tests/test_multidevice.py)."""
+  params = {"w": jnp.array([3.0, -4.0]), "b": jnp.array(0.5)}
+
+  def loss(p, x):
+    return jnp.mean((x @ p["w"] + p["b"]) ** 2)
+
+  x = np.arange(8.0, dtype=np.float32).reshape(4, 2)
+  opt = training.make_optimizer(lr=0.1)
+  mesh = training.make_mesh(1)
+  assert mesh.size == 1 and mesh.axis_names == (training.MESH_AXIS,)
+  rep = training.replicated(mesh)
+  sharded = training.make_train_step(loss, opt, mesh=mesh, batch_axes=(0,))(
+    training.put(params, rep),
+    training.put(opt.init(params), rep),
+    training.put(x, training.batch_sharded(mesh, 0)),
+  )
+  plain = training.make_train_step(loss, opt)(params, opt.init(params), x)
+  chex.assert_trees_all_equal(sharded.params, plain.params)
+  assert float(sharded.loss) == float(plain.loss) and sharded.params["w"].sharding == rep
+  training.check_batch(5, mesh)  # any batch divides among one device
+  n, backend = jax.device_count(), jax.default_backend()
+  visible = f"1 {backend} device is" if n == 1 else f"{n} {backend} devices are"
+  with pytest.raises(
+    ValueError, match=rf"^devices={n + 2} but {visible} visible; use --devices between 1 and {n} "
+  ):
+    training.make_mesh(n + 2)

@@ -2,8 +2,29 @@
 
 Adam with global-norm clipping and a cosine learning-rate decay
 (`rnnjax.apps.training`), truncated BPTT with the carry passed between
-consecutive windows of parallel streams, a step or wall-clock budget, and
-checkpoints from which a killed run resumes to the same loss curve.
+consecutive windows of parallel streams, data parallel over the visible
+devices (the streams split among them), a step or wall-clock budget, and
+Orbax checkpoints (`rnnjax.apps.checkpoint`) from which a killed run resumes
+to the same loss curve.
+
+Resuming (``resume=True``, ``rnnjax train --resume``):
+
+* the arguments that define the model and the data stream (the model's
+  shape, the corpus and its vocabulary, batch, window, learning rate,
+  clipping, seed) must be those of the run; each one that differs is named
+  with both values;
+* ``max_steps`` (``--steps``) may grow: a larger budget extends a finished
+  run, and the cosine learning-rate decay then follows the new budget from
+  the checkpoint's step on (the rate rises where the old budget ended, a warm
+  restart, and decays to its floor at the new end); the same budget as a
+  finished run trains nothing; a smaller one than the checkpoint's step is
+  refused;
+* the device count may change (Orbax restores onto the new shardings); the
+  curve then differs from the uninterrupted one by float32 reduction order.
+
+A new run into a folder that holds checkpoints is refused (``--resume``
+continues it; a new ``--out`` starts elsewhere) unless ``overwrite=True``
+(the demo, whose runs follow the wall clock and cannot be resumed).
 """
 
 from __future__ import annotations
@@ -13,11 +34,12 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TextIO
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 import rnnjax as rj
 from rnnjax.apps import checkpoint, io, training
@@ -25,7 +47,6 @@ from rnnjax.apps.data import Corpus, Vocab, stream_batches
 from rnnjax.apps.models.lm import CharLM, CharLMParams, char_lm
 
 LN2 = math.log(2.0)
-CHECKPOINT = "checkpoint.ckpt"
 METRICS = "metrics.jsonl"
 
 
@@ -48,7 +69,8 @@ class TrainConfig(NamedTuple):
 
   With ``max_steps`` the run is deterministic (the learning rate decays by
   step) and can checkpoint and resume; otherwise it runs for ``minutes`` of
-  wall clock with the decay following the clock.
+  wall clock with the decay following the clock. ``devices`` (default: all
+  visible) must divide ``batch``; ``keep_checkpoints`` is Orbax's retention.
   """
 
   batch: int = 32
@@ -60,6 +82,8 @@ class TrainConfig(NamedTuple):
   seed: int = 0
   log_every: int = 10
   checkpoint_every: int = 0
+  devices: int | None = None
+  keep_checkpoints: int = 2
 
 
 class CharLMRun(NamedTuple):
@@ -73,6 +97,8 @@ class CharLMRun(NamedTuple):
   steps: int
   train_seconds: float
   history: list[dict[str, Any]]
+  devices: int = 1
+  resumed_from: int | None = None  # the checkpoint's step, when resumed
 
 
 def evaluate_bpc(
@@ -149,8 +175,18 @@ def _fresh_state(model: CharLM, cfg: TrainConfig) -> dict[str, Any]:
     params=params,
     opt_state=training.make_optimizer(cfg.lr, cfg.clip).init(params),
     carries=model.initial_carry(cfg.batch),
-    step=0,
     key=jax.random.key(cfg.seed),
+  )
+
+
+def _placed(state: dict[str, Any], mesh: jax.sharding.Mesh) -> dict[str, Any]:
+  """``state`` on the mesh: the carries split along the batch, the rest replicated."""
+  rep = training.replicated(mesh)
+  return dict(
+    params=training.put(state["params"], rep),
+    opt_state=training.put(state["opt_state"], rep),
+    carries=training.put(state["carries"], training.batch_sharded(mesh, 0)),
+    key=training.put(state["key"], rep),
   )
 
 
@@ -168,37 +204,102 @@ def _read_metrics(path: Path, upto: int) -> list[dict[str, Any]]:
   return out
 
 
-def _resume(
-  out_dir: Path, state: dict[str, Any], meta: dict[str, Any]
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-  """The state saved in ``out_dir`` and its metric rows, after checking the
-  checkpoint was written by a run with the same arguments."""
-  state, saved = checkpoint.load(out_dir / CHECKPOINT, state)
-  if saved != meta:
-    diffs = [
-      f"{k}: checkpoint {saved.get(k)!r} vs now {meta[k]!r}"
-      for k in sorted(set(saved) | set(meta))
-      if saved.get(k) != meta.get(k)
-    ]
+# saved arguments a resumed run may change: the step budget (a larger one extends the run)
+_EXTENSIBLE = frozenset({("train", "max_steps")})
+
+_FLAGS = {
+  ("train", "corpus"): "--text",
+  ("model", "a_schedule"): "--a-max/--a-steps",
+  ("model", "vocab_size"): "the vocabulary size (from --text)",
+}
+
+
+def _flag(path: tuple[str, ...]) -> str:
+  """The option of ``rnnjax train`` that sets a saved argument."""
+  if path in _FLAGS:
+    return _FLAGS[path]
+  return "--" + path[-1].replace("_", "-") if path[0] in ("model", "train") else path[-1]
+
+
+def _flat(meta: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+  out: dict[tuple[str, ...], Any] = {}
+  for k, v in meta.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, (*prefix, k)))
+    else:
+      out[(*prefix, k)] = v
+  return out
+
+
+def _run_differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+  """Each argument of the run that differs between a checkpoint's meta and
+  this call's, named by its option with both values, in full (the vocabulary,
+  a string of every character, by its size and the characters that differ)."""
+  a, b = _flat(saved), _flat(now)
+  out = []
+  for path in sorted(set(a) | set(b)):
+    if path in _EXTENSIBLE or a.get(path) == b.get(path):
+      continue
+    if path == ("model", "vocab_size") and a.get(("vocab",)) != b.get(("vocab",)):
+      continue  # said with the vocabulary
+    if path == ("vocab",) and isinstance(a.get(path), str) and isinstance(b.get(path), str):
+      old, new = set(a[path]), set(b[path])
+      out.append(
+        f"the vocabulary (from --text): the checkpoint's has {len(a[path])} characters, "
+        f"this corpus's {len(b[path])}; only in the checkpoint's {sorted(old - new)!r}, "
+        f"only in this corpus's {sorted(new - old)!r}"
+      )
+    else:
+      missing = "(not set)"
+      out.append(
+        f"{_flag(path)}: checkpoint {a.get(path, missing)!r}, now {b.get(path, missing)!r}"
+      )
+  return out
+
+
+def _check_resumable(out_dir: Path, meta: dict[str, Any]) -> None:
+  """Raise unless ``out_dir`` holds a checkpoint written with the arguments in ``meta``."""
+  where = out_dir / checkpoint.FOLDER
+  if checkpoint.latest_step(out_dir) is None:
     raise checkpoint.CheckpointError(
-      f"checkpoint {out_dir / CHECKPOINT} was written by a different run "
-      f"({'; '.join(d[:200] for d in diffs)}); use the same arguments or a new --out"
+      f"--resume: {out_dir} holds no checkpoint (looked for {where}); start the run "
+      "without --resume"
     )
-  return state, _read_metrics(out_dir / METRICS, int(state["step"]))
+  diffs = _run_differences(checkpoint.read_meta(out_dir), meta)
+  if diffs:
+    raise checkpoint.CheckpointError(
+      f"checkpoint {where} was written by a different run: {'; '.join(diffs)}; resume with "
+      "the checkpoint's arguments, or train into a new --out"
+    )
+
+
+def _resume(
+  out_dir: Path, state: dict[str, Any], max_steps: int
+) -> tuple[dict[str, Any], int, list[dict[str, Any]]]:
+  """The state saved in ``out_dir`` (read into ``state``'s structure and
+  shardings), its step and its metric rows."""
+  restored = checkpoint.restore(out_dir, state)
+  if restored.step > max_steps:
+    raise checkpoint.CheckpointError(
+      f"checkpoint {out_dir / checkpoint.FOLDER} is at step {restored.step}, past --steps "
+      f"{max_steps}: give --steps {restored.step} to keep the run as it is, or more to extend it"
+    )
+  return restored.state, restored.step, _read_metrics(out_dir / METRICS, restored.step)
 
 
 def restore_model(run_dir: Path | str) -> tuple[CharLM, CharLMParams, Vocab, dict[str, Any]]:
-  """``(model, params, vocab, meta)`` from a run folder's checkpoint."""
-  path = Path(run_dir) / CHECKPOINT
-  meta = checkpoint.read_meta(path)
+  """``(model, params, vocab, meta)`` from a run folder's newest checkpoint,
+  on this process's first device (for sampling and analysis)."""
+  meta = checkpoint.read_meta(run_dir)
   config = dict(meta["model"])
   if "a_schedule" in config:  # stored as [a_max, steps]
     config["a_schedule"] = rj.SlopeAnnealing(*config["a_schedule"])
   model = char_lm(**config)
   t = meta["train"]
   cfg = TrainConfig(batch=t["batch"], lr=t["lr"], clip=t["clip"])
-  state, _ = checkpoint.load(path, _fresh_state(model, cfg))
-  return model, state["params"], Vocab(meta["vocab"]), meta
+  mesh = training.make_mesh(1)
+  restored = checkpoint.restore(run_dir, _placed(_fresh_state(model, cfg), mesh))
+  return model, training.to_local(restored.state["params"]), Vocab(meta["vocab"]), meta
 
 
 def train_char_lm(
@@ -208,6 +309,7 @@ def train_char_lm(
   *,
   out_dir: Path | None = None,
   resume: bool = False,
+  overwrite: bool = False,
   progress: bool = True,
 ) -> CharLMRun:
   """Train a character LM on ``corpus`` and report validation bits per character.
@@ -216,14 +318,23 @@ def train_char_lm(
     corpus: the train and validation text.
     model_cfg: the model's shape (default `ModelConfig()`).
     cfg: the training setup (default `TrainConfig()`).
-    out_dir: where ``metrics.jsonl`` and ``checkpoint.ckpt`` go (optional).
-    resume: continue from ``out_dir``'s checkpoint (params, optimizer state,
-      TBPTT carries, data position, RNG) to the same loss curve as an
-      uninterrupted run.
+    out_dir: where ``metrics.jsonl`` and the ``checkpoints`` folder go (optional).
+    resume: continue from ``out_dir``'s newest checkpoint (params, optimizer
+      state, TBPTT carries, data position, RNG) to the same loss curve as an
+      uninterrupted run; see the module docstring for what may change.
+    overwrite: replace the checkpoints of a run already in ``out_dir``
+      instead of refusing to start.
     progress: show a progress bar.
 
   Returns:
-    `CharLMRun`.
+    `CharLMRun`, its params on this process's first device.
+
+  Raises:
+    ValueError: a batch that does not divide by the devices, a budget or
+      folder that does not allow checkpoints.
+    CheckpointError: ``out_dir`` holds a run and neither ``resume`` nor
+      ``overwrite`` is set; or, resuming, no checkpoint, a damaged one, or one
+      written with other arguments (each named with both values).
   """
   model_cfg = model_cfg or ModelConfig()
   cfg = cfg or TrainConfig()
@@ -234,6 +345,8 @@ def train_char_lm(
       "checkpoints and --resume need an output folder and a step budget "
       "(--steps): a wall-clock schedule cannot be replayed exactly"
     )
+  mesh = training.make_mesh(cfg.devices)
+  training.check_batch(cfg.batch, mesh)
   vocab = Vocab.from_text(corpus.train)
   train_ids, val_ids = vocab.encode(corpus.train), vocab.encode(corpus.val)
   model = char_lm(
@@ -250,73 +363,113 @@ def train_char_lm(
     else None,
   )
   meta = _meta(vocab, model, cfg, corpus)
-  state, history = _fresh_state(model, cfg), list[dict[str, Any]]()
+  if out_dir is not None and resume:  # refuse before any work on the devices
+    _check_resumable(out_dir, meta)
+  elif out_dir is not None:
+    _claim(out_dir, overwrite)
+  state, start, history = _placed(_fresh_state(model, cfg), mesh), 0, list[dict[str, Any]]()
   if resume:
-    assert out_dir is not None
-    state, history = _resume(out_dir, state, meta)
+    assert out_dir is not None and cfg.max_steps
+    state, start, history = _resume(out_dir, state, cfg.max_steps)
 
   optimizer = training.make_optimizer(cfg.lr, cfg.clip)
-  train_step = training.make_train_step(model.loss, optimizer, has_aux=True)
-  streams = stream_batches(train_ids, cfg.batch, cfg.seq_len, forever=False)
   regularised = model_cfg.dropout > 0 or model_cfg.weight_drop > 0 or model_cfg.zoneout > 0
+  # inputs and targets [T, B] split along B, carries [B, ...] along B, the key replicated
+  train_step = training.make_train_step(
+    model.loss,
+    optimizer,
+    has_aux=True,
+    mesh=mesh,
+    batch_axes=(1, 1, 0, *((None,) if regularised else ())),
+    aux_axis=0,
+  )
+  streams = stream_batches(train_ids, cfg.batch, cfg.seq_len, forever=False)
+  window_sharding = training.batch_sharded(mesh, 1)
+  writer = jax.process_index() == 0  # one process writes the metrics
 
   def step_fn(step: int, frac: float) -> dict[str, Any]:
     w = step % streams.count  # the data position
-    if w == 0:
-      state["carries"] = model.initial_carry(cfg.batch)  # a new pass over the streams
-    x, y = streams(w)
+    if w == 0:  # a new pass over the streams
+      state["carries"] = training.put(
+        model.initial_carry(cfg.batch), training.batch_sharded(mesh, 0)
+      )
+    x, y = (training.put(a, window_sharding) for a in streams(w))
     state["params"] = model.anneal(state["params"], step)  # the HM-LSTM's boundary slope
     lr = training.cosine_lr(cfg.lr, frac)
     opt_state = training.set_learning_rate(state["opt_state"], lr)
     # a regularised run draws its masks from the run's key and the step number,
     # so a resumed run draws the same ones
     key = (jax.random.fold_in(state["key"], step),) if regularised else ()
-    out = train_step(
-      state["params"], opt_state, jnp.asarray(x), jnp.asarray(y), state["carries"], *key
-    )
-    state.update(params=out.params, opt_state=out.opt_state, carries=out.aux, step=step + 1)
+    out = train_step(state["params"], opt_state, x, y, state["carries"], *key)
+    state.update(params=out.params, opt_state=out.opt_state, carries=out.aux)
     return dict(loss=out.loss, bpc=out.loss / LN2, grad_norm=out.grad_norm, lr=lr)
-
-  def save(steps_done: int) -> None:
-    if out_dir is not None and (
-      steps_done == -1 or (cfg.checkpoint_every and steps_done % cfg.checkpoint_every == 0)
-    ):
-      checkpoint.save(out_dir / CHECKPOINT, state, meta)
 
   t0 = time.perf_counter()
   with contextlib.ExitStack() as stack:
-    metrics_file = None
+    saver = None
     if out_dir is not None:
+      saver = stack.enter_context(
+        checkpoint.Checkpoints(out_dir, every=cfg.checkpoint_every, keep=cfg.keep_checkpoints)
+      )
+    metrics_file: TextIO | None = None
+    if out_dir is not None and writer:
       io.atomic_write_text(out_dir / METRICS, "".join(json.dumps(h) + "\n" for h in history))
       metrics_file = stack.enter_context(open(out_dir / METRICS, "a"))
 
     def log(row: dict[str, Any]) -> None:
+      row["devices"] = mesh.size
       history.append(row)
       if metrics_file is not None:
         metrics_file.write(json.dumps(row) + "\n")
         metrics_file.flush()
 
+    def save(steps_done: int, force: bool = False) -> None:
+      if saver is not None:
+        saver.save(steps_done, state, meta, force=force)
+
     result = training.run_loop(
       step_fn,
       steps=cfg.max_steps or None,
       minutes=None if cfg.max_steps else cfg.minutes,
-      start=int(state["step"]),
+      start=start,
       log_every=cfg.log_every,
       progress=progress,
-      desc=f"{model_cfg.cell} H={model_cfg.hidden}",
+      desc=f"{model_cfg.cell} H={model_cfg.hidden} on {mesh.size} device"
+      + ("s" if mesh.size > 1 else ""),
       on_log=log,
       after_step=save,
     )
-  jax.block_until_ready(state["params"])
-  train_seconds = time.perf_counter() - t0  # the device's work included
-  save(-1)
+    jax.block_until_ready(state["params"])
+    train_seconds = time.perf_counter() - t0  # the device's work included
+    save(result.steps, force=True)
+  # leaving the stack waited for the last asynchronous save
+  params = training.to_local(state["params"])
   return CharLMRun(
     model,
-    state["params"],
+    params,
     vocab,
-    evaluate_bpc(model, state["params"], val_ids),
+    evaluate_bpc(model, params, val_ids),
     math.log2(vocab.size),
     result.steps,
     train_seconds,
     history,
+    mesh.size,
+    start if resume else None,
   )
+
+
+def _claim(out_dir: Path, overwrite: bool) -> None:
+  """Refuse to start a new run in a folder that holds one (or, with
+  ``overwrite``, delete its checkpoints)."""
+  step = checkpoint.latest_step(out_dir)
+  if step is None:
+    return
+  if not overwrite:
+    raise checkpoint.CheckpointError(
+      f"{out_dir} already holds a run (a checkpoint at step {step}); continue it with "
+      "--resume, or start this run in a new --out"
+    )
+  if jax.process_index() == 0:
+    checkpoint.remove(out_dir)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("rnnjax: old checkpoints removed")

@@ -47,6 +47,65 @@ def _positive_int(text: str) -> int:
   return value
 
 
+def _add_devices(p: argparse.ArgumentParser) -> None:
+  p.add_argument(
+    "--devices",
+    type=_positive_int,
+    default=None,
+    help="data parallel over this many devices, the batch split among them; --batch must "
+    "be a multiple of it (default: all visible; on CPU, "
+    "XLA_FLAGS=--xla_force_host_platform_device_count=N makes N)",
+  )
+
+
+def _add_distributed(p: argparse.ArgumentParser) -> None:
+  """Options that join several processes into one run (jax.distributed.initialize)."""
+  p.add_argument(
+    "--coordinator",
+    default=None,
+    metavar="HOST:PORT",
+    help="join a multi-process run whose process 0 listens at HOST:PORT; 'auto' lets JAX "
+    "read the cluster (SLURM, Open MPI, Cloud TPU) (default: one process)",
+  )
+  p.add_argument(
+    "--num-processes",
+    type=_positive_int,
+    default=None,
+    help="with --coordinator HOST:PORT: the number of processes (default: none)",
+  )
+  p.add_argument(
+    "--process-id",
+    type=int,
+    default=None,
+    help="with --coordinator HOST:PORT: this process's index, 0 to --num-processes - 1 "
+    "(default: none)",
+  )
+
+
+def _init_distributed(args: argparse.Namespace) -> None:
+  """`jax.distributed.initialize` from --coordinator, --num-processes, --process-id."""
+  if args.coordinator is None:
+    if args.num_processes is not None or args.process_id is not None:
+      raise ValueError("--num-processes and --process-id need --coordinator HOST:PORT")
+    return
+  import jax
+
+  if args.coordinator == "auto":
+    jax.distributed.initialize()
+    return
+  if args.num_processes is None or args.process_id is None:
+    raise ValueError(
+      f"--coordinator {args.coordinator} needs --num-processes N and --process-id I "
+      "(or --coordinator auto on a cluster JAX detects)"
+    )
+  if not 0 <= args.process_id < args.num_processes:
+    raise ValueError(
+      f"--process-id {args.process_id} is out of range for --num-processes "
+      f"{args.num_processes}: use 0 to {args.num_processes - 1}"
+    )
+  jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+
+
 def _add_demo(sub: _Sub) -> None:
   p = sub.add_parser(
     "demo",
@@ -65,8 +124,8 @@ def _add_demo(sub: _Sub) -> None:
     "--out",
     type=Path,
     default=Path("runs/demo"),
-    help="output folder: summary.json, checkpoint.ckpt, bpc.png and the report "
-    "(default %(default)s)",
+    help="output folder: summary.json, checkpoints/, bpc.png and the report; a demo run "
+    "replaces the checkpoints of an earlier one there (default %(default)s)",
   )
   p.add_argument(
     "--temperature",
@@ -94,6 +153,7 @@ def _add_demo(sub: _Sub) -> None:
     action="store_true",
     help="skip the report: cells, embeddings, gradient flow (default: written)",
   )
+  _add_devices(p)
   p.set_defaults(func=_run_demo)
 
 
@@ -121,8 +181,10 @@ def _run_demo(args: argparse.Namespace) -> int:
       minutes=args.minutes,
       max_steps=args.max_steps,
       seed=args.seed,
+      devices=args.devices,
     ),
     out_dir=args.out,
+    overwrite=True,
     progress=not args.no_progress,
   )
   sample = charlm.generate(
@@ -139,6 +201,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     baseline_bpc=round(run.baseline_bpc, 4),
     steps=run.steps,
     train_seconds=round(run.train_seconds, 2),
+    devices=run.devices,
     sample=sample,
     vocab_size=run.vocab.size,
     corpus=corpus.source,
@@ -265,31 +328,45 @@ def _add_train(sub: _Sub) -> None:
   p = sub.add_parser(
     "train",
     help="train a char-level language model with checkpoints and --resume",
-    description="Deterministic, resumable training of a char-level LM for --steps steps: "
-    "checkpoints (params, optimizer state, data position, RNG) every "
-    "--checkpoint-every steps, written atomically; metrics to metrics.jsonl; "
-    "a BPC plot; --resume continues a killed run to the same loss curve.",
+    description="Deterministic, resumable training of a char-level LM for --steps steps, "
+    "data parallel over the visible devices: Orbax checkpoints (params, optimizer state, "
+    "TBPTT carries, data position, RNG) every --checkpoint-every steps, saved "
+    "atomically in the background; metrics to metrics.jsonl; a BPC plot; --resume "
+    "continues a killed run to the same loss curve, and a larger --steps extends a "
+    "finished one.",
   )
   p.add_argument(
-    "--steps", type=_positive_int, default=2000, help="training steps (default %(default)s)"
+    "--steps",
+    type=_positive_int,
+    default=2000,
+    help="training steps in all; with --resume a larger number extends the run, the "
+    "learning-rate decay then following the new budget (default %(default)s)",
   )
   p.add_argument(
     "--out",
     type=Path,
     default=Path("runs/train"),
-    help="output folder: checkpoint.ckpt, metrics.jsonl, summary.json, bpc.png "
-    "(default %(default)s)",
+    help="output folder: checkpoints/, metrics.jsonl, summary.json, bpc.png; a folder that "
+    "holds a run needs --resume (default %(default)s)",
   )
   p.add_argument(
     "--checkpoint-every",
     type=_positive_int,
     default=100,
-    help="write OUT/checkpoint.ckpt every this many steps (default %(default)s)",
+    help="save a checkpoint in OUT/checkpoints every this many steps, and at the end "
+    "(default %(default)s)",
+  )
+  p.add_argument(
+    "--keep-checkpoints",
+    type=_positive_int,
+    default=2,
+    help="keep this many of the newest checkpoints (default %(default)s)",
   )
   p.add_argument(
     "--resume",
     action="store_true",
-    help="continue from OUT/checkpoint.ckpt (default: start a new run)",
+    help="continue the run in OUT from its newest checkpoint (default: start a new run; "
+    "refused if OUT holds one)",
   )
   p.add_argument(
     "--cell", choices=_cell_names(), default="lstm", help="recurrent cell (default %(default)s)"
@@ -327,10 +404,15 @@ def _add_train(sub: _Sub) -> None:
     help="append a row to OUT/metrics.jsonl every this many steps (default %(default)s)",
   )
   _lm_args(p, hidden_help="hidden size H of each layer", lr_over="--steps")
+  _add_devices(p)
+  _add_distributed(p)
   p.set_defaults(func=_run_train)
 
 
 def _run_train(args: argparse.Namespace) -> int:
+  _init_distributed(args)
+  import jax
+
   from rnnjax.apps import charlm, data, io, plot
 
   corpus = data.text_corpus(args.text) if args.text else data.python_source_corpus()
@@ -347,11 +429,15 @@ def _run_train(args: argparse.Namespace) -> int:
       seed=args.seed,
       log_every=args.log_every,
       checkpoint_every=args.checkpoint_every,
+      devices=args.devices,
+      keep_checkpoints=args.keep_checkpoints,
     ),
     out_dir=args.out,
     resume=args.resume,
-    progress=not args.no_progress,
+    progress=not args.no_progress and jax.process_index() == 0,
   )
+  if jax.process_index() != 0:  # process 0 writes the summary and the plot
+    return 0
   prime = charlm.default_prime(run.vocab, corpus.val)
   sample = charlm.generate(run.model, run.params, run.vocab, prime, 400, 0.8, args.seed + 1)
   io.write_json(
@@ -360,7 +446,10 @@ def _run_train(args: argparse.Namespace) -> int:
       val_bpc=run.val_bpc,
       baseline_bpc=run.baseline_bpc,
       steps=run.steps,
+      resumed_from=run.resumed_from,
       train_seconds=run.train_seconds,
+      devices=run.devices,
+      processes=jax.process_count(),
       sample=sample,
       config=run.model.config,
     ),
@@ -373,9 +462,11 @@ def _run_train(args: argparse.Namespace) -> int:
     baseline=run.baseline_bpc,
     baseline_label=_baseline_label(run.vocab.size),
   )
+  resumed = "" if run.resumed_from is None else f" (resumed at step {run.resumed_from})"
   print(
-    f"step {run.steps}: validation {run.val_bpc:.3f} bits/char (baseline "
-    f"{run.baseline_bpc:.3f}); wrote {args.out}/checkpoint.ckpt, metrics.jsonl, bpc.png"
+    f"step {run.steps}{resumed} on {run.devices} device{'s' if run.devices > 1 else ''}: "
+    f"validation {run.val_bpc:.3f} bits/char (baseline {run.baseline_bpc:.3f}); wrote "
+    f"{args.out}/checkpoints, metrics.jsonl, bpc.png"
   )
   return 0
 
@@ -384,13 +475,13 @@ def _add_generate(sub: _Sub) -> None:
   p = sub.add_parser(
     "generate",
     help="sample text from a trained char model",
-    description="Load RUN/checkpoint.ckpt of a `demo` or `train` run and sample.",
+    description="Load the newest checkpoint of a `demo` or `train` run and sample.",
   )
   p.add_argument(
     "--run",
     type=Path,
     default=Path("runs/demo"),
-    help="run folder with checkpoint.ckpt (default %(default)s)",
+    help="run folder with checkpoints/ (default %(default)s)",
   )
   p.add_argument(
     "--prime",
@@ -437,7 +528,7 @@ def _add_visualize(sub: _Sub) -> None:
     "--run",
     type=Path,
     default=Path("runs/demo"),
-    help="run folder with checkpoint.ckpt (default %(default)s)",
+    help="run folder with checkpoints/ (default %(default)s)",
   )
   p.add_argument(
     "--text",
@@ -607,6 +698,7 @@ def _add_experiment(sub: _Sub) -> None:
   p.add_argument(
     "--no-progress", action="store_true", help="hide the progress bar (default: shown)"
   )
+  _add_devices(p)
   p.set_defaults(func=_run_experiment)
 
 
@@ -631,6 +723,13 @@ def _run_experiment(args: argparse.Namespace) -> int:
   if args.task == "boundaries":
     from rnnjax.apps import boundaries
 
+    if args.devices is not None:
+      raise ValueError(
+        f"--devices {args.devices} is not taken by the boundaries experiment yet: it trains "
+        "on all visible devices; choose them with "
+        "XLA_FLAGS=--xla_force_host_platform_device_count=N (CPU) or CUDA_VISIBLE_DEVICES"
+      )
+
     r = boundaries.run_boundaries(layers=args.layers, a_max=args.a_max, **common)
     print(
       f"boundaries, {args.layers}-level HM-LSTM: {r['steps']} steps in "
@@ -640,14 +739,14 @@ def _run_experiment(args: argparse.Namespace) -> int:
       f"validation {r['val_bpc']:.3f} bits/char"
     )
   elif args.task == "reverse":
-    r = experiment.run_seq2seq(args.cell, args.T, **common)
+    r = experiment.run_seq2seq(args.cell, args.T, devices=args.devices, **common)
     print(
       f"reverse (strings of 1..{args.T} digits), {args.cell}: {r['steps']} steps in "
       f"{r['train_seconds']:.0f} s; held-out exact match {100 * r['exact_match']:.1f}% "
       f"(test loss {r['final_test_loss']:.4f} nats/token)"
     )
   else:
-    r = experiment.run_experiment(args.task, args.cell, args.T, **common)
+    r = experiment.run_experiment(args.task, args.cell, args.T, devices=args.devices, **common)
     verdict = "solved" if r["solved"] else "not solved"
     print(
       f"{args.task} T={args.T}, {args.cell}: {r['steps']} steps in {r['train_seconds']:.0f} s; "

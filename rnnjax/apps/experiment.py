@@ -4,6 +4,13 @@ analytic baseline, and an encoder-decoder that reverses digit strings.
 Both train through `rnnjax.apps.training` (Adam after global-norm clipping,
 one jitted step, a step or wall-clock budget); batches are drawn inside the
 jitted step from a per-step key, so a run is reproducible from its seed.
+
+Data parallel over ``devices`` devices (default: all visible): the batch drawn
+inside the step is constrained to be split along its batch axis (the tasks'
+batches are time-major, ``[T, B, ...]``, or per sequence, ``[B]``) and XLA
+partitions its drawing, the forward and backward passes, and the gradient
+reduction (see `rnnjax.apps.training`); JAX's partitionable threefry draws
+the same numbers on any number of devices.
 """
 
 from __future__ import annotations
@@ -63,11 +70,24 @@ def task_loss(cell: rj.Cell, task: str) -> Callable[[Any, Any], jax.Array]:
   return loss
 
 
+def split_batch(batch: Any, mesh: jax.sharding.Mesh) -> Any:
+  """``batch`` (drawn inside a jitted step) constrained to be split over
+  ``mesh`` along its batch axis: 1 for time-major ``[T, B, ...]`` arrays, 0
+  for per-sequence ``[B]`` ones."""
+  return jax.tree.map(
+    lambda x: jax.lax.with_sharding_constraint(
+      x, training.batch_sharded(mesh, 0 if x.ndim == 1 else 1)
+    ),
+    batch,
+  )
+
+
 def _train(
   loss_fn: Callable[..., jax.Array],
   params: Any,
   key: jax.Array,
   *,
+  mesh: jax.sharding.Mesh,
   lr: float,
   clip: float,
   steps: int | None,
@@ -77,11 +97,16 @@ def _train(
   progress: bool,
   lr_decay: bool = False,
 ) -> tuple[Any, training.LoopResult]:
-  """``loss_fn(params, key)`` minimised from ``params`` with one key per step;
-  with ``lr_decay`` the learning rate follows `training.cosine_lr` over the budget."""
+  """``loss_fn(params, key)`` minimised from ``params`` with one key per step,
+  params and optimizer state replicated over ``mesh``; with ``lr_decay`` the
+  learning rate follows `training.cosine_lr` over the budget."""
   optimizer = training.make_optimizer(lr, clip)
-  train_step = training.make_train_step(loss_fn, optimizer)
-  state = dict(params=params, opt_state=optimizer.init(params))
+  train_step = training.make_train_step(loss_fn, optimizer, mesh=mesh, batch_axes=(None,))
+  rep = training.replicated(mesh)
+  state = dict(
+    params=training.put(params, rep), opt_state=training.put(optimizer.init(params), rep)
+  )
+  key = training.put(key, rep)
 
   def step_fn(step: int, frac: float) -> dict[str, Any]:
     opt_state = state["opt_state"]
@@ -92,9 +117,14 @@ def _train(
     return dict(loss=out.loss, grad_norm=out.grad_norm)
 
   result = training.run_loop(
-    step_fn, steps=steps, minutes=minutes, log_every=log_every, desc=desc, progress=progress
+    step_fn,
+    steps=steps,
+    minutes=minutes,
+    log_every=log_every,
+    desc=f"{desc} on {mesh.size} device{'s' if mesh.size > 1 else ''}",
+    progress=progress,
   )
-  return state["params"], result
+  return training.to_local(state["params"]), result
 
 
 def run_experiment(
@@ -112,18 +142,23 @@ def run_experiment(
   test_batch: int = 1000,
   log_every: int = 25,
   progress: bool = True,
+  devices: int | None = None,
 ) -> dict[str, Any]:
-  """Train ``cell_name`` on ``task`` at length ``T``; returns a JSON-ready dict
-  with ``loss_curve``, ``final_test_loss``, ``baseline`` and the gradient norms
-  (and ``params``, which is not JSON: pop it before writing)."""
+  """Train ``cell_name`` on ``task`` at length ``T`` on ``devices`` devices
+  (default: all visible; they must divide ``batch``); returns a JSON-ready dict
+  with ``loss_curve``, ``final_test_loss``, ``baseline``, the gradient norms
+  and ``devices`` (and ``params``, which is not JSON: pop it before writing)."""
   make_batch, I, O, baseline = task_spec(task, T)
+  mesh = training.make_mesh(devices)
+  training.check_batch(batch, mesh)
   cell = rj.make_cell(cell_name, hidden)
   key = jax.random.key(seed)
   loss_fn = task_loss(cell, task)
   params, result = _train(
-    lambda p, k: loss_fn(p, make_batch(k, batch, T)),
+    lambda p, k: loss_fn(p, split_batch(make_batch(k, batch, T), mesh)),
     init_model(cell, key, I, O),
     key,
+    mesh=mesh,
     lr=lr,
     clip=clip,
     steps=steps,
@@ -142,6 +177,7 @@ def run_experiment(
     batch=batch,
     lr=lr,
     seed=seed,
+    devices=mesh.size,
     steps=result.steps,
     train_seconds=round(result.seconds, 2),
     loss_curve=result.history,
@@ -185,6 +221,7 @@ def run_seq2seq(
   log_every: int = 50,
   progress: bool = True,
   lr_decay: bool = True,
+  devices: int | None = None,
 ) -> dict[str, Any]:
   """Train an encoder-decoder to reverse digit strings; report exact-match
   accuracy of greedy decoding on held-out strings.
@@ -197,18 +234,25 @@ def run_seq2seq(
   The split is `rnnjax.tasks.held_out`: strings whose digit sum is a multiple
   of 10 carry no loss in any training batch, and the test set is drawn from
   them alone, at every length.
+
+  Training is data parallel over ``devices`` devices (default: all visible;
+  they must divide ``batch``).
   """
+  mesh = training.make_mesh(devices)
+  training.check_batch(batch, mesh)
   enc, dec = rj.make_cell(cell_name, hidden), rj.make_cell(cell_name, hidden)
   model = seq2seq(enc, dec, tasks.REVERSE_VOCAB, embed)
   key = jax.random.key(seed)
 
   def loss_fn(params: Any, k: jax.Array) -> jax.Array:
-    return model.loss(params, *reverse_training_batch(k, batch, max_len, min_len))
+    batch_k = split_batch(reverse_training_batch(k, batch, max_len, min_len), mesh)
+    return model.loss(params, *batch_k)
 
   params, result = _train(
     loss_fn,
     model.init(key),
     key,
+    mesh=mesh,
     lr=lr,
     clip=clip,
     steps=steps,
@@ -236,6 +280,7 @@ def run_seq2seq(
     lr=lr,
     lr_decay=lr_decay,
     seed=seed,
+    devices=mesh.size,
     steps=result.steps,
     train_seconds=round(result.seconds, 2),
     loss_curve=result.history,
