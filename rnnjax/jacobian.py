@@ -223,19 +223,30 @@ def step_jacobians(
   return jax.vmap(lambda c, x: rule(params, c, x))(prevs, xs)
 
 
+@jax.jit
 def norms(Js: Array) -> dict[str, Array]:
   """Per-step spectral (largest singular value) and Frobenius norms.
 
+      ‖J_t‖₂ = σ₁(J_t),   ‖J_t‖_F = (Σ_ij J_t[i, j]²)^½
+
+  One jitted batched ``svd(compute_uv=False)`` (LAPACK ``gesdd`` without the
+  singular vectors) and one reduction; `tests/test_jacobian.py` holds both to
+  ``numpy.linalg.norm``.
+
   Args:
-    Js: ``[T, S, S]``, e.g. from `step_jacobians`.
+    Js: ``[..., S, S]``, e.g. ``[T, S, S]`` from `step_jacobians`.
 
   Returns:
-    ``{"spectral": [T], "frobenius": [T]}``.
+    ``{"spectral": [...], "frobenius": [...]}``.
+
+  Examples:
+    >>> import jax.numpy as jnp, rnnjax as rj
+    >>> n = rj.jacobian.norms(jnp.stack([jnp.diag(jnp.array([3.0, 4.0]))] * 2))
+    >>> n["spectral"].tolist(), n["frobenius"].tolist()
+    ([4.0, 4.0], [5.0, 5.0])
   """
-  return dict(
-    spectral=jnp.linalg.norm(Js, ord=2, axis=(-2, -1)),
-    frobenius=jnp.linalg.norm(Js, ord="fro", axis=(-2, -1)),
-  )
+  sv = jnp.linalg.svd(Js, compute_uv=False)  # [..., S], descending
+  return dict(spectral=sv[..., 0], frobenius=jnp.sqrt(jnp.sum(Js * Js, axis=(-2, -1))))
 
 
 def _activation(cell: Cell, what: str) -> Activation:
@@ -540,7 +551,78 @@ def isometry(log_sv: Array) -> dict[str, Array]:
   return dict(mean_sq=jnp.mean(sq), var_sq=jnp.var(sq))
 
 
-@partial(jax.jit, static_argnums=(0, 4), static_argnames=("k", "transient", "qr_every"))
+QR_METHODS = ("auto", "cholesky", "householder")
+"""The orthonormalisations `lyapunov_spectrum` offers (its ``qr=``); ``"auto"``
+is ``"cholesky"`` in float64 and ``"householder"`` in lower precision."""
+
+CHOLESKY_ORTHOGONALITY_TOL = 1e-2
+"""The certificate of a Cholesky QR step: ``Q̂ = Z R̂⁻¹`` is kept when
+``‖Q̂ᵀQ̂ − I‖_F`` is at most this (then ``κ(Q̂) < 1.01``), else the step is
+redone by Householder. The loss of orthogonality is about ``u κ(Z)²`` (``u``
+the unit roundoff), so in float64 steps with ``κ(Z)`` up to about 10⁶ pass."""
+
+
+def _householder_qr(Z: Array) -> tuple[Array, Array]:
+  """``Z = QR`` by Householder reflections (LAPACK ``geqrf`` + ``orgqr``).
+
+  Args:
+    Z: ``[S, k]``.
+
+  Returns:
+    ``(Q, log |diag R|)``: ``Q: [S, k]`` orthonormal with its columns' signs
+    flipped so that ``diag R > 0`` (the basis moves continuously), and ``[k]``.
+  """
+  Q, R = jnp.linalg.qr(Z)
+  d = jnp.diag(R)
+  Q = Q * jnp.where(d < 0, -1.0, 1.0).astype(Q.dtype)[None]  # keep Q continuous
+  return Q, jnp.log(jnp.abs(d))
+
+
+def _cholesky_qr_rows(Zt: Array) -> tuple[Array, Array, Array]:
+  """``Z = Q̂ R̂`` from the Cholesky factor of the Gram matrix, on the rows
+  ``Zt = Zᵀ``, with its certificate.
+
+      G = ZᵀZ = L Lᵀ     (Cholesky; R̂ = Lᵀ, diag R̂ > 0)
+      Q̂ᵀ = L⁻¹ Zᵀ        (triangular solve, i.e. Q̂ = Z R̂⁻¹)
+      ok ⇔ ‖Q̂ᵀQ̂ − I‖_F ≤ CHOLESKY_ORTHOGONALITY_TOL
+
+  Three matrix products, a Cholesky factorisation of ``[k, k]`` and a
+  triangular solve, against Householder's ``geqrf`` + ``orgqr``, whose panel
+  factorisations run at matrix-vector speed (``benchmarks/bench_jacobian.py``
+  times both). It works on rows because XLA's CPU matmul is fastest as
+  ``A Bᵀ`` (both operands contiguous along the contraction). ``Q̂`` loses
+  orthogonality like ``u κ(Z)²`` while the residual ``Z − Q̂ R̂`` stays
+  ``O(u ‖Z‖)`` (Yamamoto et al. 2015), so a certified step is as good a
+  factorisation as Householder's. A Gram matrix that is not numerically
+  positive definite (``κ(Z) ≳ u^{-1/2}``) gives a NaN Cholesky factor, which
+  fails the certificate.
+
+  Args:
+    Zt: ``[k, S]``, the transpose of the matrix to factor.
+
+  Returns:
+    ``(Q̂ᵀ, log diag R̂, ok)``: ``[k, S]``, ``[k]`` and a boolean scalar.
+
+  References:
+    Yamamoto, Nakatsukasa, Yanagisawa & Fukaya (2015), Roundoff error analysis
+    of the CholeskyQR2 algorithm, ETNA 44.
+  """
+  k = Zt.shape[0]
+  G = Zt @ Zt.T  # [k, k], the Gram matrix ZᵀZ
+  L = lax.linalg.cholesky(G, symmetrize_input=False)  # G = L Lᵀ; NaN if not PD
+  Qt = lax.linalg.triangular_solve(L, Zt, left_side=True, lower=True)  # L⁻¹ Zᵀ: [k, S]
+  E = Qt @ Qt.T - jnp.eye(k, dtype=Qt.dtype)  # [k, k], the loss of orthogonality
+  ok = jnp.sqrt(jnp.sum(E * E)) <= CHOLESKY_ORTHOGONALITY_TOL  # False for NaN
+  return Qt, jnp.log(jnp.diag(L)), ok
+
+
+def _householder_qr_rows(Zt: Array) -> tuple[Array, Array]:
+  """`_householder_qr` of ``Zᵀ = Zt``, returning ``(Qᵀ, log |diag R|)``."""
+  Q, logd = _householder_qr(Zt.T)
+  return Q.T, logd
+
+
+@partial(jax.jit, static_argnums=(0, 4), static_argnames=("k", "transient", "qr_every", "qr"))
 def lyapunov_spectrum(
   cell: Cell,
   params: Params,
@@ -550,6 +632,7 @@ def lyapunov_spectrum(
   *,
   transient: int = 0,
   qr_every: int = 1,
+  qr: str = "auto",
   key: Array | None = None,
 ) -> Array:
   """The ``k`` leading Lyapunov exponents (per step, natural log).
@@ -558,6 +641,27 @@ def lyapunov_spectrum(
 
       Q_0 random orthonormal [S, k];   J_t Q_{t-1} = Q_t R_t;
       λ_i = (1 / (T − transient)) Σ_{t > transient} log |R_t[i, i]|
+
+  ``qr="householder"`` factors ``Z_t = J_t Q_{t-1}`` by Householder
+  reflections (the reference). ``qr="cholesky"`` factors it from the Cholesky
+  factor of the Gram matrix ``Z_tᵀZ_t`` (`_cholesky_qr_rows`), which is mostly
+  matrix products and the faster for ``k`` in the hundreds; a step whose
+  basis fails the certificate ``‖Q̂ᵀQ̂ − I‖_F ≤ CHOLESKY_ORTHOGONALITY_TOL``
+  (``κ(Z_t)`` beyond about 10⁶ in float64, a few hundred in float32) is
+  redone by Householder. The two give the same exponents up to rounding (to
+  1e-8 in float64, tested). With a nearly orthonormal basis ``Q̂_t = Q_t S_t``
+  (``S_t`` upper triangular, ``I + O(‖Q̂ᵀQ̂ − I‖)``), the exact factor of
+  ``J_t Q_{t-1}`` is ``S_t R̂_t S_{t-1}⁻¹``, so
+
+      Σ_t log R_t[i, i] = Σ_t log R̂_t[i, i] + log S_T[i, i] − log S_a[i, i]
+
+  telescopes; the bases at the ends (after the last step, and after the last
+  step of the transient, ``a``) come from Householder, so ``S = I`` there.
+  That is why one Cholesky pass per step suffices where CholeskyQR2 takes
+  two: the second pass's ``R₂`` would only move a factor ``S_t`` from one
+  step's sum to the next's. For a cell that declares its activation
+  (`rnnjax.elman`), the Cholesky route forms ``J_t Q = diag(f'(z_t)) W Q``
+  without the ``[S, S]`` Jacobian.
 
   Args:
     cell: the cell (static under ``jit``).
@@ -569,9 +673,18 @@ def lyapunov_spectrum(
       attractor; the basis aligns).
     qr_every: re-orthonormalise every ``m`` steps instead of every step
       (Benettin et al. 1980): ``Z ← J_t Z`` in between, ``Z = QR`` every m-th
-      step, which divides the QR cost by m. Keep ``m·(λ₁ − λ_k)`` well below
-      the log of the float's range (about 35 in float64, 15 in float32), or
-      the small exponents lose their accuracy.
+      step, which divides the QR cost by m. The columns of ``Z`` then spread
+      by up to ``exp(m (λ₁ − λ_k))``: keep ``m (λ₁ − λ_k)`` well below the log
+      of the float's range (about 35 in float64, 15 in float32) for
+      Householder, or the small exponents lose their accuracy; the Cholesky
+      route needs it below about 16 in float64 (half the log of ``1/u``),
+      beyond which its blocks fail the certificate and are redone by
+      Householder.
+    qr: ``"cholesky"``, ``"householder"`` (the reference), or ``"auto"``
+      (default): Cholesky in float64, Householder in lower precision, where
+      the Cholesky route's limit ``κ(Z_t) ≲ 400`` lies below the condition
+      number of typical steps (``κ(J_t)`` is about ``2S`` for a Gaussian
+      ``W``), so that most steps would be factored twice.
     key: PRNG key of ``Q_0`` (default ``jax.random.key(0)``).
 
   Returns:
@@ -579,7 +692,13 @@ def lyapunov_spectrum(
 
   Raises:
     ValueError: ``k`` lies outside ``[1, S]``, ``qr_every`` is not a
-      positive int, or the transient leaves no steps.
+      positive int, ``qr`` is unknown, or the transient leaves no steps.
+
+  References:
+    Benettin, Galgani, Giorgilli & Strelcyn (1980), Lyapunov characteristic
+    exponents for smooth dynamical systems, Meccanica 15.
+    Yamamoto, Nakatsukasa, Yanagisawa & Fukaya (2015), Roundoff error
+    analysis of the CholeskyQR2 algorithm, ETNA 44.
 
   Examples:
     A linear RNN with ``W = I/2`` halves every direction at every step:
@@ -597,25 +716,55 @@ def lyapunov_spectrum(
   if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= S:
     raise ValueError(f"lyapunov_spectrum: k must lie in [1, S={S}] (the state size), got {k!r}")
   checks.positive_int("qr_every", qr_every, "lyapunov_spectrum")
+  checks.choice("qr", qr, QR_METHODS, "lyapunov_spectrum")
+  dtype = _dtype(xs, params)
+  if qr == "auto":
+    qr = "cholesky" if jnp.finfo(dtype).bits >= 64 else "householder"
   T = xs.shape[0]
   if not 0 <= transient < T:
     raise ValueError(
       f"lyapunov_spectrum: T={T} steps leave nothing after discarding a "
       f"transient of {transient}; use a longer xs or a shorter transient"
     )
-  dtype = _dtype(xs, params)
   key = jax.random.key(0) if key is None else key
   state_jacobian = _state_jacobian(cell)
+  act = cell.activation
   Q0, _ = jnp.linalg.qr(jax.random.normal(key, (S, k), dtype))
+
+  # The tangent basis Z is carried as columns [S, k] by the reference and as
+  # rows Zᵀ [k, S] by the Cholesky route; `advance` is Z ← J_t Z in its layout.
+  if qr == "householder":
+
+    def advance(c: Carry, x: Array, Z: Array) -> tuple[Carry, Array]:
+      return cell.step(params, c, x)[0], state_jacobian(params, c, x) @ Z  # J_t Z
+
+    def factor(Z: Array, end: Array) -> tuple[Array, Array]:
+      del end
+      return _householder_qr(Z)
+
+    Z0 = Q0
+  else:
+
+    def advance(c: Carry, x: Array, Z: Array) -> tuple[Carry, Array]:  # Z: rows [k, S]
+      new, _ = cell.step(params, c, x)
+      if act is not None:  # J_tᵀ = w_h diag(f'(z_t)): no [S, S] matrix
+        fprime = act.grad_from_output(flatten_state(cell, new))  # [S]
+        return new, (Z @ params.w_h) * fprime[None, :]  # (J_t Z)ᵀ = Zᵀ J_tᵀ: [k, S]
+      return new, Z @ state_jacobian(params, c, x).T  # (J_t Z)ᵀ = Zᵀ J_tᵀ
+
+    def factor(Z: Array, end: Array) -> tuple[Array, Array]:  # Z: rows [k, S]
+      Qt, logd, ok = _cholesky_qr_rows(Z)
+      return lax.cond(ok & ~end, lambda: (Qt, logd), lambda: _householder_qr_rows(Z))
+
+    Z0 = Q0.T
 
   def orthonormalise(
     Z: Array, acc: Array, counted: Array, block_start: Array, t: Array
   ) -> tuple[Array, Array, Array, Array]:
-    Q, R = jnp.linalg.qr(Z)
-    d = jnp.diag(R)
-    Q = Q * jnp.where(d < 0, -1.0, 1.0).astype(Q.dtype)[None]  # keep Q continuous
     use = block_start >= transient  # the block is past the transient
-    acc = acc + jnp.where(use, jnp.log(jnp.abs(d)), 0.0)
+    end = (t == T - 1) | (~use & (t + 1 >= transient))  # the basis ends or starts the count
+    Q, logd = factor(Z, end)
+    acc = acc + jnp.where(use, logd, 0.0)
     counted = counted + jnp.where(use, t + 1 - block_start, 0)
     return Q, acc, counted, t + 1
 
@@ -624,8 +773,7 @@ def lyapunov_spectrum(
   ) -> tuple[tuple[Carry, Array, Array, Array, Array], None]:
     c, Z, acc, counted, block_start = state
     x, t = inp
-    Z = state_jacobian(params, c, x) @ Z  # J_t Z
-    c, _ = cell.step(params, c, x)
+    c, Z = advance(c, x, Z)  # Z ← J_t Z
     if qr_every == 1:
       Z, acc, counted, block_start = orthonormalise(Z, acc, counted, block_start, t)
     else:
@@ -635,7 +783,7 @@ def lyapunov_spectrum(
       )
     return (c, Z, acc, counted, block_start), None
 
-  start = (carry, Q0, jnp.zeros((k,), dtype), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+  start = (carry, Z0, jnp.zeros((k,), dtype), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
   (_, _, acc, counted, _), _ = lax.scan(body, start, (xs, jnp.arange(T, dtype=jnp.int32)))
   return jnp.sort(acc / counted)[::-1]
 

@@ -324,3 +324,97 @@ def test_a_cell_without_a_closed_form_jacobian_gets_the_measured_one():
     jac.lyapunov_spectrum(cell, p, xs, transient=2),
     rtol=1e-10,
   )
+
+
+def _spread(S, cond, seed=0):
+  """An [S, S] matrix with singular values spread from 1 to 1/cond."""
+  rng = np.random.default_rng(seed)
+  U = np.linalg.qr(rng.normal(size=(S, S)))[0]
+  V = np.linalg.qr(rng.normal(size=(S, S)))[0]
+  return U @ np.diag(np.logspace(0, -math.log10(cond), S)) @ V.T
+
+
+def test_cholesky_qr_step_and_its_certificate():
+  """One Cholesky QR step: on a well-conditioned Z it is a QR factorisation with
+  Householder's diagonal; where κ(Z) ≳ u^{-1/2} the certificate fails."""
+  Z = _spread(12, 1e3)
+  Qt, logd, ok = jac._cholesky_qr_rows(jnp.asarray(Z.T))
+  R = np.linalg.qr(Z, mode="r")
+  assert bool(ok)
+  np.testing.assert_allclose(Qt @ Qt.T, np.eye(12), atol=1e-10)
+  R_hat = np.asarray(Qt) @ Z  # Q̂ᵀZ = R̂: upper triangular, diagonal exp(logd)
+  np.testing.assert_allclose(np.tril(R_hat, -1), 0.0, atol=1e-12)
+  np.testing.assert_allclose(np.diag(R_hat), np.exp(logd), rtol=1e-10)
+  np.testing.assert_allclose(logd, np.log(np.abs(np.diag(R))), atol=1e-10)
+  for cond in (1e9, 1e12):  # the Gram matrix is (numerically) singular: lost or NaN
+    assert not bool(jac._cholesky_qr_rows(jnp.asarray(_spread(12, cond).T))[2])
+
+
+def test_lyapunov_cholesky_equals_householder():
+  """The Cholesky route (one certified pass per step, Householder at the ends of
+  the counted steps) gives the Householder exponents to 1e-8 in float64: every
+  step, and k < S in blocks after a transient; with J·Q matrix-free (elman), with
+  the [S, S] Jacobian (the same elman without its declared activation, and an
+  LSTM)."""
+  N, T = 16, 300
+  cell, p = _gain_rnn(N, 2.0, seed=4)
+  h0 = jax.random.normal(jax.random.key(3), (N,))
+  xs = jnp.zeros((T, 1))
+  for kw in ({"k": 5, "qr_every": 3, "transient": 31}, {}):
+    ref = jac.lyapunov_spectrum(cell, p, xs, h0, qr="householder", **kw)
+    fast = jac.lyapunov_spectrum(cell, p, xs, h0, qr="cholesky", **kw)
+    np.testing.assert_allclose(fast, ref, rtol=0, atol=1e-8)
+  assert float(ref[0]) > 0.01  # chaotic, and κ(J_t) ≈ 500 (median): the Cholesky steps pass
+  # the default in float64 is the Cholesky route; the [S, S] Jacobian agrees with diag(f') W
+  np.testing.assert_array_equal(jac.lyapunov_spectrum(cell, p, xs, h0), fast)
+  bare = jac.lyapunov_spectrum(cell._replace(activation=None), p, xs, h0, qr="cholesky")
+  np.testing.assert_allclose(bare, fast, rtol=0, atol=1e-10)
+  lstm = rj.lstm(6)
+  pl = f64(lstm.init(jax.random.key(0), 3))
+  xl = jax.random.normal(jax.random.key(1), (200, 3))
+  np.testing.assert_allclose(
+    jac.lyapunov_spectrum(lstm, pl, xl, transient=20, qr="cholesky"),
+    jac.lyapunov_spectrum(lstm, pl, xl, transient=20, qr="householder"),
+    rtol=0,
+    atol=1e-8,
+  )
+
+
+def test_lyapunov_cholesky_falls_back_to_householder_when_ill_conditioned():
+  """κ(J_t) = 1e10 > u^{-1/2}: the Gram matrix is numerically singular at every
+  step, every step is redone by Householder, and the exponents are the known
+  ones: log σ_i for a linear RNN with W = diag(σ), σ spanning 1 to 1e-10, once
+  a transient has aligned the basis with the axes (to (σ_{i+1}/σ_i)^10 = 1e-20)."""
+  S = 6
+  sigma = np.logspace(0, -10, S)
+  cell, p = _elman(S, "linear", np.diag(sigma))
+  xs = jnp.zeros((40, 3))
+  lam = jac.lyapunov_spectrum(cell, p, xs, transient=10, qr="cholesky")
+  np.testing.assert_allclose(lam, np.log(sigma), rtol=0, atol=1e-8)
+  np.testing.assert_allclose(
+    lam, jac.lyapunov_spectrum(cell, p, xs, transient=10, qr="householder"), rtol=0, atol=1e-8
+  )
+
+
+def test_lyapunov_auto_is_householder_in_float32():
+  cell = rj.elman(8, recurrent_init=rj.init.gaussian(1.5))
+  p = cell.init(jax.random.key(0), 3)
+  xs = jax.random.normal(jax.random.key(1), (50, 3), jnp.float32)
+  np.testing.assert_array_equal(
+    jac.lyapunov_spectrum(cell, p, xs), jac.lyapunov_spectrum(cell, p, xs, qr="householder")
+  )
+  with pytest.raises(
+    ValueError,
+    match=r"lyapunov_spectrum: unknown qr 'lu'; expected one of "
+    r"\['auto', 'cholesky', 'householder'\]",
+  ):
+    jac.lyapunov_spectrum(cell, p, xs, qr="lu")
+
+
+def test_norms_equal_numpy():
+  Js = np.random.default_rng(0).normal(size=(5, 7, 7))
+  n = jac.norms(jnp.asarray(Js))
+  np.testing.assert_allclose(n["spectral"], np.linalg.norm(Js, 2, axis=(-2, -1)), rtol=1e-12)
+  np.testing.assert_allclose(n["frobenius"], np.linalg.norm(Js, "fro", axis=(-2, -1)), rtol=1e-12)
+  one = jac.norms(jnp.asarray(Js[0]))  # a single [S, S] matrix
+  assert float(one["spectral"]) == pytest.approx(np.linalg.norm(Js[0], 2), rel=1e-12)
