@@ -33,8 +33,10 @@ elements, i before j, combine (with ``G = I + C_i J_j``) as
     J = F_iᵀ G⁻ᵀ J_j F_i + J_i
 
 ``G`` has real eigenvalues ≥ 1 (it is similar to ``I + C^½ J C^½``), so it is
-never singular, and it is I at λ = 0; it is factored once (LU) for both ``G⁻¹``
-and ``G⁻ᵀ``, never inverted. The prefix combinations give the filtered means
+never singular, and it is I at λ = 0; ``G⁻¹`` comes from one LU solve against
+the identity and serves ``G⁻ᵀ`` too (one chain of LAPACK calls per combination:
+two independent batched solves deadlock jaxlib 0.10's CPU kernels on a 2-thread
+pool, where each waits on the pool for its batch). The prefix combinations give the filtered means
 ``m_t`` (the ``u`` part: the prefix ``F`` is 0) and covariances ``P_t`` (``C``).
 
 *Smoother.* Rauch–Tung–Striebel, ``s_t = m_t + E_t (s_{t+1} − A_{t+1} m_t −
@@ -90,17 +92,16 @@ def _eye_like(m: Array) -> Array:
 
 def _combine(e1: _Element, e2: _Element) -> _Element:
   """``e1`` (earlier steps) then ``e2`` (later ones), Särkkä & García-Fernández's ⊗."""
-  S = e1.c.shape[-1]
   g = _eye_like(e1.c) + e1.c @ e2.j  # G = I + C_i J_j
-  lu = jsl.lu_factor(g)
-  # G⁻¹ [F_i, C_i, u_i + C_i η_j] in one solve
-  rhs = jnp.concatenate([e1.f, e1.c, (e1.u + _mv(e1.c, e2.eta))[..., None]], axis=-1)
-  x = jsl.lu_solve(lu, rhs)
-  gf, gc, gu = x[..., :S], x[..., S : 2 * S], x[..., 2 * S]
-  # G⁻ᵀ [J_j, η_j − J_j u_i] in one solve
-  rhs_t = jnp.concatenate([e2.j, (e2.eta - _mv(e2.j, e1.u))[..., None]], axis=-1)
-  y = jsl.lu_solve(lu, rhs_t, trans=1)
-  gj, geta = y[..., :S], y[..., S]
+  # G⁻¹ once (one LU, one chain of triangular solves), then matmuls for G⁻¹ and
+  # G⁻ᵀ: two independent solves here would let XLA run two batched LAPACK triangular
+  # solves at once, and jaxlib 0.10's CPU kernels, each waiting on the same thread
+  # pool for its batch, then deadlock on a 2-thread pool (seen in the notebooks)
+  g_inv = jsl.lu_solve(jsl.lu_factor(g), _eye_like(g))
+  gf, gc = g_inv @ e1.f, g_inv @ e1.c  # G⁻¹ F_i, G⁻¹ C_i
+  gu = _mv(g_inv, e1.u + _mv(e1.c, e2.eta))  # G⁻¹ (u_i + C_i η_j)
+  gj = g_inv.mT @ e2.j  # G⁻ᵀ J_j
+  geta = _mv(g_inv.mT, e2.eta - _mv(e2.j, e1.u))  # G⁻ᵀ (η_j − J_j u_i)
   return _Element(
     f=e2.f @ gf,  # F = F_j G⁻¹ F_i
     u=_mv(e2.f, gu) + e2.u,  # u = F_j G⁻¹ (u_i + C_i η_j) + u_j
