@@ -38,6 +38,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from rnnjax._src import checks, kalman, linear_scan
@@ -47,7 +48,8 @@ from rnnjax._src.cells.base import Cell
 from rnnjax._src.typing import Array, Carry, Params
 
 METHODS = ("deer", "quasi", "elk", "quasi-elk")
-DAMPED = ("elk", "quasi-elk")
+LAMBDA_MAX = 1e8
+"""ELK's largest damping: past it a refused step is as good as no step."""
 FALLBACKS = ("sequential", "none")
 ADJOINTS = ("parallel", "sequential")
 
@@ -65,7 +67,8 @@ class ParallelInfo(NamedTuple):
       (NaN past the last one).
     nonfinite: ``[]`` bool, an iterate held a NaN or an infinity (it was
       discarded: the previous iterate is the last one, never the answer
-      unless it converged).
+      unless it converged). ELK refuses such a step like any step that does
+      not lower its merit, raises λ and goes on, so it never sets this.
     fell_back: ``[]`` bool, the result is `rnnjax.scan`'s, because the
       iteration did not converge and ``fallback="sequential"``.
     trajectory: the carry after every step, leaves ``[T, B, ...]``, in
@@ -227,12 +230,14 @@ def _newton(
 ) -> tuple[Array, Any]:
   """Iterate the linearised solve from ``guess`` until the residual meets ``tol``.
 
-  The damped methods adapt λ as Levenberg–Marquardt does, on its merit function,
-  the sum of squared residuals ``Σ_t ‖s_t − f(s_{t-1}, x_t)‖²`` that each step
-  minimises a local model of: a step that lowers it is taken and λ halves; one
-  that does not is refused and λ doubles. (The largest residual, which ``tol``
-  bounds, is not a merit function: a small step along the LM direction can raise
-  it, so accepting on it stalls.)"""
+  ELK is Levenberg–Marquardt on the merit ``Σ_t ‖s_t − f(s_{t-1}, x_t)‖²``: its
+  linearisation is the Gauss–Newton model of that sum, so a step that lowers it is
+  taken and λ halves, one that does not is refused and λ doubles (up to
+  `LAMBDA_MAX`). (The largest residual, which ``tol`` bounds, is not a merit
+  function: a small step along the LM direction can raise it, and accepting on it
+  stalls.) Quasi-ELK's diagonal model is not a model of the merit, so no λ makes
+  its step a descent step; it keeps λ fixed and takes every finite step, as the
+  paper does."""
   method = opts.method
 
   def residual(traj: Array) -> tuple[Array, Array]:
@@ -259,11 +264,11 @@ def _newton(
         new = _damped_solve(a, b, s0, traj, lam)
     new_res, new_merit = residual(new)
     finite = jnp.all(jnp.isfinite(new)) & jnp.isfinite(new_merit)
-    if method in DAMPED:  # take the step only if it helps; adapt λ
+    if method == "elk":  # Levenberg–Marquardt: take the step only if it helps; adapt λ
       better = finite & ~(new_merit > merit)
-      lam = jnp.where(better, lam / 2, lam * 2)
-      take, bad = better, bad
-    else:
+      lam = jnp.where(better, lam / 2, jnp.minimum(lam * 2, LAMBDA_MAX))
+      take = better
+    else:  # quasi-ELK (a fixed λ, as the paper) and the undamped methods
       take, bad = finite, bad | ~finite
     traj = jnp.where(take, new, traj)
     res = jnp.where(take, new_res, res)
@@ -394,14 +399,17 @@ def parallel_scan(
     max_iters: the iteration budget (default 100; DEER is exact after T).
     tol: the largest ``|s_t − f(s_{t-1}, x_t)|`` accepted (default 1e-5 in
       float32 and 1e-10 in float64).
-    init: a warm start, the carries of every step ``[T, B, ...]`` (e.g. the
-      previous training step's trajectory, the ParaRNN trick); default zeros.
+    init: a warm start, the carries of every step ``[T, B, ...]`` in
+      processing order (as ``info.trajectory`` holds them: pass the previous
+      call's, the ParaRNN trick); default zeros.
     fallback: ``"sequential"`` (default): when the iteration does not converge
       (or meets a NaN or an overflow), return `rnnjax.scan`'s result instead,
       and say so in ``info.fell_back``, so a result is never silently wrong;
       ``"none"``: return the last finite iterate with ``info.converged`` False.
-    damping: the initial Levenberg–Marquardt λ of ``"elk"`` and ``"quasi-elk"`` (halved after a step that lowers
-      the residual, doubled after one that does not).
+    damping: the Levenberg–Marquardt λ: ``"quasi-elk"`` keeps it (larger:
+      smaller, safer steps; towards 0: quasi-DEER's); ``"elk"`` starts from it,
+      halving it after a step that lowers the sum of squared residuals and
+      doubling it after one that does not (refused).
     adjoint: how the gradient's adjoint recurrence ``λ_t = g_t + J_{t+1}ᵀ
       λ_{t+1}`` is solved: ``"parallel"`` (default: a reverse associative scan
       with the exact Jacobians, ``[T, B, S, S]`` memory, O(log T) depth) or
@@ -417,8 +425,10 @@ def parallel_scan(
     ``(carry, ys, info)``: the carry after each sequence's last valid step,
     ``ys: [T, B, O]`` (zero on padding) and a `ParallelInfo`. Gradients of
     ``carry`` and ``ys`` with respect to ``params``, ``xs`` and ``carry`` are
-    exact at the returned trajectory (the adjoint is solved in parallel with
-    the exact Jacobians).
+    those of the fixed point (implicit function theorem, with the exact
+    Jacobians, by either ``adjoint``): exact when the iteration converged (and
+    `rnnjax.scan`'s own when it fell back); with ``fallback="none"`` and no
+    convergence they treat the last iterate as if it were the fixed point.
 
   Raises:
     ValueError: an unknown ``method`` or ``fallback``, a ``max_iters`` that is
@@ -442,9 +452,9 @@ def parallel_scan(
   checks.choice("adjoint", adjoint, ADJOINTS, what)
   if max_iters is not None:
     checks.positive_int("max_iters", max_iters, what)
-  if tol is not None and not (isinstance(tol, (int, float)) and tol > 0):
+  if tol is not None and not (isinstance(tol, (int, float, np.floating)) and tol > 0):
     raise ValueError(f"{what}: tol must be a positive number, got {tol!r}")
-  if not (isinstance(damping, (int, float)) and damping > 0):
+  if not (isinstance(damping, (int, float, np.floating)) and damping > 0):
     raise ValueError(f"{what}: damping must be a positive number, got {damping!r}")
   xs = scan_mod.check_inputs(cell, params, xs, True, what)
   T, B = xs.shape[0], xs.shape[1]
@@ -500,7 +510,9 @@ def parallel_scan(
   if fallback == "sequential":
 
     def sequential() -> tuple[Carry, Array]:
-      return scan_mod.scan(cell, params, xs, carry, lengths=lengths)
+      out = scan_mod.scan(cell, params, xs, carry, lengths=lengths)
+      # rj.scan promotes to the params' dtype; the parallel result keeps the carry's
+      return jax.tree.map(lambda a, b: a.astype(b.dtype), out, (par_carry, par_ys))
 
     fell_back = ~converged
     seq_carry, seq_ys = lax.cond(converged, lambda: (par_carry, par_ys), sequential)
