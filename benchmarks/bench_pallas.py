@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench_kernels import _time, machine  # the same timer and machine record
+from bench_kernels import _time, cudnn_impls, machine  # the same timer, peer, machine
 
 import rnnjax as rj
 from rnnjax._src import pallas_rnn
@@ -149,34 +149,8 @@ def jax_impls(cell_name, dtype, B, I, H):
 
     out["pallas resident" if other else "pallas streamed"] = (g, params)
   if cell_name == "lstm" and dtype == "float32":
-    out.update(cudnn_impl(I, H))
+    out.update(cudnn_impls("lstm", I, H))  # bench_kernels' cuDNN peer
   return out, ("resident" if default else "streamed")
-
-
-def cudnn_impl(I, H):
-  from jax.experimental import rnn as jrnn
-
-  W = jrnn.init_lstm_weight(jax.random.key(0), I, H, 1, False)
-
-  def run(w, xs):
-    xb = jnp.swapaxes(xs, 0, 1)  # cuDNN wants [B, T, I]
-    B, T = xb.shape[:2]
-    h0 = jnp.zeros((1, B, H))
-    ys, _, _ = jrnn.lstm(
-      xb,
-      h0,
-      h0,
-      w,
-      jnp.full((B,), T, jnp.int32),
-      input_size=I,
-      hidden_size=H,
-      num_layers=1,
-      dropout=0.0,
-      bidirectional=False,
-    )
-    return jnp.swapaxes(ys, 0, 1)
-
-  return {"jax.experimental.rnn cuDNN": (run, W)}
 
 
 def jax_measure(fn, params, xs):
