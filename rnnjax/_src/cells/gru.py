@@ -134,14 +134,15 @@ def gru(
     zx = zx.astype(acc)
     if after:
       zh = base.mm(hc, w_h, acc)  # [B, 3H]
-      r = jax.nn.sigmoid(zx[..., :H] + zh[..., :H])
-      z = jax.nn.sigmoid(zx[..., H : 2 * H] + zh[..., H : 2 * H])
+      # one σ over the [..., 2H] (r|z) block: XLA CPU vectorises it, but not σ
+      # of slices of the step's input (benchmarks/README.md, "Where the time goes")
+      rz = jax.nn.sigmoid(zx[..., : 2 * H] + zh[..., : 2 * H])
+      r, z = rz[..., :H], rz[..., H:]
       hn = zh[..., 2 * H :] + base.bias(cast(Array, params.b_hn), zh, acc)  # h w_hn + b_hn
       n = jnp.tanh(zx[..., 2 * H :] + r * hn)
     else:
-      zrz = base.mm(hc, w_h[:, : 2 * H], acc)  # [B, 2H]
-      r = jax.nn.sigmoid(zx[..., :H] + zrz[..., :H])
-      z = jax.nn.sigmoid(zx[..., H : 2 * H] + zrz[..., H:])
+      rz = jax.nn.sigmoid(zx[..., : 2 * H] + base.mm(hc, w_h[:, : 2 * H], acc))  # [B, 2H]
+      r, z = rz[..., :H], rz[..., H:]
       hn = None
       n = jnp.tanh(zx[..., 2 * H :] + base.mm((r * h).astype(cdt), w_h[:, 2 * H :], acc))
     return r, z, n, hn
