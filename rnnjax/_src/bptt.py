@@ -28,7 +28,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from rnnjax._src import dataflow, kernel
 from rnnjax._src.activations import ACTIVATIONS
@@ -55,7 +54,7 @@ def bptt_scan(
 
   Args:
     cell: the `rnnjax.Cell`.
-    unroll: the ``lax.scan`` unroll factor of both passes.
+    unroll: the scan unroll factor of both passes.
     params: the cell's params.
     xs: ``[T, B, I]`` time-major inputs.
     carry0: the initial carry for batch B.
@@ -236,7 +235,7 @@ def _bwd(
       acc = jax.tree.map(jnp.add, acc, dleaves)
     return (d_prev, acc, racc), (dzx, None if same else rows)
 
-  (dcarry0, acc, racc), (dzx, rows) = lax.scan(
+  (dcarry0, acc, racc), (dzx, rows) = kernel.scan(
     body,
     (dcarry_T, acc0, _reset_acc(dcarry_T, resets)),
     (prevs, carries, res, dys, mask, resets),

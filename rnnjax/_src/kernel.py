@@ -19,6 +19,7 @@ with ``resets[t, b]`` is replaced by the reset carry ``carry0[b]``::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -55,6 +56,48 @@ def reset(r: Array | None, carry: Carry, carry0: Carry) -> Carry:
     return jnp.where(rows(r, c), c0, c)
 
   return jax.tree.map(pick, carry, carry0)
+
+
+def scan(
+  f: Callable[[Any, Any], tuple[Any, Any]],
+  init: Any,
+  xs: Any,
+  *,
+  reverse: bool = False,
+  unroll: int = 1,
+) -> tuple[Any, Any]:
+  """``lax.scan(f, init, xs, reverse=reverse, unroll=unroll)``, with each step's
+  slice of ``xs`` read one step ahead into the loop's carry.
+
+  The same values as ``lax.scan``. The difference is where XLA reads a step's
+  input: ``lax.scan`` slices ``xs`` inside the step, and XLA CPU fuses that
+  dynamic slice into the step's elementwise kernels, which then run scalar
+  code (the GRU's forward step at (B, H) = (32, 256) ran 1.6× slower so;
+  ``benchmarks/results/profile_cpu.md``). Here the slice for step t+1 is a
+  copy made during step t, so the step's kernels read a plain buffer. On
+  other backends (GPU, TPU), whose fusions read a dynamic slice at full speed
+  and where the copy would be one more kernel launch a step, this is
+  ``lax.scan``.
+  """
+  leaves = jax.tree.leaves(xs)
+  if not leaves or leaves[0].shape[0] == 0 or jax.default_backend() != "cpu":
+    return lax.scan(f, init, xs, reverse=reverse, unroll=unroll)
+  T = leaves[0].shape[0]
+
+  def load(t: Array) -> Any:
+    return jax.tree.map(lambda a: lax.dynamic_index_in_dim(a, t, keepdims=False), xs)
+
+  def body(state: tuple[Any, Any, Array], _: None) -> tuple[tuple[Any, Any, Array], Any]:
+    carry, x, t = state
+    nxt = jnp.maximum(t - 1, 0) if reverse else jnp.minimum(t + 1, T - 1)
+    carry, y = f(carry, x)
+    return (carry, load(nxt), nxt), y
+
+  first = jnp.int32(T - 1 if reverse else 0)
+  (carry, _, _), ys = lax.scan(
+    body, (init, load(first), first), None, length=T, reverse=reverse, unroll=unroll
+  )
+  return carry, ys
 
 
 def masked_step(
@@ -97,7 +140,7 @@ def forward(
     new, res = masked_step(cell, params, reset(r_t, carry, init), zx_t, m_t)
     return new, ((new, res) if keep else outputs(cell, new, res))
 
-  carry_T, out = lax.scan(body, carry0, (zx, mask, resets), unroll=unroll)
+  carry_T, out = scan(body, carry0, (zx, mask, resets), unroll=unroll)
   if keep:
     carries, res = out
     return carry_T, mask_outputs(outputs(cell, carries, res), mask), carries, res
