@@ -72,6 +72,7 @@ from rnnjax._src.check import check_cell as check_cell
 from rnnjax._src.custom import LocalBackward as LocalBackward
 from rnnjax._src.custom import RecurrentMatmul as RecurrentMatmul
 from rnnjax._src.custom import custom_cell as custom_cell
+from rnnjax._src.host import tune_host_allocator as tune_host_allocator
 from rnnjax._src.layers import Embedding as Embedding
 from rnnjax._src.layers import EmbeddingParams as EmbeddingParams
 from rnnjax._src.layers import bidirectional as bidirectional
@@ -175,6 +176,7 @@ __all__ = [
   "stacked_step",
   "tasks",
   "tbptt",
+  "tune_host_allocator",
   "weight_drop",
   "zoneout",
   "zoneout_inputs",

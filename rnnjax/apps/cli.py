@@ -929,6 +929,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
+  import rnnjax as rj  # the parser alone does not load JAX (`rnnjax --help` stays quick)
+
+  rj.tune_host_allocator()  # XLA's per-step temporaries stay mapped (rj.tune_host_allocator)
   try:
     return args.func(args)
   except ValueError as e:
