@@ -133,12 +133,10 @@ def lstm(
     params: LSTMParams, carry: LSTMCarry, zx: Array, cdt: DType, acc: DType
   ) -> tuple[LSTMCarry, tuple[Array, Array, Array, Array]]:
     z = zx.astype(acc) + base.mm(carry.h.astype(cdt), params.w_h.astype(cdt), acc)
-    # σ over the whole [..., 4H] block, then slices: XLA CPU vectorises one wide
-    # σ, but not σ of four slices of the step's input (benchmarks/README.md,
-    # "Where the time goes"); the g block's σ is computed and discarded.
-    s = jax.nn.sigmoid(z)
-    i, f, o = s[..., :H], s[..., H : 2 * H], s[..., 3 * H :]
+    i = jax.nn.sigmoid(z[..., :H])
+    f = jax.nn.sigmoid(z[..., H : 2 * H])
     g = jnp.tanh(z[..., 2 * H : 3 * H])
+    o = jax.nn.sigmoid(z[..., 3 * H :])
     c = f * carry.c + i * g
     h = o * jnp.tanh(c)
     return LSTMCarry(h.astype(cdt), c.astype(cdt)), (i, f, g, o)
