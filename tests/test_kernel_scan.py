@@ -57,3 +57,10 @@ def test_reads_the_step_input_from_the_carry_on_cpu():
 def test_empty_time_axis_is_lax_scan():
   c, ys = kernel.scan(lambda c, x: (c + x, c), jnp.zeros(3), jnp.zeros((0, 3)))
   assert ys.shape == (0, 3) and not c.any()
+
+
+def test_leaves_of_different_lengths_are_refused():
+  with pytest.raises(
+    ValueError, match=r"same leading \(time\) axis, got shapes \[\(4, 2\), \(3, 2\)\]"
+  ):
+    kernel.scan(lambda c, x: (c, None), 0.0, (jnp.zeros((4, 2)), jnp.zeros((3, 2))))

@@ -1,12 +1,12 @@
 """The host allocator, tuned for XLA on CPU.
 
-XLA's CPU runtime allocates each call's temporaries as one block, and every
-block above glibc's mmap threshold (at most 32 MiB by default) is mapped
-fresh and returned on free, so each call page-faults all of it in again (a
-fifth of an LSTM training step's time at (B, T, I, H) = (32, 100, 256, 256)
-on the benchmark machine: ``benchmarks/results/profile_cpu.md``).
-`tune_host_allocator` keeps such blocks on the heap and the heap from being
-trimmed, so the pages are faulted in once per process.
+XLA's CPU runtime allocates each call's temporaries anew, and glibc maps
+every block above its mmap threshold (at most 32 MiB by default), or above
+64 MiB in a worker thread's own heap, fresh and returns it on free: each call
+page-faults all of it in again. `tune_host_allocator` keeps such blocks on
+the one main heap and the heap from being trimmed, so the pages are faulted
+in once per process. What it buys on the benchmark machine is measured in
+``benchmarks/results/profile_cpu.md``.
 """
 
 from __future__ import annotations
@@ -17,33 +17,39 @@ import sys
 
 _M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
 _M_MMAP_THRESHOLD = -3
-_GLIBC_MMAP_MAX = 32 << 20  # glibc's largest mmap threshold where 1 GiB is refused
+_M_ARENA_MAX = -8
 
 
 def tune_host_allocator(mmap_threshold: int = 1 << 30, trim_threshold: int = 2**31 - 1) -> bool:
   """Keep large host allocations on the heap (glibc ``mallopt``), process-wide.
 
-  Equivalent to starting Python with ``MALLOC_MMAP_THRESHOLD_`` and
-  ``MALLOC_TRIM_THRESHOLD_`` set. Blocks below ``mmap_threshold`` bytes come
-  from the heap and memory freed at its top is returned to the system only
-  above ``trim_threshold`` bytes, so XLA's per-call temporaries reuse pages
-  that are already mapped. The cost: the process keeps its peak heap. It
-  changes no result. Call it once, early; `rnnjax train`, ``demo``,
-  ``experiment`` and the benchmarks do.
+  The same as starting Python with ``MALLOC_MMAP_THRESHOLD_``,
+  ``MALLOC_TRIM_THRESHOLD_`` and ``MALLOC_ARENA_MAX=1`` set:
+
+  - blocks below ``mmap_threshold`` bytes come from the heap;
+  - every thread allocates from the main heap (a thread's own heap is capped
+    at 64 MiB, and glibc maps each larger block afresh);
+  - memory freed at the heap's top goes back to the system only above
+    ``trim_threshold`` bytes.
+
+  So XLA's per-call temporaries reuse pages that are already mapped. The
+  cost: the process keeps its peak heap, and its threads share one heap. No
+  result changes. Call it once, early, before JAX starts its threads; the
+  ``rnnjax`` command and the benchmarks do.
 
   Args:
-    mmap_threshold: bytes; allocations at least this large are still mapped.
-      Where glibc refuses it (it caps the threshold at 32 MiB on some
-      versions), 32 MiB is used.
+    mmap_threshold: bytes; blocks at least this large are still mapped.
     trim_threshold: bytes of free memory at the heap's top before it is
       returned to the system.
 
   Returns:
-    True when both settings took effect; False where the C library is not
-    glibc (macOS, Windows, musl), where nothing is changed.
+    True when every setting took effect. False where the C library is not
+    glibc (macOS, Windows, musl: nothing is changed) or refused a setting
+    (some glibc versions refuse an mmap threshold above 32 MiB); the settings
+    it accepted stay.
 
   Raises:
-    ValueError: a threshold that is not a positive int.
+    ValueError: a threshold that is not an int in ``[1, 2**31)``.
   """
   for name, value in (("mmap_threshold", mmap_threshold), ("trim_threshold", trim_threshold)):
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**31:
@@ -56,10 +62,14 @@ def tune_host_allocator(mmap_threshold: int = 1 << 30, trim_threshold: int = 2**
   try:
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     mallopt = libc.mallopt
-  except (OSError, AttributeError):  # no glibc (musl has no mallopt)
+    if not hasattr(libc, "gnu_get_libc_version"):  # musl's mallopt ignores its arguments
+      return False
+  except (OSError, AttributeError):
     return False
   mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-  mmap_ok = bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold))
-  if not mmap_ok and mmap_threshold > _GLIBC_MMAP_MAX:
-    mmap_ok = bool(mallopt(_M_MMAP_THRESHOLD, _GLIBC_MMAP_MAX))
-  return mmap_ok and bool(mallopt(_M_TRIM_THRESHOLD, trim_threshold))
+  settings = (
+    (_M_MMAP_THRESHOLD, mmap_threshold),
+    (_M_ARENA_MAX, 1),
+    (_M_TRIM_THRESHOLD, trim_threshold),
+  )
+  return all([bool(mallopt(param, value)) for param, value in settings])

@@ -3,7 +3,7 @@
 Data flow (time-major, valid steps a prefix of each sequence):
 
     xs [T, B, I] --(one matmul over all T·B rows)--> zx [T, B, kH]
-    zx --lax.scan(cell.fast_step, masked hold)--> carries [T, ...], residuals [T, ...]
+    zx --scan(cell.fast_step, masked hold)--> carries [T, ...], residuals [T, ...]
 
 Past a sequence's length the carry is held (``carry_t = carry_{t-1}``), so the
 last carry is the carry at each sequence's last valid step, and the output is
@@ -66,20 +66,40 @@ def scan(
   reverse: bool = False,
   unroll: int = 1,
 ) -> tuple[Any, Any]:
-  """``lax.scan(f, init, xs, reverse=reverse, unroll=unroll)``, with each step's
-  slice of ``xs`` read one step ahead into the loop's carry.
+  """``lax.scan`` over the leading axis of ``xs``, each step's slice of ``xs``
+  read one step ahead into the loop's carry (on CPU).
 
-  The same values as ``lax.scan``. The difference is where XLA reads a step's
-  input: ``lax.scan`` slices ``xs`` inside the step, and XLA CPU fuses that
-  dynamic slice into the step's elementwise kernels, which then run scalar
-  code (the GRU's forward step at (B, H) = (32, 256) ran 1.6× slower so;
-  ``benchmarks/results/profile_cpu.md``). Here the slice for step t+1 is a
-  copy made during step t, so the step's kernels read a plain buffer. On
-  other backends (GPU, TPU), whose fusions read a dynamic slice at full speed
-  and where the copy would be one more kernel launch a step, this is
-  ``lax.scan``.
+  The values are those of ``lax.scan(f, init, xs, reverse=reverse,
+  unroll=unroll)``; only where XLA reads a step's input differs. ``lax.scan``
+  slices ``xs`` inside the step, and XLA CPU fuses that dynamic slice into the
+  step's elementwise kernels, which then run without vector instructions
+  (``benchmarks/results/profile_cpu.md`` measures it). Here the slice for step
+  t±1 is a copy made during step t, so the step's kernels read a plain
+  buffer. With ``unroll > 1`` the copies inside one unrolled body are fused
+  back, and the forward measured slower than with ``unroll=1``. On other
+  backends (GPU, TPU), whose fusions read a dynamic slice at full speed and
+  where the copy would be one more kernel launch a step, this is ``lax.scan``.
+
+  Args:
+    f: ``f(carry, x_t) -> (carry, y_t)``.
+    init: the initial carry.
+    xs: a pytree of ``[T, ...]`` arrays (None leaves pass as None).
+    reverse: run from ``t = T-1`` down to 0; ``ys[t]`` still belongs to ``xs[t]``.
+    unroll: the ``lax.scan`` unroll factor.
+
+  Returns:
+    ``(carry_T, ys)``, ``ys`` stacked ``[T, ...]``.
+
+  Raises:
+    ValueError: the leaves of ``xs`` do not share a leading axis.
   """
   leaves = jax.tree.leaves(xs)
+  lengths = {a.shape[0] if a.ndim else None for a in leaves}
+  if len(lengths) > 1 or None in lengths:
+    raise ValueError(
+      "rnnjax's kernel scan: every leaf of xs needs the same leading (time) axis, got shapes "
+      f"{[a.shape for a in leaves]}"
+    )
   if not leaves or leaves[0].shape[0] == 0 or jax.default_backend() != "cpu":
     return lax.scan(f, init, xs, reverse=reverse, unroll=unroll)
   T = leaves[0].shape[0]

@@ -929,14 +929,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
-  import rnnjax as rj  # the parser alone does not load JAX (`rnnjax --help` stays quick)
-
-  rj.tune_host_allocator()  # XLA's per-step temporaries stay mapped (rj.tune_host_allocator)
   try:
     return args.func(args)
   except ValueError as e:
     parser.exit(2, f"rnnjax {args.command}: error: {e}\n")
 
 
+def run() -> int:
+  """The ``rnnjax`` command: `rnnjax.tune_host_allocator`, then `main`.
+
+  The allocator setting is process-wide, so it is made here, in the command's
+  own process, and not in `main`, which tests and scripts call in theirs.
+  """
+  import rnnjax as rj
+
+  rj.tune_host_allocator()
+  return main()
+
+
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(run())

@@ -134,8 +134,7 @@ def gru(
     zx = zx.astype(acc)
     if after:
       zh = base.mm(hc, w_h, acc)  # [B, 3H]
-      # one σ over the [..., 2H] (r|z) block: XLA CPU vectorises it, but not σ
-      # of slices of the step's input (benchmarks/README.md, "Where the time goes")
+      # one σ over the [..., 2H] (r|z) block
       rz = jax.nn.sigmoid(zx[..., : 2 * H] + zh[..., : 2 * H])
       r, z = rz[..., :H], rz[..., H:]
       hn = zh[..., 2 * H :] + base.bias(cast(Array, params.b_hn), zh, acc)  # h w_hn + b_hn
