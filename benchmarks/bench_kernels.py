@@ -1,10 +1,14 @@
 """How fast are rnnjax's scan kernels against their peers, on the same shapes?
 
 Times forward and forward+backward (grad of sum(ys²) w.r.t. params and xs) of
-LSTM and GRU layers in one process: rnnjax in each backward mode, flax
-(``nn.RNN`` over ``LSTMCell``, ``OptimizedLSTMCell``, ``GRUCell``), equinox,
-haiku (``dynamic_unroll``), PyTorch (``nn.LSTM``/``nn.GRU``) when installed, and
-on a GPU jax.experimental.rnn's cuDNN LSTM. Medians after warm-up; GFLOP/s from
+LSTM, GRU (reset after the matmul, as the peers) and Elman (tanh) layers in one
+process: rnnjax in each backward mode, flax (``nn.RNN`` over ``LSTMCell``,
+``OptimizedLSTMCell``, ``GRUCell``, ``SimpleCell``), equinox (LSTM and GRU; it
+has no vanilla cell), haiku (``dynamic_unroll``), PyTorch
+(``nn.LSTM``/``nn.GRU``/``nn.RNN``) when installed, and on a GPU
+jax.experimental.rnn's cuDNN LSTM. The host allocator is tuned
+(`rnnjax.tune_host_allocator`) for every implementation unless
+``--plain-allocator``. Medians after warm-up; GFLOP/s from
 the analytic count; the fraction of this machine's measured matmul rate;
 compile time; and XLA's compiled peak temporary memory. Writes JSON and a
 markdown table to ``--out`` (default ``benchmarks/results``).
@@ -37,9 +41,10 @@ SHAPES = {  # name: (B, T, I, H)
   "large": (128, 50, 512, 512),
 }
 LONG = (16, 10_000, 256, 256)  # memory only: peak temporaries of fwd+bwd
-CELLS = ("lstm", "gru")
+CELLS = ("lstm", "gru", "elman")
 MIN_REPS, MAX_REPS, TARGET_SECONDS = 5, 30, 3.0
-GATES = {"lstm": 4, "gru": 3}
+GATES = {"lstm": 4, "gru": 3, "elman": 1}
+TORCH_NAMES = {"lstm": "LSTM", "gru": "GRU", "elman": "RNN"}
 
 
 # ----------------------------------------------------------------- timing
@@ -79,8 +84,15 @@ def flops(cell, B, T, I, H):
 
 
 # ----------------------------------------------------------------- implementations
+def rnnjax_cell(cell_name, H):
+  """The rnnjax cell with the peers' math (the GRU: reset after the matmul)."""
+  return {"lstm": rj.lstm, "gru": lambda H: rj.gru(H, reset="after"), "elman": rj.elman}[cell_name](
+    H
+  )
+
+
 def rnnjax_impls(cell_name, I, H):
-  cell = rj.lstm(H) if cell_name == "lstm" else rj.gru(H, reset="after")
+  cell = rnnjax_cell(cell_name, H)
   params = cell.init(jax.random.key(0), I)
   out = {}
   for mode in ("bptt", "autodiff", "checkpoint"):
@@ -95,7 +107,11 @@ def rnnjax_impls(cell_name, I, H):
 def flax_impls(cell_name, I, H):
   import flax.linen as nn
 
-  classes = {"lstm": [nn.LSTMCell, nn.OptimizedLSTMCell], "gru": [nn.GRUCell]}[cell_name]
+  classes = {
+    "lstm": [nn.LSTMCell, nn.OptimizedLSTMCell],
+    "gru": [nn.GRUCell],
+    "elman": [nn.SimpleCell],
+  }[cell_name]
   out = {}
   for cls in classes:
     layer = nn.RNN(cls(features=H), time_major=True)
@@ -108,6 +124,8 @@ def equinox_impls(cell_name, I, H):
   try:
     import equinox as eqx
   except ImportError:
+    return {}
+  if cell_name == "elman":  # equinox has no vanilla RNN cell
     return {}
   cls = eqx.nn.LSTMCell if cell_name == "lstm" else eqx.nn.GRUCell
   model = cls(I, H, key=jax.random.key(0))
@@ -133,7 +151,7 @@ def haiku_impls(cell_name, I, H):
     return {}
 
   def fwd(xs):
-    core = hk.LSTM(H) if cell_name == "lstm" else hk.GRU(H)
+    core = {"lstm": hk.LSTM, "gru": hk.GRU, "elman": hk.VanillaRNN}[cell_name](H)
     ys, _ = hk.dynamic_unroll(core, xs, core.initial_state(xs.shape[1]), time_major=True)
     return ys
 
@@ -201,7 +219,7 @@ def torch_measure(cell_name, B, T, I, H):
     return None
   torch.manual_seed(0)
   dev = "cuda" if torch.cuda.is_available() else "cpu"
-  m = (torch.nn.LSTM if cell_name == "lstm" else torch.nn.GRU)(I, H).to(dev)
+  m = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "elman": torch.nn.RNN}[cell_name](I, H).to(dev)
   x = torch.randn(T, B, I, device=dev, requires_grad=True)
   sync = (lambda _: torch.cuda.synchronize()) if dev == "cuda" else (lambda _: None)
 
@@ -248,7 +266,7 @@ def machine():
 
 def long_memory(cell_name):
   B, T, I, H = LONG
-  cell = rj.lstm(H) if cell_name == "lstm" else rj.gru(H, reset="after")
+  cell = rnnjax_cell(cell_name, H)
   p = cell.init(jax.random.key(0), I)
   xs = jax.ShapeDtypeStruct((T, B, I), jnp.float32)
   out = {}
@@ -269,9 +287,17 @@ def main(argv=None):
   ap.add_argument("--cells", nargs="*", default=list(CELLS), choices=list(CELLS))
   ap.add_argument("--no-long", action="store_true", help="skip the long-sequence memory table")
   ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+  ap.add_argument(
+    "--plain-allocator",
+    action="store_true",
+    help="leave glibc's allocator as it is (default: rj.tune_host_allocator(), for every peer)",
+  )
   args = ap.parse_args(argv)
 
+  # before JAX starts its threads, which keep the heap they first allocate from
+  tuned = not args.plain_allocator and rj.tune_host_allocator()
   info = machine()
+  info["host_allocator"] = "tuned" if tuned else "plain"
   info["matmul_gflops"] = matmul_rate()
   print(f"machine: {info}", flush=True)
   rows = []
@@ -285,10 +311,11 @@ def main(argv=None):
       results = {name: jax_measure(fn, p, xs) for name, (fn, p) in impls.items()}
       t = torch_measure(cell_name, B, T, I, H)
       if t:
-        results[f"torch nn.{cell_name.upper()}"] = t
+        results[f"torch nn.{TORCH_NAMES[cell_name]}"] = t
       fl = flops(cell_name, B, T, I, H)
       peers = {k: v for k, v in results.items() if not k.startswith("rnnjax")}
       best_peer = min(peers, key=lambda k: peers[k]["fwdbwd_ms"]) if peers else None
+      best_fwd = min(peers, key=lambda k: peers[k]["fwd_ms"]) if peers else None
       for name, r in results.items():
         r.update(
           shape=shape,
@@ -304,11 +331,14 @@ def main(argv=None):
         if best_peer:
           r["speedup_vs_best_peer"] = results[best_peer]["fwdbwd_ms"] / r["fwdbwd_ms"]
           r["best_peer"] = best_peer
+          r["fwd_speedup_vs_best_peer"] = results[best_fwd]["fwd_ms"] / r["fwd_ms"]
+          r["best_fwd_peer"] = best_fwd
         rows.append(r)
         print(
           f"{shape:8s} {cell_name:5s} {name:28s} fwd {r['fwd_ms']:9.2f} ms  "
           f"fwd+bwd {r['fwdbwd_ms']:9.2f} ms  {r['gflops']:6.1f} GFLOP/s  "
-          f"x{r.get('speedup_vs_best_peer', float('nan')):.2f} vs {best_peer}",
+          f"x{r.get('speedup_vs_best_peer', float('nan')):.2f} vs {best_peer}, "
+          f"fwd x{r.get('fwd_speedup_vs_best_peer', float('nan')):.2f} vs {best_fwd}",
           flush=True,
         )
       args.out.mkdir(parents=True, exist_ok=True)  # partial results as we go
@@ -329,20 +359,24 @@ def markdown(info, rows, long):
   lines = [
     f"Machine: {info['cpu']} ({info['cores']} cores), backend {info['backend']} "
     f"({info['device']}), jax {info['jax']}; measured XLA matmul rate "
-    f"{info['matmul_gflops']:.0f} GFLOP/s.",
+    f"{info['matmul_gflops']:.0f} GFLOP/s; host allocator "
+    f"{info.get('host_allocator', 'plain')} (`rj.tune_host_allocator`, the same for every "
+    "implementation). Speed-ups are against the fastest peer (not rnnjax) of the same shape "
+    "and cell, fwd+bwd and forward alone.",
     "",
     "| shape (B,T,I,H) | cell | implementation | fwd ms | fwd+bwd ms | GFLOP/s | "
-    "of matmul rate | compile s | peak MiB | speed-up vs best peer |",
-    "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    "of matmul rate | compile s | peak MiB | speed-up vs best peer | fwd speed-up |",
+    "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
   ]
   for r in rows:
     peak = "" if r["peak_mb"] is None else f"{r['peak_mb']:.0f}"
     sp = r.get("speedup_vs_best_peer")
+    fsp = r.get("fwd_speedup_vs_best_peer")
     lines.append(
       f"| {r['shape']} ({r['B']},{r['T']},{r['I']},{r['H']}) | {r['cell']} | {r['impl']} | "
       f"{r['fwd_ms']:.2f} | {r['fwdbwd_ms']:.2f} | {r['gflops']:.1f} | "
       f"{100 * r['matmul_fraction']:.0f}% | {r['compile_s']:.2f} | {peak} | "
-      f"{'' if sp is None else f'{sp:.2f}x'} |"
+      f"{'' if sp is None else f'{sp:.2f}x'} | {'' if fsp is None else f'{fsp:.2f}x'} |"
     )
   if long:
     B, T, I, H = LONG

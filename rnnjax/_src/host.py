@@ -34,8 +34,9 @@ def tune_host_allocator(mmap_threshold: int = 1 << 30, trim_threshold: int = 2**
 
   So XLA's per-call temporaries reuse pages that are already mapped. The
   cost: the process keeps its peak heap, and its threads share one heap. No
-  result changes. Call it once, early, before JAX starts its threads; the
-  ``rnnjax`` command and the benchmarks do.
+  result changes. Call it once, before JAX's first computation (or
+  ``jax.devices()``): the threads JAX starts then keep the heap they first
+  allocate from. The ``rnnjax`` command and the benchmarks call it first.
 
   Args:
     mmap_threshold: bytes; blocks at least this large are still mapped.
