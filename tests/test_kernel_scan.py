@@ -1,4 +1,9 @@
-"""The kernel's scan (each step's input read a step ahead) equals ``lax.scan``."""
+"""The kernel's scan (each step's input read a step ahead) equals ``lax.scan``.
+
+The tests' steps are small, so each test lowers the size below which the
+kernel scan is plain ``lax.scan`` (`kernel.PREFETCH_MIN_ELEMENTS`) to exercise
+the read-ahead path.
+"""
 
 import jax
 import jax.numpy as jnp
@@ -18,8 +23,13 @@ def _step(carry, x):
   return (h, n + jnp.sum(h)), (h, 2.0 * a)
 
 
+@pytest.fixture
+def read_ahead(monkeypatch):
+  monkeypatch.setattr(kernel, "PREFETCH_MIN_ELEMENTS", 0)
+
+
 @pytest.mark.parametrize(("T", "reverse", "unroll"), [(5, False, 1), (5, True, 2), (1, True, 1)])
-def test_values_and_gradients_equal_lax_scan(T, reverse, unroll):
+def test_values_and_gradients_equal_lax_scan(T, reverse, unroll, read_ahead):
   k = jax.random.split(jax.random.key(0), 3)
   xs = (
     jax.random.normal(k[0], (T, 2, 3), jnp.float64),
@@ -40,18 +50,26 @@ def test_values_and_gradients_equal_lax_scan(T, reverse, unroll):
     np.testing.assert_allclose(g, w, rtol=1e-13, atol=1e-14)
 
 
-def test_reads_the_step_input_from_the_carry_on_cpu():
-  """On CPU the loop's carry holds the step's input (what makes it fast there)."""
-  xs = jnp.ones((4, 2, 3))
+def _carried_shapes(xs):
   jaxpr = jax.make_jaxpr(lambda xs: kernel.scan(lambda c, x: (c + x, c), jnp.zeros((2, 3)), xs))(xs)
   (scan,) = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "scan"]
-  carried = [v.aval.shape for v in scan.invars[scan.params["num_consts"] :]][
-    : scan.params["num_carry"]
-  ]
+  carried = [v.aval.shape for v in scan.invars[scan.params["num_consts"] :]]
+  return carried[: scan.params["num_carry"]]
+
+
+def test_reads_the_step_input_from_the_carry_on_cpu(read_ahead):
+  """On CPU the loop's carry holds the step's input (what makes it fast there)."""
+  carried = _carried_shapes(jnp.ones((4, 2, 3)))
   if jax.default_backend() == "cpu":
     assert carried == [(2, 3), (2, 3), ()]  # the carry, x_t, t
   else:
     assert carried == [(2, 3)]
+
+
+def test_small_steps_are_lax_scan():
+  """Below PREFETCH_MIN_ELEMENTS a step's input is sliced in the step, as lax.scan does."""
+  assert kernel.PREFETCH_MIN_ELEMENTS > 6
+  assert _carried_shapes(jnp.ones((4, 2, 3))) == [(2, 3)]
 
 
 def test_empty_time_axis_is_lax_scan():

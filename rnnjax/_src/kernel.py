@@ -19,6 +19,7 @@ with ``resets[t, b]`` is replaced by the reset carry ``carry0[b]``::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -58,6 +59,12 @@ def reset(r: Array | None, carry: Carry, carry0: Carry) -> Carry:
   return jax.tree.map(pick, carry, carry0)
 
 
+# Below this many elements in a step's input (all leaves of ``xs[t]``) the
+# copy's per-step cost outweighs what vector code saves (an Elman step at
+# B=1, H=128 ran twice as slow with it), and `scan` is ``lax.scan``.
+PREFETCH_MIN_ELEMENTS = 4096
+
+
 def scan(
   f: Callable[[Any, Any], tuple[Any, Any]],
   init: Any,
@@ -76,9 +83,11 @@ def scan(
   (``benchmarks/results/profile_cpu.md`` measures it). Here the slice for step
   t±1 is a copy made during step t, so the step's kernels read a plain
   buffer. With ``unroll > 1`` the copies inside one unrolled body are fused
-  back, and the forward measured slower than with ``unroll=1``. On other
-  backends (GPU, TPU), whose fusions read a dynamic slice at full speed and
-  where the copy would be one more kernel launch a step, this is ``lax.scan``.
+  back, and the forward measured slower than with ``unroll=1``. It is
+  ``lax.scan`` where a step's input has fewer than `PREFETCH_MIN_ELEMENTS`
+  elements (the copy costs more than it saves), and on other backends (GPU,
+  TPU), whose fusions read a dynamic slice at full speed and where the copy
+  would be one more kernel launch a step.
 
   Args:
     f: ``f(carry, x_t) -> (carry, y_t)``.
@@ -100,7 +109,13 @@ def scan(
       "rnnjax's kernel scan: every leaf of xs needs the same leading (time) axis, got shapes "
       f"{[a.shape for a in leaves]}"
     )
-  if not leaves or leaves[0].shape[0] == 0 or jax.default_backend() != "cpu":
+  step_elements = sum(math.prod(a.shape[1:]) for a in leaves)
+  if (
+    not leaves
+    or leaves[0].shape[0] == 0
+    or step_elements < PREFETCH_MIN_ELEMENTS
+    or jax.default_backend() != "cpu"
+  ):
     return lax.scan(f, init, xs, reverse=reverse, unroll=unroll)
   T = leaves[0].shape[0]
 
