@@ -48,13 +48,14 @@ TORCH_NAMES = {"lstm": "LSTM", "gru": "GRU", "elman": "RNN"}
 
 
 # ----------------------------------------------------------------- timing
-def _time(fn, *args, block=jax.block_until_ready):
-  """(compile_or_first_call_s, median_s) after one warm-up call."""
+def _time(fn, *args, block=jax.block_until_ready, target=TARGET_SECONDS):
+  """(compile_or_first_call_s, median_s) after one warm-up call: at least MIN_REPS
+  calls, more up to ``target`` seconds or MAX_REPS."""
   t0 = time.perf_counter()
   block(fn(*args))
   first = time.perf_counter() - t0
   times = []
-  while len(times) < MIN_REPS or (sum(times) < TARGET_SECONDS and len(times) < MAX_REPS):
+  while len(times) < MIN_REPS or (sum(times) < target and len(times) < MAX_REPS):
     t0 = time.perf_counter()
     block(fn(*args))
     times.append(time.perf_counter() - t0)
@@ -195,24 +196,27 @@ def _compile(fn, *args):
   return compiled, time.perf_counter() - t0
 
 
-def jax_measure(fn, params, xs):
-  """Compile once (timed), then time the compiled forward and fwd+bwd."""
+def jax_prepare(fn, params, xs):
+  """Compile the forward and fwd+bwd once (timed); returns (timer, facts)."""
 
   def loss(p, x):
     return jnp.sum(fn(p, x) ** 2)
 
   fwd, _ = _compile(fn, params, xs)
   fb, compile_s = _compile(jax.grad(loss, argnums=(0, 1)), params, xs)
-  _, t_f = _time(fwd, params, xs)
-  _, t_b = _time(fb, params, xs)
   try:
     peak = fb.memory_analysis().temp_size_in_bytes / 2**20
   except Exception:  # backends without memory analysis
     peak = None
-  return dict(fwd_ms=t_f * 1e3, fwdbwd_ms=t_b * 1e3, compile_s=compile_s, peak_mb=peak)
+
+  def timer(target):
+    return _time(fwd, params, xs, target=target)[1], _time(fb, params, xs, target=target)[1]
+
+  return timer, dict(compile_s=compile_s, peak_mb=peak)
 
 
-def torch_measure(cell_name, B, T, I, H):
+def torch_prepare(cell_name, B, T, I, H):
+  """PyTorch's layer, or None without torch; returns (timer, facts)."""
   try:
     import torch
   except ImportError:
@@ -234,15 +238,10 @@ def torch_measure(cell_name, B, T, I, H):
     (y**2).sum().backward()
     return y
 
-  _, t_f = _time(lambda: fwd(), block=sync)
-  _, t_b = _time(lambda: fb(), block=sync)
-  return dict(
-    fwd_ms=t_f * 1e3,
-    fwdbwd_ms=t_b * 1e3,
-    compile_s=0.0,
-    peak_mb=None,
-    threads=torch.get_num_threads(),
-  )
+  def timer(target):
+    return _time(fwd, block=sync, target=target)[1], _time(fb, block=sync, target=target)[1]
+
+  return timer, dict(compile_s=0.0, peak_mb=None, threads=torch.get_num_threads())
 
 
 # ----------------------------------------------------------------- main
@@ -281,12 +280,41 @@ def long_memory(cell_name):
   return out
 
 
+def measure_rounds(prepared, rounds, target=1.0):
+  """{name: facts + fwd_ms, fwdbwd_ms (medians over rounds) + rounds}: every
+  implementation timed once a round, the order rotated each round, so that the
+  machine's drift falls on all of them alike."""
+  names = list(prepared)
+  per = {name: [] for name in names}
+  for k in range(rounds):
+    for name in names[k % len(names) :] + names[: k % len(names)]:
+      t_f, t_b = prepared[name][0](target)
+      per[name].append(dict(fwd_ms=t_f * 1e3, fwdbwd_ms=t_b * 1e3))
+  out = {}
+  for name in names:
+    rs = per[name]
+    out[name] = dict(
+      prepared[name][1],
+      fwd_ms=statistics.median(r["fwd_ms"] for r in rs),
+      fwdbwd_ms=statistics.median(r["fwdbwd_ms"] for r in rs),
+      rounds=rs,
+    )
+  return out
+
+
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--shapes", nargs="*", default=list(SHAPES), choices=list(SHAPES))
   ap.add_argument("--cells", nargs="*", default=list(CELLS), choices=list(CELLS))
   ap.add_argument("--no-long", action="store_true", help="skip the long-sequence memory table")
   ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+  ap.add_argument(
+    "--rounds",
+    type=int,
+    default=3,
+    help="time every implementation once per round, in a rotated order; report the median "
+    "over rounds and the range of rnnjax's ratios (default 3)",
+  )
   ap.add_argument(
     "--plain-allocator",
     action="store_true",
@@ -299,6 +327,7 @@ def main(argv=None):
   info = machine()
   info["host_allocator"] = "tuned" if tuned else "plain"
   info["matmul_gflops"] = matmul_rate()
+  info["rounds"] = args.rounds
   print(f"machine: {info}", flush=True)
   rows = []
   for shape in args.shapes:
@@ -308,10 +337,11 @@ def main(argv=None):
       impls = {}
       for make in (rnnjax_impls, flax_impls, equinox_impls, haiku_impls, cudnn_impls):
         impls.update(make(cell_name, I, H))
-      results = {name: jax_measure(fn, p, xs) for name, (fn, p) in impls.items()}
-      t = torch_measure(cell_name, B, T, I, H)
+      prepared = {name: jax_prepare(fn, p, xs) for name, (fn, p) in impls.items()}
+      t = torch_prepare(cell_name, B, T, I, H)
       if t:
-        results[f"torch nn.{TORCH_NAMES[cell_name]}"] = t
+        prepared[f"torch nn.{TORCH_NAMES[cell_name]}"] = t
+      results = measure_rounds(prepared, args.rounds)
       fl = flops(cell_name, B, T, I, H)
       peers = {k: v for k, v in results.items() if not k.startswith("rnnjax")}
       best_peer = min(peers, key=lambda k: peers[k]["fwdbwd_ms"]) if peers else None
@@ -333,6 +363,14 @@ def main(argv=None):
           r["best_peer"] = best_peer
           r["fwd_speedup_vs_best_peer"] = results[best_fwd]["fwd_ms"] / r["fwd_ms"]
           r["best_fwd_peer"] = best_fwd
+          per_round = [  # the ratio within each round, against this best peer
+            (b["fwdbwd_ms"] / a["fwdbwd_ms"], f["fwd_ms"] / a["fwd_ms"])
+            for a, b, f in zip(
+              r["rounds"], results[best_peer]["rounds"], results[best_fwd]["rounds"], strict=True
+            )
+          ]
+          r["speedup_range"] = [min(x for x, _ in per_round), max(x for x, _ in per_round)]
+          r["fwd_speedup_range"] = [min(y for _, y in per_round), max(y for _, y in per_round)]
         rows.append(r)
         print(
           f"{shape:8s} {cell_name:5s} {name:28s} fwd {r['fwd_ms']:9.2f} ms  "
@@ -362,21 +400,28 @@ def markdown(info, rows, long):
     f"{info['matmul_gflops']:.0f} GFLOP/s; host allocator "
     f"{info.get('host_allocator', 'plain')} (`rj.tune_host_allocator`, the same for every "
     "implementation). Speed-ups are against the fastest peer (not rnnjax) of the same shape "
-    "and cell, fwd+bwd and forward alone.",
+    f"and cell, fwd+bwd and forward alone; times are medians over {info.get('rounds', 1)} "
+    "rounds (every implementation once a round, in a rotated order), and the range is the "
+    "ratio's lowest and highest over the rounds.",
     "",
     "| shape (B,T,I,H) | cell | implementation | fwd ms | fwd+bwd ms | GFLOP/s | "
-    "of matmul rate | compile s | peak MiB | speed-up vs best peer | fwd speed-up |",
-    "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    "of matmul rate | compile s | peak MiB | speed-up vs best peer | fwd speed-up | "
+    "range over rounds (fwd+bwd; fwd) |",
+    "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
   ]
   for r in rows:
     peak = "" if r["peak_mb"] is None else f"{r['peak_mb']:.0f}"
     sp = r.get("speedup_vs_best_peer")
     fsp = r.get("fwd_speedup_vs_best_peer")
+    rng = ""
+    if "speedup_range" in r and r["impl"] != r["best_peer"]:
+      (a, b), (c, d) = r["speedup_range"], r["fwd_speedup_range"]
+      rng = f"{a:.2f}–{b:.2f}; {c:.2f}–{d:.2f}"
     lines.append(
       f"| {r['shape']} ({r['B']},{r['T']},{r['I']},{r['H']}) | {r['cell']} | {r['impl']} | "
       f"{r['fwd_ms']:.2f} | {r['fwdbwd_ms']:.2f} | {r['gflops']:.1f} | "
       f"{100 * r['matmul_fraction']:.0f}% | {r['compile_s']:.2f} | {peak} | "
-      f"{'' if sp is None else f'{sp:.2f}x'} | {'' if fsp is None else f'{fsp:.2f}x'} |"
+      f"{'' if sp is None else f'{sp:.2f}x'} | {'' if fsp is None else f'{fsp:.2f}x'} | {rng} |"
     )
   if long:
     B, T, I, H = LONG
