@@ -35,6 +35,26 @@ if TYPE_CHECKING:
 
 FEATURES = ("in_quotes", "in_brackets", "indent", "column", "in_comment")
 
+FEATURE_TITLES = {
+  "in_quotes": "inside quotes",
+  "in_brackets": "bracket depth",
+  "indent": "indentation",
+  "column": "column",
+  "in_comment": "inside a comment",
+}
+"""The features' names in words."""
+
+FEATURE_DEFINITIONS = {
+  "in_quotes": "1 inside a string literal, its quotes included (' \" ''' or \"\"\"; a "
+  "one-quote string ends at the end of its line), else 0.",
+  "in_brackets": "the number of (, [ and { open at the character, outside strings and "
+  "comments; a closing bracket counts at the depth it closes.",
+  "indent": "the number of spaces that begin the character's line.",
+  "column": "the character's position in its line, counted from 0.",
+  "in_comment": "1 from a # outside strings to the end of its line, else 0.",
+}
+"""What each feature is, one sentence each (`text_features`)."""
+
 COLOUR_NOTE = (
   "Each character's background is the cell's activation after reading it: blue negative, "
   "white 0, red positive, scaled by the cell's largest |activation| over the text."
@@ -103,11 +123,28 @@ def text_features(text: str) -> dict[str, np.ndarray]:
   return f
 
 
-def char_states(
-  model: CharLM, params: CharLMParams, vocab: Vocab, text: str, layer: int = 0
-) -> np.ndarray:
-  """Per-character activations of one layer: the LSTM's cell state ``c`` (as
-  in Karpathy et al.), else the hidden state ``h``: ``[N, H]``."""
+def layer_trace(
+  model: CharLM, params: CharLMParams, vocab: Vocab, text: str
+) -> tuple[list[Any], list[np.ndarray]]:
+  """Every layer's carry after each character, and each layer's inputs.
+
+  Args:
+    model: a char model (`rnnjax.apps.models.char_lm`) of plain stacked cells.
+    params: its params.
+    vocab: its vocabulary.
+    text: the text to read, from the zero state.
+
+  Returns:
+    ``(carries, inputs)``: per layer, the carry after reading each character
+    (leaves ``[N, ...]``, e.g. an LSTM's ``h`` and ``c`` as ``[N, H]``), and
+    the layer's input at each character (``[N, E]`` for the first, the layer
+    below's output ``[N, H]`` above it).
+
+  Raises:
+    ValueError: ``text`` is empty.
+  """
+  if not text:
+    raise ValueError("layer_trace: text is empty; pass at least one character")
   ids = jnp.asarray(vocab.encode(text))
   x = params.embed.table[ids]  # [N, E]
   cells = model.cells
@@ -115,14 +152,34 @@ def char_states(
   @jax.jit
   def run(params: CharLMParams, x: jax.Array) -> Any:
     def body(carries: Any, x_t: jax.Array) -> tuple[Any, Any]:
-      carries, _ = rj.stacked_step(list(zip(cells, params.rnn, strict=True)), carries, x_t)
-      return carries, carries[layer]
+      ins, y = [], x_t
+      new = []
+      for cell, p, c in zip(cells, params.rnn, carries, strict=True):
+        ins.append(y)
+        c, y = cell.step(p, c, y)
+        new.append(c)
+      return new, (new, ins)
 
-    _, states = jax.lax.scan(body, [c.initial_carry(()) for c in cells], x)
-    return states
+    _, out = jax.lax.scan(body, [c.initial_carry(()) for c in cells], x)
+    return out
 
-  states = run(params, x)
+  carries, inputs = run(params, x)
+  return carries, [np.asarray(i) for i in inputs]
+
+
+def char_states(
+  model: CharLM, params: CharLMParams, vocab: Vocab, text: str, layer: int = 0
+) -> np.ndarray:
+  """Per-character states of one layer: the LSTM's cell state ``c`` (as
+  in Karpathy et al.), else the hidden state ``h``: ``[N, H]``."""
+  states = layer_trace(model, params, vocab, text)[0][layer]
   return np.asarray(states.c if hasattr(states, "c") else states)
+
+
+def state_name(model: CharLM, layer: int = 0) -> str:
+  """What `char_states` returns, in words: ``"LSTM cell state c"`` or ``"hidden state h"``."""
+  carry = model.cells[layer].initial_carry(())
+  return "LSTM cell state c" if hasattr(carry, "c") else "hidden state h"
 
 
 def best_cells(
