@@ -79,7 +79,7 @@ def synthetic():
   h = np.tanh(c)
   positions, window = [49, 99], 20
   norms = np.full((2, window + 1), np.nan)
-  for p, t in enumerate(positions):
+  for p in range(len(positions)):
     norms[p] = 0.9 ** np.arange(window, -1, -1) * (1 + p)
   sv = np.sort(rng.uniform(0.01, 2.0, size=(2, 2 * H)))[:, ::-1]
   sv[1, -3:] = 0.0  # three zero singular values
@@ -134,7 +134,7 @@ def _rgb(text):
 
 
 def test_page_loads_from_disk_without_console_errors(browser):
-  driver, data, _ = browser
+  driver, _, _ = browser
   assert driver.execute_script("return document.body.dataset.ready") == "1"
   errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
   assert errors == []
@@ -204,7 +204,7 @@ def test_ranking_by_a_feature_is_pythons(browser):
 
 
 def test_gradient_panel_draws_the_exported_norms(browser):
-  driver, data, _ = browser
+  driver, _, _ = browser
   Select(driver.find_element(By.ID, "gpos")).select_by_value("1")
   pts = driver.execute_script(
     "return Array.from(document.querySelectorAll('#g-lag circle.gn')).map(e => "

@@ -34,7 +34,6 @@ import html
 import json
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -84,7 +83,7 @@ def quantise(states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def normalised(q: np.ndarray) -> np.ndarray:
-  """The quantised states as values in [-1, 1] (state over the cell's scale): ``(q - 128) / 127``."""
+  """The quantised states over their cell's scale, in [-1, 1]: ``(q - 128) / 127``."""
   return (np.asarray(q, np.float64) - 128) / 127
 
 
@@ -324,7 +323,7 @@ def readout_gradients(
 
   def loss(s: jax.Array, target: jax.Array) -> jax.Array:
     carry = jacobian.unflatten_state(cell, s, like)
-    y = getattr(carry, "h", carry)
+    y: Any = getattr(carry, "h", carry)
     return readout.cross_entropy(readout.dense(params.out, y[None]), target[None])[0]
 
   pos = np.asarray(positions, int)
@@ -618,7 +617,8 @@ const N = TEXT.length;
 function u8(s) { const b = atob(s); const a = new Uint8Array(b.length);
   for (let i = 0; i < b.length; i++) a[i] = b.charCodeAt(i); return a; }
 function f32(s) { return new Float32Array(u8(s).buffer); }
-const Q = D.layers.map(L => { const o = {}; for (const k of L.kinds) o[k] = u8(L.q[k]); return o; });
+const Q = D.layers.map(L => {
+  const o = {}; for (const k of L.kinds) o[k] = u8(L.q[k]); return o; });
 const $ = id => document.getElementById(id);
 const st = { layer: 0, kind: D.layers[0].kinds[0], cell: 0, strip: 'in_quotes', scores: null,
   order: [], pos: 0 };
@@ -802,7 +802,8 @@ function drawGrad() {
       if (q > 0) cells.push([t - lag, G.cell_top[p] - G.decades + q / 255 * G.decades]);
     });
   }
-  let lo = Math.min(...fin, ...cells.map(c => c[1])), hi = Math.max(...fin, ...cells.map(c => c[1]));
+  const cy = cells.map(c => c[1]);
+  let lo = Math.min(...fin, ...cy), hi = Math.max(...fin, ...cy);
   if (!(hi > lo)) { lo -= 1; hi += 1; }
   const a = axes($('g-lag'), first, t, lo, hi, 'character k (the text back from t = ' + t + ')',
     'log10 ||dL_t/ds_k||', 960, 260);
@@ -866,7 +867,8 @@ function drawGrad() {
 // ---- wiring
 function fillCells() {
   const L = D.layers[st.layer];
-  $('cell').innerHTML = L.labels.map((l, i) => '<option value="' + i + '">' + l + '</option>').join('');
+  $('cell').innerHTML = L.labels.map((l, i) => '<option value="' + i + '">' + l + '</option>')
+    .join('');
   $('kind-c').disabled = L.kinds.indexOf('c') < 0;
   if (L.kinds.indexOf(st.kind) < 0) st.kind = L.kinds[0];
   $('kind-' + st.kind).checked = true;

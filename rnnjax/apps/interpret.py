@@ -23,7 +23,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import rnnjax as rj
 from rnnjax.apps.io import StrPath
 
 if TYPE_CHECKING:
