@@ -10,7 +10,7 @@ import pytest
 
 from rnnjax.apps import boundaries, cli, experiment, plot
 
-COMMANDS = {"demo", "train", "generate", "experiment", "visualize", "jacobian"}
+COMMANDS = {"demo", "train", "generate", "experiment", "explore", "visualize", "jacobian"}
 
 
 def _subcommands(parser):

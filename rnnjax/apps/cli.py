@@ -516,14 +516,8 @@ def _run_generate(args: argparse.Namespace) -> int:
   return 0
 
 
-def _add_visualize(sub: _Sub) -> None:
-  p = sub.add_parser(
-    "visualize",
-    help="colour text by the activations of a trained char model's cells",
-    description="Run a trained char model (a `demo` or `train` run) over a text, find the "
-    "cells best correlated with inside-quotes, bracket depth, indentation, "
-    "column and inside-comment, and write an HTML page and PNGs.",
-  )
+def _add_text_args(p: argparse.ArgumentParser) -> None:
+  """--run, --text and --chars: the run and the text `explore` and `visualize` read."""
   p.add_argument(
     "--run",
     type=Path,
@@ -542,6 +536,72 @@ def _add_visualize(sub: _Sub) -> None:
     default=3000,
     help="characters of the text to use (default %(default)s)",
   )
+
+
+def _analysis_text(args: argparse.Namespace) -> str:
+  from rnnjax.apps import data
+
+  text = data.text_corpus(args.text).train if args.text else data.python_source_corpus().val
+  return text[: args.chars]
+
+
+def _add_explore(sub: _Sub) -> None:
+  p = sub.add_parser(
+    "explore",
+    help="write one interactive HTML page: any cell over the text, hypothesis selection, "
+    "gradient flow",
+    description="Run a trained char model (a `demo` or `train` run) over a text and write one "
+    "self-contained HTML page (no server or network): the text coloured by any cell's h or "
+    "c with a feature strip under each line; cells ranked for a selected range of text or "
+    "a feature, and where they match elsewhere; and, for every EVERY-th character t, the "
+    "gradient ||dL_t/ds_k|| back along the text, the step Jacobian's spectral norm and its "
+    "singular values (rnnjax.jacobian). `rnnjax visualize` writes the static fallback.",
+  )
+  _add_text_args(p)
+  p.add_argument(
+    "--every",
+    type=_positive_int,
+    default=50,
+    help="the gradient panel's positions: every this many characters (default %(default)s)",
+  )
+  p.add_argument(
+    "--window",
+    type=_positive_int,
+    default=200,
+    help="characters back along the text to follow each gradient (default %(default)s)",
+  )
+  p.add_argument(
+    "--out", type=Path, default=None, help="the HTML file to write (default: RUN/explore.html)"
+  )
+  p.set_defaults(func=_run_explore)
+
+
+def _run_explore(args: argparse.Namespace) -> int:
+  from rnnjax.apps import charlm, explore
+
+  model, params, vocab, _ = charlm.restore_model(args.run)
+  text = _analysis_text(args)
+  out = args.out or args.run / "explore.html"
+  r = explore.explore(model, params, vocab, text, out, every=args.every, window=args.window)
+  print(
+    f"wrote {r['path']} ({r['bytes'] / 1e6:.2f} MB): {r['chars']:,} characters, "
+    f"{' + '.join(map(str, r['cells']))} cells, gradient flow at {len(r['positions'])} "
+    f"positions"
+  )
+  return 0
+
+
+def _add_visualize(sub: _Sub) -> None:
+  p = sub.add_parser(
+    "visualize",
+    help="the static fallback of `explore`: HTML and PNGs of the cells best correlated "
+    "with features",
+    description="Run a trained char model (a `demo` or `train` run) over a text, find the "
+    "cells best correlated with inside-quotes, bracket depth, indentation, "
+    "column and inside-comment, and write a static HTML page (no JavaScript) and PNGs. "
+    "`rnnjax explore` writes the interactive page with every cell.",
+  )
+  _add_text_args(p)
   p.add_argument(
     "--cell", type=int, default=None, help="show this cell (default: the best cell per feature)"
   )
@@ -550,31 +610,21 @@ def _add_visualize(sub: _Sub) -> None:
 
 
 def _run_visualize(args: argparse.Namespace) -> int:
-  from rnnjax.apps import charlm, data, interpret, io
+  from rnnjax.apps import charlm, interpret
 
   model, params, vocab, _ = charlm.restore_model(args.run)
-  text = data.text_corpus(args.text).train if args.text else data.python_source_corpus().val
-  text = text[: args.chars]
+  text = _analysis_text(args)
   out = args.out or args.run / "visualize"
   states = interpret.char_states(model, params, vocab, text)
   if args.cell is not None and not 0 <= args.cell < states.shape[1]:
     raise ValueError(f"--cell {args.cell} is out of range: the model has {states.shape[1]} cells")
-  best = interpret.best_cells(states, interpret.text_features(text), top=3)
-  chosen = args.cell is not None
-  cells = (
-    {"chosen with --cell": args.cell}
-    if chosen
-    else {f"{k} (r = {v[0]['r']:+.2f})": v[0]["cell"] for k, v in best.items()}
+  best = interpret.write_static(
+    text, states, out, interpret.state_name(model), cell=args.cell, top=3
   )
-  page = interpret.html_page(text, states, cells, explain_r=not chosen)
-  io.atomic_write_text(out / "visualize.html", page)
-  note = "" if chosen else interpret.r_note(len(text), "analysed")
-  for label, k in cells.items():
-    interpret.cell_png(text, states[:, k], out / f"cell_{k}.png", f"cell {k}: {label}", note=note)
-  io.write_json(out / "features.json", best)
   for name, v in best.items():
     print(f"{name:12s} " + "  ".join(f"cell {c['cell']:4d} r={c['r']:+.3f}" for c in v))
-  print(f"wrote {out / 'visualize.html'}, features.json and {len(cells)} PNGs")
+  n = 1 if args.cell is not None else len(best)
+  print(f"wrote {out / 'visualize.html'}, features.json and {n} PNGs")
   return 0
 
 
@@ -921,6 +971,7 @@ def build_parser() -> argparse.ArgumentParser:
   _add_train(sub)
   _add_generate(sub)
   _add_experiment(sub)
+  _add_explore(sub)
   _add_visualize(sub)
   _add_jacobian(sub)
   return parser

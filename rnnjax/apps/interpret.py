@@ -55,19 +55,24 @@ FEATURE_DEFINITIONS = {
 """What each feature is, one sentence each (`text_features`)."""
 
 COLOUR_NOTE = (
-  "Each character's background is the cell's activation after reading it: blue negative, "
-  "white 0, red positive, scaled by the cell's largest |activation| over the text."
+  "Each character's background is the cell's state after reading it: blue negative, "
+  "white 0, red positive, scaled by the cell's largest |value| over the text."
 )
-"""How the pictures colour activations (`html_page`, `cell_png`)."""
+"""How the pictures colour states (`html_page`, `cell_png`)."""
 
 
 def r_note(n_chars: int, where: str = "on this page") -> str:
   """The sentence saying what ``r`` is, for ``r`` computed over ``n_chars``
   characters of text (``where``: how the reader finds that text)."""
   return (
-    "r is the Pearson correlation between the cell's activation and the feature, "
+    "r is the Pearson correlation between the cell's state and the feature, "
     f"over the {n_chars:,} characters of text {where}."
   )
+
+
+def feature_note(name: str) -> str:
+  """``"bracket depth = the number of (, [ and { open …"``: a feature defined in words."""
+  return f"{FEATURE_TITLES[name]} = {FEATURE_DEFINITIONS[name]}"
 
 
 def text_features(text: str) -> dict[str, np.ndarray]:
@@ -219,11 +224,11 @@ _LEGEND_CSS = (
 )
 
 
-def _legend(scale: float) -> str:
+def _legend(scale: float, quantity: str = "state") -> str:
   """An HTML colour bar from −scale (blue) through 0 (white) to +scale (red)."""
   return (
-    f"<p class='scale'>activation {-scale:+.3g} <span class='legend'></span> {scale:+.3g} "
-    "(blue negative, white 0, red positive)</p>"
+    f"<p class='scale'>{html.escape(quantity)} {-scale:+.3g} <span class='legend'></span> "
+    f"{scale:+.3g} (blue negative, white 0, red positive)</p>"
   )
 
 
@@ -233,11 +238,14 @@ def html_page(
   cells: dict[str, int],
   title: str = "rnnjax cells",
   explain_r: bool = True,
+  quantity: str = "state",
 ) -> str:
-  """An HTML page with one block per (label, cell): each character coloured by
-  the cell's activation (scaled by its largest magnitude), with a colour bar
-  per cell. The page says how the colours read and, with ``explain_r``, that
-  the ``r`` of the labels is the Pearson correlation over ``text``."""
+  """A static HTML page (no JavaScript) with one block per (label, cell): each
+  character coloured by the cell's ``quantity`` (scaled by its largest
+  magnitude), with a colour bar per cell. The page says how the colours read,
+  defines the features and, with ``explain_r``, says that the ``r`` of the
+  labels is the Pearson correlation over ``text``. `rnnjax.apps.explore`
+  writes the interactive page with every cell."""
   notes = [COLOUR_NOTE] + ([r_note(len(text))] if explain_r else [])
   parts = [
     f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
@@ -245,6 +253,10 @@ def html_page(
     "span{border-radius:2px}" + _LEGEND_CSS + "</style>",
     f"<h1>{html.escape(title)}</h1>",
     "<p class='note'>" + html.escape(" ".join(notes)) + "</p>",
+    "<p class='note'>The features: "
+    + "; ".join(html.escape(feature_note(k)) for k in FEATURES)
+    + f"</p><p class='note'>This page shows {len(cells)} of the {states.shape[1]} cells; "
+    "<code>rnnjax explore</code> writes a page with every cell.</p>",
   ]
   for label, k in cells.items():
     scale = _scale(states[:, k])
@@ -253,7 +265,9 @@ def html_page(
       f"<span style='background:{_color(v)}'>{html.escape(ch)}</span>"
       for ch, v in zip(text, a, strict=False)
     )
-    parts.append(f"<h2>{html.escape(label)}: cell {k}</h2>{_legend(scale)}<pre>{spans}</pre>")
+    parts.append(
+      f"<h2>{html.escape(label)}: cell {k}</h2>{_legend(scale, quantity)}<pre>{spans}</pre>"
+    )
   return "\n".join(parts)
 
 
@@ -264,6 +278,39 @@ def colormap() -> Colormap:
   return LinearSegmentedColormap.from_list("rnnjax_cells", [(0, 0, 1), (1, 1, 1), (1, 0, 0)])
 
 
+def varied_window(text: str, values: np.ndarray, lines: int = 30) -> int:
+  """The first line of the ``lines`` consecutive lines of ``text`` over which
+  ``values`` (one per character) vary most (largest standard deviation): where
+  a picture of a cell or a feature shows something.
+
+  Examples:
+    >>> import numpy as np
+    >>> text = "a\nb\nc\nd\n"
+    >>> varied_window(text, np.array([0, 0, 0, 0, 1, 0, 0, 0], float), lines=2)
+    1
+  """
+  v = np.asarray(values, np.float64)
+  starts = [0]
+  for line in text.split("\n")[:-1]:
+    starts.append(starts[-1] + len(line) + 1)
+  n_lines = len(starts)
+  if n_lines <= lines:
+    return 0
+  c1 = np.concatenate([[0.0], np.cumsum(v)])
+  c2 = np.concatenate([[0.0], np.cumsum(v * v)])
+  bounds = [*starts, len(v)]
+  best, best_sd = 0, -1.0
+  for first in range(n_lines - lines + 1):
+    a, b = bounds[first], min(bounds[first + lines], len(v))
+    if b <= a:
+      continue
+    m = (c1[b] - c1[a]) / (b - a)
+    sd = max((c2[b] - c2[a]) / (b - a) - m * m, 0.0)
+    if sd > best_sd + 1e-12:
+      best, best_sd = first, sd
+  return best
+
+
 def cell_figure(
   text: str,
   activations: np.ndarray,
@@ -271,28 +318,45 @@ def cell_figure(
   cols: int = 100,
   max_lines: int = 30,
   note: str = "",
+  *,
+  feature: np.ndarray | None = None,
+  feature_name: str = "",
+  first_line: int = 0,
+  quantity: str = "state",
 ) -> Figure:
-  """The text on a character grid, each character's background coloured by the
-  cell's activation (blue negative, white 0, red positive, scaled by the
-  largest |activation|), with a colour bar; ``note`` is printed under it."""
+  """The text on a character grid from line ``first_line``, each character's
+  background coloured by the cell's ``quantity`` (blue negative, white 0, red
+  positive, scaled by the largest |value| over the whole text), with a colour
+  bar naming the quantity; with ``feature`` (one value per character), a strip
+  under each line shading it (white 0, dark green its largest value), and the
+  feature defined under the bar; ``note`` is printed under it too."""
   from matplotlib.cm import ScalarMappable
   from matplotlib.colors import Normalize
 
   from rnnjax.apps import plot
 
   plt = plot.pyplot()
-  lines = text.split("\n")[:max_lines]
+  all_lines = text.split("\n")
+  lines = all_lines[first_line : first_line + max_lines]
+  pos = sum(len(line) + 1 for line in all_lines[:first_line])
   scale = _scale(activations)
   norm, cmap = Normalize(-scale, scale), colormap()
-  fig, ax = plt.subplots(figsize=(cols * 0.09, len(lines) * 0.2 + 1.2))
+  strip = feature is not None
+  fvals = np.zeros(len(activations)) if feature is None else np.asarray(feature, np.float64)
+  pitch = 1.45 if strip else 1.0
+  fmax = float(fvals.max()) if len(fvals) and fvals.max() > 0 else 1.0
+  fig, ax = plt.subplots(figsize=(cols * 0.09, len(lines) * 0.2 * pitch + 1.4))
   ax.set_xlim(0, cols)
-  ax.set_ylim(len(lines), 0)
+  ax.set_ylim(len(lines) * pitch, 0)
   ax.axis("off")
-  pos = 0
-  for y, line in enumerate(lines):
+  for row, line in enumerate(lines):
+    y = row * pitch
     for x, ch in enumerate(line[:cols]):
       ax.add_patch(plt.Rectangle((x, y), 1, 1, color=cmap(norm(activations[pos + x]))))
       ax.text(x + 0.5, y + 0.55, ch, ha="center", va="center", family="monospace", fontsize=7)
+      if strip:
+        g = 1 - 0.8 * float(fvals[pos + x]) / fmax
+        ax.add_patch(plt.Rectangle((x, y + 1.05), 1, 0.3, color=(g, min(1.0, g + 0.12), g)))
     pos += len(line) + 1
   ax.set_title(title, fontsize=9, loc="left")
   bar = fig.colorbar(
@@ -304,11 +368,20 @@ def cell_figure(
     aspect=60,
     ticks=[-scale, 0, scale],
   )
-  part = len(lines) < text.count("\n") + 1 or any(len(line) > cols for line in lines)
-  caption = " ".join(
-    filter(None, [note, f"The picture shows the first {len(lines)} lines." if part else ""])
+  total = text.count("\n") + 1
+  part = len(lines) < total or any(len(line) > cols for line in lines)
+  shown = f"The picture shows lines {first_line + 1}-{first_line + len(lines)} of {total}."
+  strip_note = (
+    f"Strip under each line: {feature_note(feature_name) if feature_name else 'the feature'} "
+    f"White 0, darkest green {fmax:g}."
+    if strip
+    else ""
   )
-  label = "activation: blue negative, white 0, red positive (scale: the largest |activation|)"
+  caption = " ".join(filter(None, [strip_note, note, shown if part else ""]))
+  label = (
+    f"{quantity}: blue negative, white 0, red positive "
+    "(scale: the largest |value| over the text)"
+  )
   bar.set_label("\n".join([label, *textwrap.wrap(caption, int(cols * 1.25))]), fontsize=8)
   bar.ax.tick_params(labelsize=7)
   return fig
@@ -322,11 +395,73 @@ def cell_png(
   cols: int = 100,
   max_lines: int = 30,
   note: str = "",
+  **kw: Any,
 ) -> Path:
-  """`cell_figure`, saved as PNG to ``path``."""
+  """`cell_figure`, saved as PNG to ``path`` (``kw``: its keyword-only options)."""
   from rnnjax.apps import plot
 
-  return plot.save(cell_figure(text, activations, title, cols, max_lines, note), path)
+  return plot.save(cell_figure(text, activations, title, cols, max_lines, note, **kw), path)
+
+
+def write_static(
+  text: str,
+  states: np.ndarray,
+  out_dir: StrPath,
+  quantity: str = "state",
+  *,
+  cell: int | None = None,
+  top: int = 1,
+  png_names: str = "cell",
+) -> dict[str, list[dict[str, Any]]]:
+  """The static pictures: visualize.html, features.json and one PNG per shown cell.
+
+  Without ``cell``, the best-correlated cell of each feature is shown, its PNG
+  drawn over the 30 lines where that feature varies most, with the feature as
+  a strip; with ``cell``, that cell, over the lines where it varies most.
+
+  Args:
+    text: the text.
+    states: ``[N, H]`` states.
+    out_dir: the folder to write to.
+    quantity: what ``states`` are, for the colour bars (e.g. ``"LSTM cell state c"``).
+    cell: show this cell only.
+    top: how many cells per feature features.json lists.
+    png_names: ``"cell"`` (``cell_{k}.png``) or ``"feature"`` (``cell_{feature}.png``).
+
+  Returns:
+    `best_cells`' result.
+  """
+  from rnnjax.apps import io
+
+  out_dir = Path(out_dir)
+  features = text_features(text)
+  best = best_cells(states, features, top=top)
+  shown: dict[str, tuple[int, str | None]]
+  if cell is not None:
+    shown = {"chosen with --cell": (cell, None)}
+  else:
+    shown = {f"{k} (r = {v[0]['r']:+.2f})": (v[0]["cell"], k) for k, v in best.items()}
+  page = html_page(
+    text, states, {k: c for k, (c, _) in shown.items()}, explain_r=cell is None, quantity=quantity
+  )
+  io.atomic_write_text(out_dir / "visualize.html", page)
+  io.write_json(out_dir / "features.json", best)
+  note = "" if cell is not None else r_note(len(text), "analysed")
+  for label, (k, name) in shown.items():
+    kw: dict[str, Any] = dict(quantity=quantity)
+    if name is not None:
+      kw.update(
+        feature=features[name],
+        feature_name=name,
+        first_line=varied_window(text, features[name]),
+      )
+      title = f"cell {k}: best for {FEATURE_TITLES[name]} ({name}), r = {best[name][0]['r']:+.2f}"
+    else:
+      kw.update(first_line=varied_window(text, states[:, k]))
+      title = f"cell {k}: {label}"
+    file = f"cell_{name if png_names == 'feature' and name else k}.png"
+    cell_png(text, states[:, k], out_dir / file, title, note=note, **kw)
+  return best
 
 
 # ----------------------------------------------------------------- embeddings

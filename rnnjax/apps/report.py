@@ -13,7 +13,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from rnnjax import jacobian
-from rnnjax.apps import interpret, io, plot
+from rnnjax.apps import explore, interpret, io, plot
 from rnnjax.apps.data import Vocab
 from rnnjax.apps.io import StrPath
 from rnnjax.apps.models import CharLM, CharLMParams
@@ -26,19 +26,10 @@ def analyse(
   writes visualize.html and PNGs to ``out_dir`` and returns the findings."""
   out_dir = Path(out_dir)
   states = interpret.char_states(model, params, vocab, text)
-  best = interpret.best_cells(states, interpret.text_features(text))
-  cells = {f"{name} (r = {v[0]['r']:+.2f})": v[0]["cell"] for name, v in best.items()}
-  io.atomic_write_text(out_dir / "visualize.html", interpret.html_page(text, states, cells))
-  pngs = {}
-  for name, v in best.items():
-    k = v[0]["cell"]
-    pngs[name] = interpret.cell_png(
-      text,
-      states[:, k],
-      out_dir / f"cell_{name}.png",
-      f"cell {k}: best for {name} (r = {v[0]['r']:+.2f})",
-      note=interpret.r_note(len(text), "analysed"),
-    )
+  quantity = interpret.state_name(model)
+  best = interpret.write_static(text, states, out_dir, quantity, png_names="feature")
+  pngs = {name: out_dir / f"cell_{name}.png" for name in best}
+  page = explore.explore(model, params, vocab, text, out_dir / "explore.html")
 
   table = params.embed.table
   emb = dict(
@@ -66,6 +57,9 @@ def analyse(
   figs = plot.jacobian_figures(diag, out_dir)
   return dict(
     best_cells=best,
+    quantity=quantity,
+    chars=len(text),
+    explore=dict(bytes=page["bytes"], positions=len(page["positions"])),
     cell_pngs={k: str(v) for k, v in pngs.items()},
     embeddings=dict(emb, png=str(emb["png"])),
     diagnosis=diag,
@@ -96,16 +90,32 @@ def write_markdown(summary: dict[str, Any], findings: dict[str, Any], out_dir: S
     "",
     "## Cells that track features of the code",
     "",
-    "Pearson correlation of each cell's state `c` with a feature, over held-out text; "
-    "the best cell per feature (red: positive, blue: negative activation). "
-    "All cells are shown in `visualize.html`.",
+    f"Pearson correlation r of each cell's {findings.get('quantity', 'state')} with a feature "
+    f"of the text, over {findings.get('chars', 3000):,} characters of held-out code; the best "
+    "cell per feature. The features: "
+    + "; ".join(f"{k}: {interpret.feature_note(k)}" for k in findings["best_cells"]),
     "",
     "| feature | cell | r |",
     "|---|---:|---:|",
   ]
   for name, v in findings["best_cells"].items():
     lines.append(f"| {name} | {v[0]['cell']} | {v[0]['r']:+.3f} |")
-  lines.append("")
+  ex = findings.get("explore")
+  lines += [
+    "",
+    "Each picture shows the 30 lines where its feature varies most, coloured by the cell "
+    "(red positive, blue negative, white 0, scaled by the cell's largest |value|), with the "
+    "feature as a strip under each line. `visualize.html` shows these cells over the whole "
+    "text as a static page"
+    + (
+      f"; every cell, with hypothesis selection and the gradient flow along the text, is in "
+      f"`explore.html` ({ex['bytes'] / 1e6:.1f} MB, one self-contained page; "
+      f"`rnnjax explore`)."
+      if ex
+      else "."
+    ),
+    "",
+  ]
   for name, path in findings["cell_pngs"].items():
     lines += [f"![{name}]({Path(path).name})", ""]
   emb = findings["embeddings"]
