@@ -220,6 +220,10 @@ def _state_gradients(cell: Any, params: Any, xs: jax.Array, carry: Any, g: jax.A
   return jax.grad(run)(jnp.zeros((xs.shape[0] + 1, cell.state_size), g.dtype))
 
 
+_norms_jit = jax.jit(jacobian.gradient_norms_vs_lag, static_argnums=0)
+_grads_jit = jax.jit(_state_gradients, static_argnums=0)
+
+
 def default_positions(n: int, every: int = 50) -> list[int]:
   """Every ``every``-th character that has a next one to predict: ``every-1, 2 every-1, …``."""
   if every < 1:
@@ -271,8 +275,6 @@ def gradient_flow(
   S, H = cell.state_size, cell.hidden_size
   zero = cell.initial_carry(())
   dtype = jnp.asarray(xs).dtype
-  norms_fn = jax.jit(jacobian.gradient_norms_vs_lag, static_argnums=0)
-  grads_fn = jax.jit(_state_gradients, static_argnums=0)
 
   def before(k: int) -> Any:  # the carry before character k
     if k == 0:
@@ -288,10 +290,10 @@ def gradient_flow(
     k0 = max(0, t + 1 - window)
     x = jnp.asarray(xs[k0 : t + 1])
     g = jnp.asarray(dL_ds[p], dtype)
-    row = np.asarray(norms_fn(cell, params, x, before(k0), g))
+    row = np.asarray(_norms_jit(cell, params, x, before(k0), g))
     norms[p, : len(row)] = row
     first[p] = k0 - 1
-    full = np.asarray(grads_fn(cell, params, x, before(k0), g))  # [len(row), S]
+    full = np.asarray(_grads_jit(cell, params, x, before(k0), g))  # [len(row), S]
     per_cell = np.sqrt((full.reshape(len(full), S // H, H) ** 2).sum(1))  # [len(row), H]
     for j, lag in enumerate(lags):
       if lag < len(row):
