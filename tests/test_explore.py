@@ -52,7 +52,12 @@ def test_range_scores_rank_the_planted_cell_and_its_mirror():
   assert explore.match_positions(q, [2, 4], scores).sum() == 10  # the mirror agrees
   with pytest.raises(ValueError, match=r"the range \[50, 40\] must satisfy 0 <= start <= stop"):
     explore.range_scores(q, 50, 40)
-  with pytest.raises(ValueError, match="pad must be >= 0, got -1"):
+  rest = explore.range_scores(q, 40, 49)  # elsewhere: the rest of the text
+  assert rest["around"][2] == pytest.approx(np.r_[a[:40, 2], a[50:, 2]].mean())
+  assert explore.rank(rest, "on")[0] == 2
+  with pytest.raises(
+    ValueError, match=r"pad must be >= 0 or None \(the rest of the text\), got -1"
+  ):
     explore.range_scores(q, 1, 2, pad=-1)
   with pytest.raises(ValueError, match="sign must be 'both' or 'on', got 'off'"):
     explore.rank(scores, "off")

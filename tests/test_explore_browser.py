@@ -178,7 +178,7 @@ def test_selecting_a_range_ranks_the_planted_cell_first_as_python_does(browser):
   assert (lo, hi) == PLANT  # the mouse selection, read back as character indices
   rows = driver.find_elements(By.CSS_SELECTOR, "#ranking tbody tr")
   js_order = [int(r.get_attribute("data-cell")) for r in rows]
-  scores = explore.range_scores(_q(c), lo, hi, pad=10)
+  scores = explore.range_scores(_q(c), lo, hi)  # the page's default: the rest of the text
   assert js_order[0] == 3
   assert js_order == explore.rank(scores)[: len(js_order)]
   # the default: the top 3 ticked; the marked positions are Python's matches
@@ -191,6 +191,14 @@ def test_selecting_a_range_ranks_the_planted_cell_first_as_python_does(browser):
     "s.classList.contains('m'))"
   )
   assert marked == expected.tolist()
+  # with a pad of 5 characters on either side as "elsewhere"
+  pad = driver.find_element(By.ID, "pad")
+  pad.send_keys("5")
+  driver.find_element(By.ID, "rank").click()
+  rows = driver.find_elements(By.CSS_SELECTOR, "#ranking tbody tr")
+  padded = explore.rank(explore.range_scores(_q(c), lo, hi, pad=5))
+  assert [int(r.get_attribute("data-cell")) for r in rows] == padded[: len(rows)]
+  pad.clear()
 
 
 def test_ranking_by_a_feature_is_pythons(browser):

@@ -10,8 +10,8 @@ embedded in it (no server, network or CDN):
   feature of the text (`rnnjax.apps.interpret.FEATURE_DEFINITIONS`).
 * **Hypothesis selection** (after LSTMVis, Strobelt et al. 2018): select a
   range of text, and the page ranks the cells by `range_scores`, the mean of
-  the cell's normalised state inside the range minus its mean over ``pad``
-  characters on either side; or pick a feature, and it ranks them by
+  the cell's normalised state inside the range minus its mean elsewhere (the
+  rest of the text, or ``pad`` characters on either side); or pick a feature, and it ranks them by
   `feature_scores`, the Pearson correlation with the feature over the text.
   It then marks every position where the chosen cells all match the pattern
   (`match_positions`). The functions here are the reference the page's
@@ -102,20 +102,23 @@ def _check_range(n: int, start: int, stop: int) -> None:
     )
 
 
-def range_scores(q: np.ndarray, start: int, stop: int, pad: int = 10) -> dict[str, np.ndarray]:
-  """How much each cell is on in ``text[start : stop + 1]`` and off around it.
+def range_scores(
+  q: np.ndarray, start: int, stop: int, pad: int | None = None
+) -> dict[str, np.ndarray]:
+  """How much each cell is on in ``text[start : stop + 1]`` and off elsewhere.
 
   With ``a = (q - 128) / 127`` (the state over the cell's scale, in [-1, 1]),
-  ``score = mean(a inside) - mean(a over the pad)``, the pad being ``pad``
-  characters before and after the range (the rest of the text when the range
-  leaves none). The page ranks cells by ``|score|`` (or by ``score``, for
-  cells on there only) and ties by cell index.
+  ``score = mean(a inside) - mean(a elsewhere)``, "elsewhere" being the rest of
+  the text, or with ``pad`` the ``pad`` characters before and after the range
+  (LSTMVis's padding; the rest of the text when the range leaves none). The
+  page ranks cells by ``|score|`` (or by ``score``, for cells on there only)
+  and ties by cell index.
 
   Args:
     q: quantised states ``[N, H]`` (`quantise`).
     start: the first character of the range.
     stop: the last character of the range (inclusive).
-    pad: characters on either side that make "around".
+    pad: characters on either side that make "elsewhere" (default: the whole rest).
 
   Returns:
     ``{"score": [H], "inside": [H], "around": [H]}``: the score and the two means.
@@ -126,19 +129,20 @@ def range_scores(q: np.ndarray, start: int, stop: int, pad: int = 10) -> dict[st
   Examples:
     >>> import numpy as np
     >>> q = np.full((6, 2), 128, np.uint8); q[2:4, 1] = 255
-    >>> range_scores(q, 2, 3, pad=2)["score"].tolist()
+    >>> range_scores(q, 2, 3)["score"].tolist()
     [0.0, 1.0]
   """
   n = len(q)
   _check_range(n, start, stop)
-  if pad < 0:
-    raise ValueError(f"range_scores: pad must be >= 0, got {pad}")
+  if pad is not None and pad < 0:
+    raise ValueError(f"range_scores: pad must be >= 0 or None (the rest of the text), got {pad}")
   a = normalised(q)
   inside = np.zeros(n, bool)
   inside[start : stop + 1] = True
   around = np.zeros(n, bool)
-  around[max(0, start - pad) : start] = True
-  around[stop + 1 : stop + 1 + pad] = True
+  if pad is not None:
+    around[max(0, start - pad) : start] = True
+    around[stop + 1 : stop + 1 + pad] = True
   if not around.any():
     around = ~inside
   m_in = a[inside].mean(0)
@@ -553,16 +557,17 @@ cell's largest |value| over the text.</p>
 </section>
 <section id="p-hyp"><h2>2. Hypothesis selection</h2>
 <p class="note">Select a range of the text with the mouse (or type it), and the page ranks
-the current layer's cells by <b>score = mean of a inside &minus; mean of a around</b>, where
-a is the cell's state over its largest |value| (in [&minus;1, 1]) and "around" is
-<i>pad</i> characters on either side: cells on there and off around it (LSTMVis). Ranking by
+the current layer's cells (h or c, as shown) by <b>score = mean of a inside &minus; mean of a
+elsewhere</b>, where a is the cell's state over its largest |value| (in [&minus;1, 1]) and
+"elsewhere" is the rest of the text, or, with a <i>pad</i>, that many characters on either
+side (LSTMVis's padding): cells on there and off elsewhere. Ranking by
 a feature uses the Pearson correlation r with it over the whole text instead. The ticked
 cells then mark (underlined in the text) every position where all of them match the
 pattern: a above (or, for a negative score, below) halfway between its two means.</p>
 <div class="controls">
 <label>from <input id="from" type="number" min="0" value="0"></label>
 <label>to <input id="to" type="number" min="0" value="0"></label>
-<label>pad <input id="pad" type="number" min="0" value="10"></label>
+<label>pad <input id="pad" type="number" min="0" value="" placeholder="rest of text"></label>
 <label>cells <select id="sign"><option value="both">on or off there (|score|)</option>
 <option value="on">on there only (score)</option></select></label>
 <button id="rank">rank cells for the range</button>
@@ -571,7 +576,7 @@ pattern: a above (or, for a negative score, below) halfway between its two means
 </div>
 <p id="sel-info" class="info"></p>
 <table id="ranking"><thead><tr><th>match</th><th>rank</th><th>cell</th><th>score</th>
-<th>mean inside</th><th>mean around</th></tr></thead><tbody></tbody></table>
+<th>mean inside</th><th>mean elsewhere</th></tr></thead><tbody></tbody></table>
 <div class="controls"><button id="match">mark where the ticked cells match</button>
 <button id="clear-match">clear marks</button></div>
 <p id="match-info" class="info"></p>
@@ -686,8 +691,10 @@ function hover(t) {
 function rangeScores(a0, a1, pad) {
   const h = H(), out = { score: [], inside: [], around: [] };
   const around = [];
-  for (let t = Math.max(0, a0 - pad); t < a0; t++) around.push(t);
-  for (let t = a1 + 1; t < Math.min(N, a1 + 1 + pad); t++) around.push(t);
+  if (pad !== null) {
+    for (let t = Math.max(0, a0 - pad); t < a0; t++) around.push(t);
+    for (let t = a1 + 1; t < Math.min(N, a1 + 1 + pad); t++) around.push(t);
+  }
   if (around.length === 0) for (let t = 0; t < N; t++) if (t < a0 || t > a1) around.push(t);
   for (let i = 0; i < h; i++) {
     let si = 0; for (let t = a0; t <= a1; t++) si += norm(t, i);
@@ -732,13 +739,15 @@ function showRanking(sc, what) {
 }
 function rankRange() {
   let a0 = parseInt($('from').value, 10), a1 = parseInt($('to').value, 10);
-  const pad = Math.max(0, parseInt($('pad').value, 10) || 0);
+  const pv = parseInt($('pad').value, 10);
+  const pad = pv >= 0 ? pv : null;  // empty: the rest of the text
   if (!(a0 >= 0) || !(a1 >= 0)) return;
   if (a1 < a0) { const x = a0; a0 = a1; a1 = x; }
   a1 = Math.min(a1, N - 1);
   const sel = TEXT.slice(a0, a1 + 1).join('').replace(/\n/g, '\\n');
   showRanking(rangeScores(a0, a1, pad), 'range [' + a0 + ', ' + a1 + '] "' +
-    (sel.length > 60 ? sel.slice(0, 60) + '...' : sel) + '", pad ' + pad + ', ' +
+    (sel.length > 60 ? sel.slice(0, 60) + '...' : sel) + '", elsewhere: ' +
+    (pad === null ? 'the rest of the text' : pad + ' characters either side') + ', ' +
     D.layers[st.layer].quantity[st.kind]);
 }
 function rankFeature() {
