@@ -285,7 +285,7 @@ def varied_window(text: str, values: np.ndarray, lines: int = 30) -> int:
 
   Examples:
     >>> import numpy as np
-    >>> text = "a\nb\nc\nd\n"
+    >>> text = "a\\nb\\nc\\nd\\n"
     >>> varied_window(text, np.array([0, 0, 0, 0, 1, 0, 0, 0], float), lines=2)
     1
   """
