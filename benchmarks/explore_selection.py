@@ -103,11 +103,36 @@ def browser_top5(page: Path, picks: dict[str, tuple[int, int]]) -> dict[str, lis
     shutil.rmtree(profile, ignore_errors=True)
 
 
+def rank_all(q: np.ndarray, text: str, pad: int | None, cells: dict[str, int]) -> dict[str, dict]:
+  """Every selection of each feature ranked; the rank of the feature's cell in each."""
+  out = {}
+  for name, sel in selections(text).items():
+    cell = cells[name]
+    ranks, tops = [], []
+    for a, b in sel:
+      order = explore.rank(explore.range_scores(q, a, b, pad))
+      ranks.append(order.index(cell) + 1)
+      tops.append(order[:5])
+    a, b = sel[0]
+    out[name] = dict(
+      cell=cell,
+      first_selection=dict(start=a, stop=b, text=text[a : b + 1][:80]),
+      first_rank=ranks[0],
+      first_top5=tops[0],
+      selections=len(sel),
+      in_top5=int(sum(r <= 5 for r in ranks)),
+      median_rank=float(np.median(ranks)),
+      ranks=ranks,
+      spans=[list(s) for s in sel],
+    )
+  return out
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--run", type=Path, required=True, help="a train or demo run folder")
   parser.add_argument("--chars", type=int, default=3000, help="characters of held-out code")
-  parser.add_argument("--pad", type=int, default=10, help="the page's pad (default 10)")
+  parser.add_argument("--pad", type=int, default=None, help="the page's pad (default: none)")
   parser.add_argument("--page", type=Path, default=None, help="the explore page, for --browser")
   parser.add_argument("--browser", action="store_true", help="also rank in the page, in Chromium")
   parser.add_argument("--out", type=Path, required=True, help="the JSON to write")
@@ -115,47 +140,39 @@ def main() -> None:
 
   model, params, vocab, _ = charlm.restore_model(args.run)
   text = data.python_source_corpus().val[: args.chars]
-  states = interpret.char_states(model, params, vocab, text)  # the first layer's c
-  q = explore.quantise(states)[0]
+  carries, _ = interpret.layer_trace(model, params, vocab, text)
   features = interpret.text_features(text)
-  best = interpret.best_cells(explore.dequantise(q, explore.quantise(states)[1]), features)
   result: dict[str, dict] = {}
-  for name, sel in selections(text).items():
-    cell = best[name][0]["cell"]
-    ranks = []
-    for a, b in sel:
-      order = explore.rank(explore.range_scores(q, a, b, args.pad))
-      ranks.append(order.index(cell) + 1)
-    a, b = sel[0]
-    order = explore.rank(explore.range_scores(q, a, b, args.pad))
-    result[name] = dict(
-      cell=cell,
-      r=round(best[name][0]["r"], 3),
-      first_selection=dict(start=a, stop=b, text=text[a : b + 1][:120]),
-      first_rank=ranks[0],
-      first_top5=order[:5],
-      selections=len(sel),
-      in_top5=int(sum(r <= 5 for r in ranks)),
-      median_rank=float(np.median(ranks)),
-      ranks=ranks,
-    )
-    print(
-      f"{name:12s} cell {cell:4d} (r = {best[name][0]['r']:+.3f}): first selection "
-      f"[{a}, {b}] rank {ranks[0]}; top 5 in {result[name]['in_top5']} of {len(sel)} "
-      f"selections, median rank {np.median(ranks):g}"
-    )
+  for kind in ("c", "h"):
+    q, scale = explore.quantise(np.asarray(getattr(carries[0], kind)))
+    best = interpret.best_cells(explore.dequantise(q, scale), features)
+    cells = {k: best[k][0]["cell"] for k in ("in_quotes", "in_brackets", "indent")}
+    found = rank_all(q, text, args.pad, cells)
+    for name, v in found.items():
+      v["r"] = round(best[name][0]["r"], 3)
+      print(
+        f"{kind}: {name:12s} cell {v['cell']:4d} (r = {v['r']:+.3f}): first selection "
+        f"[{v['first_selection']['start']}, {v['first_selection']['stop']}] rank "
+        f"{v['first_rank']}; in the top 5 for {v['in_top5']} of {v['selections']} selections "
+        f"(ranks {v['ranks']})"
+      )
+    result[kind] = found
   if args.browser:
     if args.page is None:
       parser.error("--browser needs --page")
-    js = browser_top5(
-      args.page,
-      {k: (v["first_selection"]["start"], v["first_selection"]["stop"]) for k, v in result.items()},
-    )
-    for name, top in js.items():
-      result[name]["page_top5"] = top
-      print(f"{name:12s} page top 5 {top}, Python {result[name]['first_top5']}")
-  result["_setup"] = dict(
-    chars=len(text), pad=args.pad, states="LSTM cell state c, layer 0", sign="both (|score|)"
+    picks = {
+      k: (v["first_selection"]["start"], v["first_selection"]["stop"])
+      for k, v in result["c"].items()
+    }
+    for name, top in browser_top5(args.page, picks).items():
+      result["c"][name]["page_top5"] = top
+      print(f"c: {name:12s} the page's top 5 {top}, Python's {result['c'][name]['first_top5']}")
+  result["setup"] = dict(
+    chars=len(text),
+    pad=args.pad,
+    layer=0,
+    sign="both (|score|)",
+    cells="per feature, the cell whose state (c or h) correlates best with it over the text",
   )
   io.write_json(args.out, result)
   print(f"wrote {args.out}")

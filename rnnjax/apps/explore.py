@@ -346,8 +346,8 @@ def _b64(a: np.ndarray) -> str:
   return base64.b64encode(np.ascontiguousarray(a).tobytes()).decode("ascii")
 
 
-def _cell_labels(q: np.ndarray, features: dict[str, np.ndarray]) -> list[str]:
-  """``"cell i: in_quotes r=+0.61"``: each cell's best-correlated feature."""
+def _cell_labels(q: np.ndarray, features: dict[str, np.ndarray], kind: str) -> list[str]:
+  """``"cell i (c: in_quotes r=+0.61)"``: each cell's best-correlated feature."""
   a = normalised(q)
   ac = a - a.mean(0)
   an = np.sqrt((ac**2).sum(0)) + 1e-12
@@ -360,7 +360,7 @@ def _cell_labels(q: np.ndarray, features: dict[str, np.ndarray]) -> list[str]:
     for i in np.flatnonzero(np.abs(r) > np.abs(best_r)):
       best_r[i], best_name[i] = r[i], name
   return [
-    f"cell {i}" + (f" ({best_name[i]} r={best_r[i]:+.2f})" if best_name[i] else "")
+    f"cell {i}" + (f" ({kind}: {best_name[i]} r={best_r[i]:+.2f})" if best_name[i] else "")
     for i in range(a.shape[1])
   ]
 
@@ -412,7 +412,7 @@ def page_data(
       entry["q"][k] = _b64(q)
       entry["scale"][k] = [float(f"{v:.6g}") for v in scale]
       entry["H"] = s.shape[1]
-    entry["labels"] = _cell_labels(quantise(np.asarray(states[kinds[0]]))[0], features)
+    entry["labels"] = _cell_labels(quantise(np.asarray(states[kinds[0]]))[0], features, kinds[0])
     out_layers.append(entry)
   data: dict[str, Any] = dict(
     title=title,
@@ -628,7 +628,7 @@ const Q = D.layers.map(L => {
   const o = {}; for (const k of L.kinds) o[k] = u8(L.q[k]); return o; });
 const $ = id => document.getElementById(id);
 const st = { layer: 0, kind: D.layers[0].kinds[0], cell: 0, strip: 'in_quotes', scores: null,
-  order: [], pos: 0 };
+  order: [], pos: 0, hovered: -1 };
 // the colours of rnnjax.apps.interpret: blue (-1), white (0), red (+1)
 function colour(a) {
   a = Math.max(-1, Math.min(1, a));
@@ -661,6 +661,7 @@ function buildText() {
 function recolour() {
   const i = st.cell;
   for (let t = 0; t < N; t++) spans[t].style.background = colour(norm(t, i));
+  if (st.hovered >= 0) hover(st.hovered);
   const L = D.layers[st.layer], m = L.scale[st.kind][i];
   $('bar-label').textContent = L.quantity[st.kind] + ' of cell ' + i + ' (' + L.name + '):';
   $('bar-lo').textContent = (-m).toPrecision(4);
@@ -681,6 +682,7 @@ function restrip() {
     'value in the text.';
 }
 function hover(t) {
+  st.hovered = t;
   const i = st.cell, ch = TEXT[t];
   const shown = ch === '\n' ? '\\n' : ch === '\t' ? '\\t' : ch;
   $('hover').textContent = '#' + t + " '" + shown + "' " + st.kind + '[' + i + '] = ' +
