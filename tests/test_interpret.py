@@ -131,8 +131,8 @@ def test_cell_figure_draws_the_feature_as_a_strip_from_the_chosen_line():
 
 
 def test_varied_window_finds_the_lines_where_a_feature_varies():
-  text = "".join(f"x{i}\n" for i in range(40)) + 'y = "s"\n' * 5 + "".join(
-    f"z{i}\n" for i in range(40)
+  text = (
+    "".join(f"x{i}\n" for i in range(40)) + 'y = "s"\n' * 5 + "".join(f"z{i}\n" for i in range(40))
   )
   quotes = interpret.text_features(text)["in_quotes"]
   first = interpret.varied_window(text, quotes, lines=10)

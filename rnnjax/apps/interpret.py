@@ -379,8 +379,7 @@ def cell_figure(
   )
   caption = " ".join(filter(None, [strip_note, note, shown if part else ""]))
   label = (
-    f"{quantity}: blue negative, white 0, red positive "
-    "(scale: the largest |value| over the text)"
+    f"{quantity}: blue negative, white 0, red positive (scale: the largest |value| over the text)"
   )
   bar.set_label("\n".join([label, *textwrap.wrap(caption, int(cols * 1.25))]), fontsize=8)
   bar.ax.tick_params(labelsize=7)
