@@ -318,14 +318,17 @@ def chart_kernels() -> Path:
         key=lambda r: r["fwdbwd_ms"],
       )
       colors = ["tab:red" if r["impl"].startswith("rnnjax") else "tab:gray" for r in rows]
-      ax.barh([r["impl"] for r in rows], [r["fwdbwd_ms"] for r in rows], color=colors)
+      ms = [r["fwdbwd_ms"] for r in rows]
+      ax.barh([r["impl"] for r in rows], ms, color=colors)
+      for k, v in enumerate(ms):
+        ax.text(v, k, f" {v:.3g}", va="center", fontsize=7)
+      ax.set_xlim(0, 1.25 * max(ms))
       ax.invert_yaxis()
-      ax.set_xscale("log")
       ax.tick_params(axis="y", labelsize=7)
       r0 = rows[0]
       ax.set_title(f"{cell}, {shape} (B={r0['B']}, T={r0['T']}, H={r0['H']})", fontsize=9)
       if i == len(cells) - 1:
-        ax.set_xlabel("forward+backward, ms (log; shorter is faster)")
+        ax.set_xlabel("forward+backward, ms (shorter is faster)")
   m = d["machine"]
   fig.suptitle(
     f"rnnjax (red) against its peers (grey) on {m['cpu']}, {m['cores']} cores — "
