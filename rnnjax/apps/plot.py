@@ -165,8 +165,8 @@ def verdict_rule(rate: float, lam1: float, tol: float) -> str:
   """The rule of `rnnjax.jacobian.diagnose` that gave its verdict, in words.
 
   Examples:
-    >>> verdict_rule(-0.0137, -0.0064, 0.01)
-    'slope < −tol = −0.01: vanishing (whatever the norm's level)'
+    >>> print(verdict_rule(-0.0137, -0.0064, 0.01))
+    slope < −tol = −0.01: vanishing (whatever the norm's level)
   """
   if lam1 > tol:
     return f"λ₁ = {lam1:+.4f} > tol = {tol}: exploding"
