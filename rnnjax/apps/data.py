@@ -9,6 +9,7 @@ held out for validation.
 from __future__ import annotations
 
 import os
+import sys
 import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,7 +78,7 @@ def python_source_corpus(max_chars: int = 3_000_000, val_every: int = 10) -> Cor
   return Corpus(
     "".join(train)[:max_chars],
     "".join(val)[: max_chars // 10],
-    f"python stdlib ({files[0].parent})",
+    f"python {sys.version_info.major}.{sys.version_info.minor} stdlib",  # no machine path
   )
 
 

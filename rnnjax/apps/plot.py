@@ -35,19 +35,43 @@ def save(fig: Figure, path: StrPath) -> Path:
   return atomic_write_bytes(path, buf.getvalue())
 
 
+def state_label(report: dict[str, Any]) -> str:
+  """What ``s_t`` is in a `rnnjax.jacobian.diagnose` report, for captions.
+
+  The diagnosis differentiates the cell's whole state, not only ``h``: for an
+  LSTM ``s_t = [h_t; c_t]`` of size ``S = 2H``.
+
+  Examples:
+    >>> state_label(dict(cell="rnnjax.lstm(256)", state_size=512))
+    's_t = [h_t; c_t], S = 2H = 512'
+    >>> state_label(dict(cell="rnnjax.elman(8, activation='tanh')", state_size=8))
+    's_t = h_t, S = H = 8'
+  """
+  S, cell = report.get("state_size"), str(report.get("cell", ""))
+  if S is None:
+    return "s_t: the cell's state"
+  if "lstm" in cell.lower() and "hmlstm" not in cell.lower() and S % 2 == 0:
+    return f"s_t = [h_t; c_t], S = 2H = {S}"
+  if "hmlstm" in cell.lower():
+    return f"s_t: every level's state, S = {S}"
+  return f"s_t = h_t, S = H = {S}"
+
+
 def step_norms_figure(report: dict[str, Any]) -> Figure:
-  """Per-step spectral norms of a `rnnjax.jacobian.diagnose` report, with the
-  lecture's bound for the vanilla RNN."""
+  """Per-step spectral norms ``‖∂s_t/∂s_{t−1}‖₂`` of a `rnnjax.jacobian.diagnose`
+  report (the Jacobian of the whole state, `state_label`), with the lecture's
+  bound for the vanilla RNN."""
   plt = pyplot()
-  fig, ax = plt.subplots(figsize=(6, 3.5))
-  ax.plot(report["step_spectral_norm"], label=r"$\|\partial h_t/\partial h_{t-1}\|_2$")
+  fig, ax = plt.subplots(figsize=(6.5, 3.6))
+  what = state_label(report)
+  ax.plot(report["step_spectral_norm"], label=r"$\|\partial s_t/\partial s_{t-1}\|_2$")
   if "lecture_bound" in report:
     ax.plot(report["lecture_bound"], "--", label=r"$\|\mathrm{diag} f'(z_t)\|\,\|W\|$")
-  ax.axhline(1.0, color="gray", lw=0.8)
+  ax.axhline(1.0, color="gray", lw=0.8, label="1 (a step neither stretches nor shrinks)")
   ax.set_xlabel("step t")
-  ax.set_ylabel("spectral norm")
-  ax.legend()
-  ax.set_title(report["cell"], fontsize=10)
+  ax.set_ylabel(r"spectral norm of the $S \times S$ step Jacobian")
+  ax.legend(fontsize=8)
+  ax.set_title(f"{report['cell']}\n{what}", fontsize=9)
   return fig
 
 
@@ -108,11 +132,49 @@ def products_figure(report: dict[str, Any]) -> Figure:
       lw=1.2,
       label="\n".join(textwrap.wrap(note + "; log10 0 = −∞ is not drawn", 52)),
     )
-  ax.set_xlabel(r"lag $\ell$")
+  ev = report.get("evidence")
+  if ev is not None and len(logprod) > 1:
+    # the verdict's evidence: the slope of log ‖∏J‖₂ between lags T/2 and T
+    # (`rnnjax.jacobian.diagnose`), drawn over the lags it is taken from
+    T = len(logprod)
+    half, rate = T // 2, ev["log_product_norm_per_step"]
+    ax.axvspan(half, T, color="tab:orange", alpha=0.12, lw=0)
+    ax.plot(
+      [half, T],
+      [logprod[half - 1], logprod[-1]],
+      color="k",
+      lw=2,
+      ls="--",
+      label=f"slope over lags {half}–{T}: {rate:+.4f} per step (ln),"
+      f"\n{verdict_rule(rate, ev['lyapunov_max'], ev['tol'])}",
+    )
+  ax.set_xlabel(r"lag $\ell$ (steps back from the last, T)")
   ax.set_ylabel(r"$\log_{10}$ norm")
-  ax.legend(fontsize=8)
-  ax.set_title(f"{report['cell']}: verdict {report['verdict']}", fontsize=10)
+  ax.legend(fontsize=7.5)
+  title = f"{report['cell']}: verdict {report['verdict']}"
+  if ev is not None:
+    title += (
+      "\n$L_T$: a loss on the last state only, "
+      r"$\partial L_T/\partial s_T$ = 1/√H on h, 0 on the rest; " + state_label(report)
+    )
+  ax.set_title(title, fontsize=10 if ev is None else 8.5)
   return fig
+
+
+def verdict_rule(rate: float, lam1: float, tol: float) -> str:
+  """The rule of `rnnjax.jacobian.diagnose` that gave its verdict, in words.
+
+  Examples:
+    >>> print(verdict_rule(-0.0137, -0.0064, 0.01))
+    slope < −tol = −0.01: vanishing (whatever the norm's level)
+  """
+  if lam1 > tol:
+    return f"λ₁ = {lam1:+.4f} > tol = {tol}: exploding"
+  if rate > tol:
+    return f"slope > tol = {tol}: exploding"
+  if rate < -tol:
+    return f"slope < −tol = −{tol}: vanishing (whatever the norm's level)"
+  return f"|slope| ≤ tol = {tol} and λ₁ ≤ tol: stable"
 
 
 def jacobian_figures(report: dict[str, Any], out_dir: StrPath) -> list[Path]:
@@ -123,6 +185,58 @@ def jacobian_figures(report: dict[str, Any], out_dir: StrPath) -> list[Path]:
     save(step_norms_figure(report), out_dir / "step_norms.png"),
     save(products_figure(report), out_dir / "products_by_lag.png"),
   ]
+
+
+EMBEDDING_GROUPS: tuple[tuple[str, str], ...] = (
+  ("digits", "tab:red"),
+  ("letters", "tab:blue"),
+  ("brackets ()[]{}", "tab:green"),
+  ("other: whitespace, punctuation, operators, symbols", "gray"),
+)
+"""The classes `embedding_figure` colours, in its legend's order."""
+
+
+def embedding_group(ch: str) -> int:
+  """The index in `EMBEDDING_GROUPS` of a character's class.
+
+  Examples:
+    >>> [EMBEDDING_GROUPS[embedding_group(c)][0].split()[0] for c in "7a(,"]
+    ['digits', 'letters', 'brackets', 'other:']
+  """
+  if ch.isdigit():
+    return 0
+  if ch.isalpha():
+    return 1
+  if ch in "()[]{}":
+    return 2
+  return 3
+
+
+def embedding_figure(table: Any, chars: Any, title: str = "character embeddings") -> Figure:
+  """Each character drawn at its embedding's projection on the first two
+  principal components; the axes name the components and the share of the
+  variance each explains, the legend names the classes (`EMBEDDING_GROUPS`)."""
+  plt = pyplot()
+  x = np.asarray(table, np.float64)
+  x = x - x.mean(0)
+  _, sv, vt = np.linalg.svd(x, full_matrices=False)
+  xy = x @ vt[:2].T
+  share = sv**2 / max(float(np.sum(sv**2)), 1e-300)
+  fig, ax = plt.subplots(figsize=(7, 6))
+  for ch, (px, py) in zip(chars, xy, strict=True):
+    label = {"\n": "\\n", " ": "␣", "\t": "\\t"}.get(ch, ch)
+    color = EMBEDDING_GROUPS[embedding_group(ch)][1]
+    ax.text(px, py, label, color=color, fontsize=8, ha="center", va="center")
+  ax.set_xlim(xy[:, 0].min() - 0.5, xy[:, 0].max() + 0.5)
+  ax.set_ylim(xy[:, 1].min() - 0.5, xy[:, 1].max() + 0.5)
+  ax.set_xlabel(f"principal component 1 ({100 * share[0]:.0f}% of the variance)")
+  ax.set_ylabel(f"principal component 2 ({100 * share[1]:.0f}% of the variance)")
+  counts = np.bincount([embedding_group(c) for c in chars], minlength=len(EMBEDDING_GROUPS))
+  for (name, color), n in zip(EMBEDDING_GROUPS, counts, strict=True):
+    ax.scatter([], [], color=color, marker="s", label=f"{name} ({n})")
+  ax.legend(fontsize=8, loc="best")
+  ax.set_title(f"{title}: {len(chars)} characters, PCA of the embedding table", fontsize=10)
+  return fig
 
 
 def loss_figure(
