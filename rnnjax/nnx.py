@@ -36,7 +36,7 @@ import functools
 import itertools
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import flax
 import flax.errors
@@ -790,8 +790,9 @@ class Stacked(nnx.Module):
       [dropout between layers]
 
   Without dropout it equals ``rj.stacked(stack.to_layers(), xs,
-  residual=..., time_major=False)``. Dropout is an ``nnx.Dropout`` after
-  every layer but the last: active by default, off after ``model.eval()``.
+  residual=..., time_major=False)``. Dropout (`rnnjax.dropout`, masks from
+  the ``"dropout"`` stream of ``rngs`` or of the call's ``rngs=``) follows every
+  layer but the last: active by default, off after ``model.eval()``.
 
   Attributes:
     layers: an ``nnx.List`` of `RNN` or `Bidirectional` modules.
@@ -863,7 +864,9 @@ class Stacked(nnx.Module):
       layers.append(layer)
       size = layer.out_features
     self.layers = nnx.List(layers)
-    self.dropout = nnx.Dropout(dropout_rate, rngs=rngs) if dropout_rate else None
+    self.dropout_rate = dropout_rate
+    self.deterministic = False
+    self.rngs = rngs if dropout_rate else None
     self.residual = residual
     self.time_major = time_major
     self.return_carry = return_carry
@@ -887,6 +890,8 @@ class Stacked(nnx.Module):
     seq_lengths: Array | None = None,
     return_carry: bool | None = None,
     time_major: bool | None = None,
+    rngs: Any = None,
+    deterministic: bool | None = None,
   ) -> Array | tuple[list[Carry], Array]:
     """Run every layer.
 
@@ -897,6 +902,11 @@ class Stacked(nnx.Module):
       seq_lengths: optional ``[B]`` valid lengths, used by every layer.
       return_carry: overrides the module's flag for this call.
       time_major: overrides the module's flag for this call.
+      rngs: draws this call's dropout masks (an ``nnx.Rngs``, an
+        ``nnx.RngStream`` or a key) instead of the module's, e.g. inside a
+        plain jax transform that closes over the module; passed to the layers.
+      deterministic: no dropout for this call (default: the module's flag,
+        set by ``.eval()``).
 
     Returns:
       The last layer's outputs, or ``(carries, ys)`` with one final carry per
@@ -912,16 +922,29 @@ class Stacked(nnx.Module):
         f"layers; pass one per layer (a (fwd, bwd) pair for a bidirectional layer)"
       )
     tm = self.time_major if time_major is None else time_major
+    det = self.deterministic if deterministic is None else deterministic
+    source = self.rngs if rngs is None else rngs
     carries, h = [], inputs
     for l, layer in enumerate(self.layers):
       c0 = None if initial_carry is None else initial_carry[l]
+      keyed = isinstance(source, jax.Array)  # a key: one independent key per use
       carry, ys = layer(
-        h, initial_carry=c0, seq_lengths=seq_lengths, return_carry=True, time_major=tm
+        h,
+        initial_carry=c0,
+        seq_lengths=seq_lengths,
+        return_carry=True,
+        time_major=tm,
+        rngs=jax.random.fold_in(rngs, l) if isinstance(rngs, jax.Array) else rngs,
       )
       if self.residual and l > 0:
         ys = ys + h
-      if self.dropout is not None and l < n - 1:
-        ys = self.dropout(ys)
+      if self.dropout_rate and not det and l < n - 1:
+        if source is None:
+          raise ValueError(
+            "rnnjax.nnx.Stacked: dropout needs rngs: pass rngs= to the call (or call .eval())"
+          )
+        src: Any = jax.random.fold_in(cast(Array, source), 1000 + l) if keyed else source
+        ys = rj.dropout(_draw(src, "dropout", "rnnjax.nnx.Stacked"), ys, self.dropout_rate)
       carries.append(carry)
       h = ys
     want_carry = self.return_carry if return_carry is None else return_carry

@@ -252,6 +252,11 @@ def test_stacked_dropout_is_off_after_eval():
   np.testing.assert_array_equal(stack(xs), ref)
   stack.train()
   assert not np.allclose(stack(xs), ref)
+  # closed over by a plain jax transform: the call's rngs draw the masks
+  with pytest.raises(ValueError, match=r"pass rngs=nnx.Rngs\(key\).*to the call"):
+    jax.grad(lambda x: stack(x).sum())(xs)
+  g = jax.grad(lambda x, k: stack(x, rngs=k).sum())(xs, jax.random.key(1))
+  assert g.shape == xs.shape and float(jnp.abs(g).max()) > 0
 
 
 class _Regressor(nnx.Module):
