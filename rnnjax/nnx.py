@@ -181,6 +181,8 @@ class CellView:
     return _to_flax(self.rnnjax_cell, carry, batch)
 
   def __getattr__(self, name: str) -> Any:
+    if name.startswith("__") or name == "rnnjax_cell":  # copy/pickle probe a bare instance
+      raise AttributeError(name)
     return getattr(self.rnnjax_cell, name)
 
 

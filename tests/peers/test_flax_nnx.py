@@ -8,6 +8,8 @@ stateful tests, and the LSTMCell linen/nnx equivalence (rnnjax's cells are compa
 with flax's in tests/test_cells.py and tests/test_nnx.py).
 """
 
+import copy
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,6 +35,7 @@ def test_rnn_with_cell_and_initialize_carry(make):
   assert (rnn.cell.in_features, rnn.cell.hidden_features, rnn.cell.num_feature_axes) == (I, H, 1)
   carry = rnn.cell.initialize_carry((B, I), nnx.Rngs(0))
   assert rnn(inputs(), initial_carry=carry).shape == (B, T, H)
+  assert copy.deepcopy(rnn.cell) == rnn.cell and rnn.cell.rnnjax_cell == make(H)
 
 
 def test_lstm_carry_is_flax_c_h_and_values_match():
