@@ -68,10 +68,6 @@ HALF_CELLS = {
 }
 
 
-# leaves zoo.py draws with jax.random directly in the param dtype (valid, but another draw)
-OWN_DRAW: set[tuple[str, str]] = set()
-
-
 def _check_half(names, dtype, key):
   for name in names:
     make = HALF_CELLS[name]
@@ -81,9 +77,8 @@ def _check_half(names, dtype, key):
       if f.dtype != jnp.float32:
         continue
       assert h.dtype == dtype, (name, path)
-      if (name, getattr(path[0], "name", None)) not in OWN_DRAW:  # float32's draw, rounded once
-        want = np.asarray(f.astype(dtype), np.float32)
-        np.testing.assert_array_equal(np.asarray(h, np.float32), want, err_msg=f"{name}{path}")
+      want = np.asarray(f.astype(dtype), np.float32)  # float32's draw, rounded once
+      np.testing.assert_array_equal(np.asarray(h, np.float32), want, err_msg=f"{name}{path}")
 
 
 def test_every_cell_initialises_in_bfloat16(key):
