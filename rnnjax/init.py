@@ -32,6 +32,7 @@ __all__ = [
   "gaussian",
   "glorot_uniform",
   "identity",
+  "in_float32",
   "lecun_normal",
   "orthogonal",
   "zeros",
@@ -55,14 +56,82 @@ class Initializer(Protocol):
     ...
 
 
-orthogonal = jax.nn.initializers.orthogonal
-"""``orthogonal(scale=1.0)``: jax's orthogonal initialiser, the recurrent default."""
+def _is_half(dtype: Any) -> bool:
+  """A floating dtype narrower than float32 (float16, bfloat16, float8...)."""
+  dt = jnp.dtype(dtype)
+  return bool(jnp.issubdtype(dt, jnp.floating) and dt.itemsize < 4)
 
-glorot_uniform = jax.nn.initializers.glorot_uniform
-"""``glorot_uniform()``: jax's Glorot (Xavier) uniform initialiser."""
 
-lecun_normal = jax.nn.initializers.lecun_normal
-"""``lecun_normal()``: jax's LeCun normal initialiser, the input-weight default."""
+def in_float32(init: Initializer) -> Initializer:
+  """``init`` drawn in float32 and cast when asked for a half-precision dtype.
+
+  jax's QR (the orthogonal initialiser) has no float16 or bfloat16 kernel on
+  CPU, and a half-precision draw loses the property an initialiser is chosen
+  for (``Wᵀ W = I`` holds to float32 precision before the cast, not after a
+  half-precision QR); so every initialiser here draws in float32 and casts.
+  Other dtypes pass through unchanged.
+
+  Args:
+    init: an `Initializer`.
+
+  Returns:
+    An `Initializer` with the same values as ``init`` in float32, cast to the
+    half-precision dtype asked for.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, rnnjax as rj
+    >>> w = rj.init.in_float32(jax.nn.initializers.orthogonal())(
+    ...   jax.random.key(0), (4, 4), jnp.bfloat16)
+    >>> w.dtype
+    dtype(bfloat16)
+  """
+
+  def wrapped(key: Array, shape: Shape, dtype: DType = jnp.float32) -> Array:
+    if _is_half(dtype):
+      return init(key, shape, jnp.float32).astype(dtype)
+    return init(key, shape, dtype)
+
+  return wrapped
+
+
+def orthogonal(scale: float = 1.0, column_axis: int = -1) -> Initializer:
+  """jax's orthogonal initialiser, the recurrent default; half-precision dtypes
+  are drawn in float32 and cast (`in_float32`).
+
+  Args:
+    scale: the scale of the orthogonal matrix.
+    column_axis: the axis that holds the orthogonal columns.
+
+  Returns:
+    An `Initializer`.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, rnnjax as rj
+    >>> w = rj.init.orthogonal()(jax.random.key(0), (3, 3), jnp.float16)
+    >>> w.dtype, bool(jnp.allclose(w.T @ w, jnp.eye(3), atol=1e-2))
+    (dtype('float16'), True)
+  """
+  return in_float32(jax.nn.initializers.orthogonal(scale, column_axis))
+
+
+def glorot_uniform() -> Initializer:
+  """jax's Glorot (Xavier) uniform initialiser (half precision drawn in float32).
+
+  Returns:
+    An `Initializer`.
+  """
+  return in_float32(jax.nn.initializers.glorot_uniform())
+
+
+def lecun_normal() -> Initializer:
+  """jax's LeCun normal initialiser, the input-weight default (half precision
+  drawn in float32).
+
+  Returns:
+    An `Initializer`.
+  """
+  return in_float32(jax.nn.initializers.lecun_normal())
+
 
 zeros = jax.nn.initializers.zeros
 """jax's zeros initialiser (itself an `Initializer`), the bias default."""
@@ -108,7 +177,7 @@ def gaussian(gain: float = 1.0) -> Initializer:
   def init(key: Array, shape: Shape, dtype: DType = jnp.float32) -> Array:
     return gain * jax.random.normal(key, shape, dtype) / jnp.sqrt(shape[0]).astype(dtype)
 
-  return init
+  return in_float32(init)
 
 
 def blockwise(init: Initializer, blocks: int) -> Initializer:
@@ -139,7 +208,7 @@ def blockwise(init: Initializer, blocks: int) -> Initializer:
     keys = jax.random.split(key, blocks)
     return jnp.concatenate([init(k, (rows, cols // blocks), dtype) for k in keys], axis=-1)
 
-  return block_init
+  return in_float32(block_init)
 
 
 def chrono_bias(
@@ -166,5 +235,7 @@ def chrono_bias(
   """
   if not t_max > 2:
     raise ValueError(f"chrono initialisation needs t_max > 2, got {t_max}")
+  if _is_half(dtype):
+    return chrono_bias(key, hidden_size, t_max).astype(dtype)
   u = jax.random.uniform(key, (hidden_size,), dtype, 1.0, t_max - 1.0)
   return jnp.log(u)

@@ -41,16 +41,17 @@ import re
 from collections.abc import Sequence
 from typing import Any, overload
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from rnnjax._src.cells.base import Cell
 from rnnjax._src.cells.elman import ElmanParams, elman
 from rnnjax._src.cells.gru import GRUParams, gru
-from rnnjax._src.cells.lstm import LSTMParams, lstm
+from rnnjax._src.cells.lstm import LSTMCarry, LSTMParams, lstm
 from rnnjax._src.cells.zoo import LSTMProjectedParams, lstm_projected
 
-__all__ = ["from_flax", "from_torch", "to_torch"]
+__all__ = ["carries_from_torch", "carries_to_torch", "from_flax", "from_torch", "to_torch"]
 
 CellParams = ElmanParams | GRUParams | LSTMParams | LSTMProjectedParams
 """The params of a built-in cell."""
@@ -212,64 +213,68 @@ def _stack_from_torch(kind: str, state: dict[str, Any], dtype: Any, nonlinearity
 def from_torch(
   kind: str,
   state: dict[str, Any],
-  layer: int = 0,
-  suffix: str = "",
-  dtype: Any = jnp.float32,
-  *,
-  nonlinearity: str = "tanh",
-) -> CellParams: ...
-
-
-@overload
-def from_torch(
-  kind: str,
-  state: dict[str, Any],
-  layer: None,
-  suffix: str = "",
+  layer: None = None,
+  suffix: str | None = None,
   dtype: Any = jnp.float32,
   *,
   nonlinearity: str = "tanh",
 ) -> list[Any]: ...
 
 
+@overload
 def from_torch(
   kind: str,
   state: dict[str, Any],
-  layer: int | None = 0,
-  suffix: str = "",
+  layer: int,
+  suffix: str | None = None,
+  dtype: Any = jnp.float32,
+  *,
+  nonlinearity: str = "tanh",
+) -> CellParams: ...
+
+
+def from_torch(
+  kind: str,
+  state: dict[str, Any],
+  layer: int | None = None,
+  suffix: str | None = None,
   dtype: Any = jnp.float32,
   *,
   nonlinearity: str = "tanh",
 ) -> CellParams | list[Any]:
-  """Params for ``rj.<kind>`` from a torch ``nn.RNN/GRU/LSTM`` ``state_dict()``.
+  """A torch ``nn.RNN/GRU/LSTM`` ``state_dict()`` as rnnjax layers: the whole
+  module by default, one direction of one layer when ``layer`` is given.
 
   Args:
     kind: ``"elman"``, ``"gru"`` (use ``reset="after"``) or ``"lstm"`` (an
       ``nn.LSTM(proj_size=P)``, detected by ``weight_hr_l{layer}{suffix}`` in
       ``state``, maps to ``rj.lstm_projected(H, proj_size=P)``).
     state: the module's ``state_dict()`` (or a dict of arrays with its keys).
-    layer: which stacked layer (``_l{layer}``); ``None`` for all of them, as
-      layers that `rnnjax.stacked` runs (and `to_torch` writes back).
-    suffix: ``"_reverse"`` for the backward direction of a bidirectional
-      layer (ignored with ``layer=None``, which finds both directions).
+    layer: ``None`` (default): every layer and direction, as layers that
+      `rnnjax.stacked` runs (and `to_torch` writes back); an int: only that
+      layer's (``_l{layer}``) params.
+    suffix: with an int ``layer``, ``"_reverse"`` for the backward direction
+      of a bidirectional layer (default ``""``, the forward one).
     dtype: the dtype of the returned arrays.
     nonlinearity: with ``layer=None`` and ``kind="elman"``, nn.RNN's
       ``nonlinearity`` (``"tanh"`` or ``"relu"``), for the returned cells.
 
   Returns:
+    By default (``layer=None``): one entry per layer for `rnnjax.stacked`
+    (with ``merge="concat"``, PyTorch's): ``(cell, params)``, or for a
+    bidirectional module ``((cell, params_fwd), (cell, params_bwd))``, where
+    ``cell`` is ``rj.elman(H, nonlinearity)``, ``rj.gru(H, reset="after")``,
+    ``rj.lstm(H)`` or ``rj.lstm_projected(H, proj_size=P)``; a list even for
+    a one-layer module.
+
     With an int ``layer``: `rnnjax.ElmanParams`, `rnnjax.GRUParams` (with
     ``b_hn``), `rnnjax.LSTMParams` or (with a projection)
     `rnnjax.LSTMProjectedParams`, in the row-vector layout; missing biases
     (``bias=False``) count as zeros.
 
-    With ``layer=None``: one entry per layer for `rnnjax.stacked` (with
-    ``merge="concat"``, PyTorch's): ``(cell, params)``, or for a
-    bidirectional module ``((cell, params_fwd), (cell, params_bwd))``, where
-    ``cell`` is ``rj.elman(H, nonlinearity)``, ``rj.gru(H, reset="after")``,
-    ``rj.lstm(H)`` or ``rj.lstm_projected(H, proj_size=P)``.
-
   Raises:
-    ValueError: ``kind`` is unknown; ``state`` lacks a layer's weight, or has
+    ValueError: ``kind`` is unknown; ``suffix`` comes without ``layer``;
+      ``state`` lacks a layer's weight, or has
       one bias of a pair without the other (the message names the key and
       the shape expected there); an array has another shape than the layout
       needs (named likewise; with ``layer=None`` the sizes must chain as in
@@ -278,14 +283,22 @@ def from_torch(
       with a kind other than ``"lstm"``.
 
   Examples:
-    A state dict of NumPy arrays works as well as a torch module's:
+    A whole two-layer module (a state dict of NumPy arrays works as well as
+    a torch module's), ready for `rnnjax.stacked`:
 
     >>> import numpy as np, rnnjax as rj
     >>> H, I = 4, 3
-    >>> state = {"weight_ih_l0": np.ones((4 * H, I)), "weight_hh_l0": np.ones((4 * H, H))}
-    >>> params = rj.interop.from_torch("lstm", state)
-    >>> params.w_x.shape, params.w_h.shape, params.b.shape
-    ((3, 16), (4, 16), (16,))
+    >>> state = {"weight_ih_l0": np.ones((3 * H, I)), "weight_hh_l0": np.ones((3 * H, H)),
+    ...          "weight_ih_l1": np.ones((3 * H, H)), "weight_hh_l1": np.ones((3 * H, H))}
+    >>> layers = rj.interop.from_torch("gru", state)
+    >>> [(cell, p.w_x.shape) for cell, p in layers]
+    [(rnnjax.gru(4, reset='after'), (3, 12)), (rnnjax.gru(4, reset='after'), (4, 12))]
+
+    One layer's params only:
+
+    >>> params = rj.interop.from_torch("gru", state, layer=1)
+    >>> params.w_x.shape, params.w_h.shape, params.b_hn.shape
+    ((4, 12), (4, 12), (4,))
 
     With ``weight_hr_l0`` (``nn.LSTM(I, H, proj_size=P)``) the params are
     those of ``rj.lstm_projected(H, proj_size=P)``:
@@ -293,23 +306,21 @@ def from_torch(
     >>> P = 2
     >>> state = {"weight_ih_l0": np.ones((4 * H, I)), "weight_hh_l0": np.ones((4 * H, P)),
     ...          "weight_hr_l0": np.ones((P, H))}
-    >>> params = rj.interop.from_torch("lstm", state)
-    >>> type(params).__name__, params.w_h.shape, params.w_r.shape
-    ('LSTMProjectedParams', (2, 16), (4, 2))
-
-    A whole two-layer module, ready for `rnnjax.stacked`:
-
-    >>> state = {"weight_ih_l0": np.ones((3 * H, I)), "weight_hh_l0": np.ones((3 * H, H)),
-    ...          "weight_ih_l1": np.ones((3 * H, H)), "weight_hh_l1": np.ones((3 * H, H))}
-    >>> layers = rj.interop.from_torch("gru", state, layer=None)
-    >>> [(cell, p.w_x.shape) for cell, p in layers]
-    [(rnnjax.gru(4, reset='after'), (3, 12)), (rnnjax.gru(4, reset='after'), (4, 12))]
+    >>> [(cell, p)] = rj.interop.from_torch("lstm", state)
+    >>> cell, type(p).__name__, p.w_h.shape, p.w_r.shape
+    (rnnjax.lstm_projected(2, cell_size=4, forget_bias=1.0), 'LSTMProjectedParams', (2, 16), (4, 2))
   """
   if kind not in _GATES:
     raise ValueError(f"from_torch: unknown kind {kind!r}; expected one of {sorted(_GATES)}")
   if layer is None:
+    if suffix is not None:
+      raise ValueError(
+        f"from_torch: suffix={suffix!r} picks one direction of one layer, so it needs "
+        f"layer=...; pass layer=0 (or the layer you want), or drop suffix to read the "
+        f"whole module (both directions)"
+      )
     return _stack_from_torch(kind, state, dtype, nonlinearity)
-  return _layer_from_torch(kind, state, layer, suffix, dtype)
+  return _layer_from_torch(kind, state, layer, suffix or "", dtype)
 
 
 def _torch_kind(cell: Cell, params: Any, where: str) -> tuple[str, tuple[Any, ...]]:
@@ -456,6 +467,164 @@ def to_torch(layers: Any) -> dict[str, np.ndarray]:
     H, P = first[1], first[2]
     size = len(directions) * (H if P is None else P)
   return state
+
+
+def _directions(layers: Any, what: str) -> tuple[list[list[Any]], bool]:
+  """``layers`` (one ``(cell, params)`` or a list as `rnnjax.stacked` takes
+  them) as one list of ``(cell, params)`` per layer, and whether a single
+  layer was given."""
+  if _is_layer(layers):
+    return [[layers]], True
+  if not isinstance(layers, Sequence) or not layers:
+    raise ValueError(
+      f"{what}: layers must be a (cell, params) pair or the list from_torch returns, "
+      f"got {type(layers).__name__}"
+    )
+  out = []
+  for l, entry in enumerate(layers):
+    if _is_layer(entry):
+      out.append([entry])
+    elif isinstance(entry, (tuple, list)) and len(entry) == 2 and all(map(_is_layer, entry)):
+      out.append(list(entry))
+    else:
+      raise ValueError(
+        f"{what}: layer {l} is neither (cell, params) nor ((cell, params_fwd), "
+        f"(cell, params_bwd)); got {type(entry).__name__}"
+      )
+  return out, False
+
+
+def carries_from_torch(layers: Any, h0: Any, c0: Any = None) -> Any:
+  """PyTorch's ``h0`` (and ``c0``) as the initial carries rnnjax's layers take.
+
+  PyTorch stacks every layer's and direction's state on a leading axis,
+  ``[num_layers·directions, B, H_out]`` (``[num_layers·directions, H_out]``
+  unbatched), layer 0 forward first, then its ``_reverse`` direction, then
+  layer 1; the LSTM's ``c0`` likewise with ``H``. rnnjax takes one carry per
+  layer (a ``(fwd, bwd)`` pair for a bidirectional one; ``rj.LSTMCarry(h,
+  c)`` for the LSTM). The one line::
+
+      carries, ys = rj.stacked(layers, xs, rj.interop.carries_from_torch(layers, h0, c0))
+
+  runs ``module(xs, (h0, c0))`` (``module(xs, h0)`` for ``nn.RNN``/``nn.GRU``),
+  and ``rj.interop.carries_to_torch(carries)`` gives back its ``(h_n, c_n)``.
+
+  Args:
+    layers: the list ``from_torch(kind, state)`` returns (any list that
+      `rnnjax.stacked` takes), or one ``(cell, params)`` layer, whose carry is
+      then returned alone (PyTorch's ``[1, B, H]`` for `rnnjax.scan`).
+    h0: ``[num_layers·directions, B, H_out]`` or ``[num_layers·directions,
+      H_out]`` (NumPy, jax or torch; ``H_out`` is ``proj_size`` for a
+      projected LSTM, else ``H``).
+    c0: the LSTM's ``[num_layers·directions, B, H]`` (or unbatched); None
+      for ``nn.RNN``/``nn.GRU``.
+
+  Returns:
+    A list with one carry per layer (a ``(carry_fwd, carry_bwd)`` pair for a
+    bidirectional layer), or one carry for a single ``(cell, params)``; with
+    unbatched ``h0`` the carries have no batch axis, as ``cell.initial_carry(())``.
+
+  Raises:
+    ValueError: ``layers`` are not layers; ``h0``/``c0`` have another rank or
+      leading size than the layers need; ``c0`` is missing for an LSTM or
+      given for a cell without one. Each message names the shapes and the fix.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, rnnjax as rj
+    >>> layers = rj.init_stacked(jax.random.key(0), [rj.lstm(4)] * 2, 3, bidirectional=True)
+    >>> h0, c0 = jnp.ones((4, 2, 4)), jnp.zeros((4, 2, 4))  # [num_layers·2, B, H]
+    >>> carries = rj.interop.carries_from_torch(layers, h0, c0)
+    >>> len(carries), carries[1][1].h.shape
+    (2, (2, 4))
+    >>> h_n, c_n = rj.interop.carries_to_torch(carries)
+    >>> bool((h_n == h0).all()), c_n.shape
+    (True, (4, 2, 4))
+  """
+  what = "carries_from_torch"
+  per_layer, single = _directions(layers, what)
+  n = sum(len(d) for d in per_layer)
+  h0 = jnp.asarray(_np(h0))
+  c0 = None if c0 is None else jnp.asarray(_np(c0))
+  cell0 = per_layer[0][0][0]
+  lstm_like = isinstance(cell0.initial_carry(()), LSTMCarry)
+  if lstm_like and c0 is None:
+    raise ValueError(
+      f"{what}: {cell0!r} has an LSTM carry (h, c), so pass c0 as well "
+      f"(nn.LSTM's (h0, c0), each [num_layers·directions, B, ·])"
+    )
+  if not lstm_like and c0 is not None:
+    raise ValueError(
+      f"{what}: c0 is given but {cell0!r}'s carry is h alone (nn.RNN/nn.GRU take h0 only); drop c0"
+    )
+  for name, a in (("h0", h0), ("c0", c0)):
+    if a is None:
+      continue
+    if a.ndim not in (2, 3) or a.shape[0] != n:
+      raise ValueError(
+        f"{what}: {name} has shape {tuple(a.shape)}, but these {len(per_layer)} layer(s) "
+        f"with {len(per_layer[0])} direction(s) need [num_layers·directions = {n}, B, "
+        f"{'H' if name == 'c0' else 'H_out'}] (or [{n}, ·] unbatched), PyTorch's layout; "
+        f"for one layer from rj.scan pass carry[None] or use carries_to_torch"
+      )
+  batch = h0.shape[1:-1]
+  out: list[Any] = []
+  k = 0
+  for l, dirs in enumerate(per_layer):
+    pair = []
+    for cell, _ in dirs:
+      want = cell.initial_carry(batch, h0.dtype)
+      if lstm_like:
+        assert c0 is not None
+        carry: Any = LSTMCarry(h0[k], c0[k])
+      else:
+        carry = h0[k]
+      for got, w, name in zip(
+        jax.tree.leaves(carry), jax.tree.leaves(want), ("h0", "c0"), strict=False
+      ):
+        if got.shape != w.shape:
+          raise ValueError(
+            f"{what}: {name}[{k}] (layer {l}) has shape {tuple(got.shape)} but {cell!r} "
+            f"needs {tuple(w.shape)}; check that h0/c0 come from this module"
+          )
+      pair.append(carry)
+      k += 1
+    out.append(pair[0] if len(pair) == 1 else tuple(pair))
+  return out[0] if single else out
+
+
+def carries_to_torch(carries: Any) -> Any:
+  """rnnjax's final carries in PyTorch's layout, the inverse of `carries_from_torch`.
+
+  Args:
+    carries: what `rnnjax.stacked` returns (one carry per layer, a
+      ``(fwd, bwd)`` pair for a bidirectional layer), or one layer's carry
+      from `rnnjax.scan`.
+
+  Returns:
+    ``h_n: [num_layers·directions, B, H_out]`` for ``nn.RNN``/``nn.GRU``, or
+    ``(h_n, c_n)`` for LSTM carries, as PyTorch's modules return them.
+
+  Raises:
+    ValueError: ``carries`` is empty.
+
+  Examples:
+    >>> import jax.numpy as jnp, rnnjax as rj
+    >>> rj.interop.carries_to_torch(jnp.ones((2, 4))).shape   # one nn.GRU layer
+    (1, 2, 4)
+  """
+  if isinstance(carries, LSTMCarry) or not isinstance(carries, (list, tuple)):
+    carries = [carries]
+  flat: list[Any] = []
+  for c in carries:
+    if isinstance(c, tuple) and not isinstance(c, LSTMCarry):
+      flat.extend(c)
+    else:
+      flat.append(c)
+  if not flat:
+    raise ValueError("carries_to_torch: carries is empty; pass what rj.stacked returned")
+  if isinstance(flat[0], LSTMCarry):
+    return jnp.stack([c.h for c in flat]), jnp.stack([c.c for c in flat])
+  return jnp.stack([jnp.asarray(c) for c in flat])
 
 
 def _value(a: Any) -> Any:

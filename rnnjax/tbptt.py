@@ -10,9 +10,10 @@ steps of the window. ``k1 = k2`` is plain chunked BPTT with the carry passed
 between chunks.
 
 Episode resets (``resets: [T, B]`` bool, as in `rnnjax.scan`) are sliced per
-window like ``xs``; a reset returns the carry to the stream's initial carry
-(``run``'s ``carry``, or zeros), as one `rnnjax.scan` over the whole stream
-would, not to the window's initial carry.
+window like ``xs``; a reset restarts the episode from the cell's initial carry
+(zeros for the built-ins, or ``run_window``'s ``reset_carry``), as one
+`rnnjax.scan` over the whole stream would, never from the window's or the
+stream's starting carry.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from functools import partial
 from typing import Any, NamedTuple, Protocol, cast
 
 import jax
-import jax.numpy as jnp
 
 from rnnjax._src import checks
 from rnnjax._src.cells.base import Cell
@@ -93,7 +93,8 @@ class TruncatedBPTT(Protocol):
       count), the gradient stopped at its initial carry; for online loops
       that update the params between windows. Optional keywords
       ``resets_w`` (the window's ``[n_head + k1, B]`` slice of the resets) and
-      ``reset_carry`` (what a reset returns to; default zeros).
+      ``reset_carry`` (what a reset returns to; default the cell's initial
+      carry, zeros for the built-ins).
   """
 
   run_window: Callable[..., tuple[Array, PyTree, Carry]]
@@ -114,8 +115,9 @@ class TruncatedBPTT(Protocol):
       targets: ``[T, ...]``, sliced along time as ``xs``.
       carry: the carry at the stream's start (default zeros).
       resets: optional ``[T, B]`` bool, True where an episode starts (see
-        `rnnjax.scan`); sliced per window like ``xs``, and a reset returns
-        the carry to ``carry`` (or zeros), not to the window's start carry.
+        `rnnjax.scan`); sliced per window like ``xs``, and a reset restarts
+        from the cell's initial carry (zeros), not from ``carry`` or the
+        window's start carry.
 
     Returns:
       ``(losses, grads, carry)``: one loss and one gradient tree per
@@ -165,23 +167,11 @@ def truncated_bptt(
   def scan_part(
     p: PyTree, xs_p: Array, carry: Carry, resets_p: Array | None, reset_carry: Carry | None
   ) -> tuple[Carry, Array]:
-    """`scan` from ``carry`` whose resets return to ``reset_carry``: the steps
-    before a sequence's first reset come from a scan from ``carry``, the rest
-    from a scan from ``reset_carry`` with the resets (they forget the start)."""
+    """`scan` from ``carry`` whose resets restart from ``reset_carry`` (None:
+    the cell's initial carry), `rnnjax.scan`'s own semantics."""
     if resets_p is None:
       return scan(cell, p, xs_p, carry, **scan_kw)
-    if reset_carry is None:
-      reset_carry = cell.initial_carry((xs_p.shape[1],), xs_p.dtype)
-    c_a, ys_a = scan(cell, p, xs_p, carry, **scan_kw)
-    c_b, ys_b = scan(cell, p, xs_p, reset_carry, resets=resets_p, **scan_kw)
-    before = jnp.cumsum(resets_p, axis=0) == 0  # [W, B]: no reset yet at or before t
-    ys = jnp.where(before[..., None], ys_a, ys_b)
-    last = before[-1]  # [B]: no reset in the part
-
-    def pick(a: Array, b: Array) -> Array:
-      return jnp.where(last.reshape(last.shape + (1,) * (a.ndim - 1)), a, b)
-
-    return jax.tree.map(pick, c_a, c_b), ys
+    return scan(cell, p, xs_p, carry, resets=resets_p, reset_carry=reset_carry, **scan_kw)
 
   @partial(jax.jit, static_argnames=("n_head",))
   def run_window(
@@ -226,10 +216,9 @@ def truncated_bptt(
     T, B = xs.shape[:2]
     if carry is None:
       carry = cell.initial_carry((B,), xs.dtype)
-    reset_carry = None
+    reset_carry = None  # a reset restarts from the cell's initial carry, as rj.scan's
     if resets is not None:
       resets = check_resets(resets, T, B, True, "truncated BPTT")
-      reset_carry = carry
 
     def cut(a: int, b: int) -> Array | None:
       return None if resets is None else resets[a:b]

@@ -208,7 +208,8 @@ def test_tbptt_matches_stop_gradient_reference(k1, k2):
 
 @pytest.mark.parametrize(("k1", "k2"), [(3, 3), (3, 5), (4, 8), (2, 7)])
 def test_tbptt_with_resets_matches_stop_gradient_reference(k1, k2):
-  """Resets sliced per window; a reset returns to run's carry, not the window's."""
+  """Resets sliced per window; a reset restarts from the cell's zeros, not from
+  run's carry (0.3 here) nor the window's."""
   cell, params, xs, targets, loss_fn = _tbptt_setup()
   carry0 = jnp.full((2, 4), 0.3)
   resets = np.zeros((12, 2), bool)
@@ -228,8 +229,8 @@ def test_tbptt_with_resets_matches_stop_gradient_reference(k1, k2):
         rj.scan(cell, params["rnn"], xs[: w.start], carry0, resets=resets[: w.start])[0]
       )
       ys = []
-      for t in range(w.start, w.stop):  # step by step, resetting to carry0
-        c = jnp.where(resets[t][:, None], carry0, c)
+      for t in range(w.start, w.stop):  # step by step, resetting to zeros
+        c = jnp.where(resets[t][:, None], 0.0, c)
         c, y = cell.step(p["rnn"], c, xs[t])
         ys.append(y)
       ys = jnp.stack(ys)

@@ -81,8 +81,8 @@ def test_torch_layer_equals_rnnjax(kind, module, cell):
   x = torch.randn(9, 3, 4, dtype=torch.float64)
   y_t, _ = m(x)
   state = m.state_dict()
-  fwd = interop.from_torch(kind, state, dtype=jnp.float64)
-  bwd = interop.from_torch(kind, state, suffix="_reverse", dtype=jnp.float64)
+  fwd = interop.from_torch(kind, state, layer=0, dtype=jnp.float64)
+  bwd = interop.from_torch(kind, state, layer=0, suffix="_reverse", dtype=jnp.float64)
   _, ys = rj.bidirectional((cell, fwd), (cell, bwd), jnp.asarray(x.numpy()))
   np.testing.assert_allclose(ys, y_t.detach().numpy(), rtol=1e-10, atol=1e-12)
 
@@ -95,8 +95,8 @@ def test_torch_projected_lstm_equals_rnnjax():
   y_t, (h_t, c_t) = m(x)
   state = m.state_dict()
   cell = rj.lstm_projected(6, proj_size=3)
-  fwd = interop.from_torch("lstm", state, dtype=jnp.float64)
-  bwd = interop.from_torch("lstm", state, suffix="_reverse", dtype=jnp.float64)
+  fwd = interop.from_torch("lstm", state, layer=0, dtype=jnp.float64)
+  bwd = interop.from_torch("lstm", state, layer=0, suffix="_reverse", dtype=jnp.float64)
   (cf, cb), ys = rj.bidirectional((cell, fwd), (cell, bwd), jnp.asarray(x.numpy()))
   np.testing.assert_allclose(ys, y_t.detach().numpy(), rtol=1e-10, atol=1e-12)
   np.testing.assert_allclose(cf.h, h_t[0].detach().numpy(), rtol=1e-10, atol=1e-12)
@@ -170,7 +170,15 @@ def test_to_torch_then_from_torch_is_exact(name):
   single = _stack(cell, num_layers=1, bidirectional=False)[0]
   state = interop.to_torch(single)
   assert list(state) == _torch_keys(1, False, name == "lstm_proj")
-  chex.assert_trees_all_equal(interop.from_torch(_kind(name), state, dtype=jnp.float64), single[1])
+  chex.assert_trees_all_equal(
+    interop.from_torch(_kind(name), state, layer=0, dtype=jnp.float64), single[1]
+  )
+  # by default from_torch reads the whole module: a one-layer list, not layer 0's params
+  [(cell_back, params_back)] = interop.from_torch(
+    _kind(name), state, dtype=jnp.float64, nonlinearity="relu"
+  )
+  assert repr(cell_back) == repr(cell)
+  chex.assert_trees_all_equal(params_back, single[1])
 
 
 _GATES_OF = {"elman": "h", "gru": "rzn", "lstm": "ifgo", "lstm_proj": "ifgo"}
@@ -235,6 +243,8 @@ def test_from_torch_errors_name_the_key_and_the_expected_shape():
     ValueError, match=r"a gru layer has 3 gate blocks: expected weight_ih_l0 \(3H, 3\) = \[3H, I\]"
   ):
     interop.from_torch("gru", state)
+  with pytest.raises(ValueError, match=r"suffix='_reverse' picks one direction.*needs layer="):
+    interop.from_torch("lstm", state, suffix="_reverse")
   proj = _torch_style_state("lstm_proj")
   del proj["weight_hr_l1"]
   with pytest.raises(
@@ -337,3 +347,64 @@ def test_from_flax_nnx_cells(kind, flax_cls, cell):
     fh, fy = fcell(h, x)
     carry, y = cell.step(params, h, x)
     chex.assert_trees_all_close((carry, y), (fh, fy), rtol=1e-12, atol=1e-14)
+
+
+def test_from_torch_reads_the_whole_module_by_default():
+  """Issue 21: from_torch(kind, state) used to return layer 0's forward params alone."""
+  rng = np.random.default_rng(1)
+  H, I = 3, 2
+  shapes = {"weight_ih": (3 * H, I), "weight_hh": (3 * H, H), "bias_ih": (3 * H,)}
+  shapes["bias_hh"] = (3 * H,)
+  state = {}
+  for l in range(2):
+    for sfx in ("", "_reverse"):
+      for n, shape in shapes.items():
+        shape = (3 * H, 2 * H) if (n == "weight_ih" and l == 1) else shape
+        state[f"{n}_l{l}{sfx}"] = rng.normal(size=shape)
+  layers = interop.from_torch("gru", state, dtype=jnp.float64)
+  assert len(layers) == 2 and all(len(pair) == 2 for pair in layers)
+  np.testing.assert_array_equal(layers[1][1][1].w_x, state["weight_ih_l1_reverse"].T)
+  chex.assert_trees_all_equal(interop.to_torch(layers), interop.to_torch(layers))
+  assert sorted(interop.to_torch(layers)) == sorted(state)
+
+
+@pytest.mark.parametrize(("bidirectional", "lstm"), [(True, True), (False, False)])
+def test_carries_from_torch_layouts_and_back(bidirectional, lstm):
+  """PyTorch's h0/c0 [num_layers·directions, B, H] in layer-then-direction order,
+  and the unbatched [num_layers·directions, H]; carries_to_torch inverts it."""
+  cell = rj.lstm(3) if lstm else rj.gru(3)
+  layers = rj.init_stacked(jax.random.key(0), [cell, cell], 2, bidirectional=bidirectional)
+  D = 2 if bidirectional else 1
+  h0 = jnp.arange(2 * D * 5 * 3, dtype=jnp.float64).reshape(2 * D, 5, 3)
+  c0 = -h0 if lstm else None
+  carries = interop.carries_from_torch(layers, h0, c0)
+  k = D  # layer 1's forward direction sits right after layer 0's directions
+  got = carries[1][0] if bidirectional else carries[1]
+  np.testing.assert_array_equal(got.h if lstm else got, h0[k])
+  back = interop.carries_to_torch(carries)
+  chex.assert_trees_all_equal(back, (h0, c0) if lstm else h0)
+  # unbatched
+  one = interop.carries_from_torch(layers, h0[:, 0], None if c0 is None else c0[:, 0])
+  first = one[0][0] if bidirectional else one[0]
+  assert (first.h if lstm else first).shape == (3,)
+  # a single layer's [1, B, H] for rj.scan
+  single = interop.carries_from_torch(
+    (cell, layers[0][0][1] if bidirectional else layers[0][1]),
+    h0[:1],
+    None if c0 is None else c0[:1],
+  )
+  np.testing.assert_array_equal(single.h if lstm else single, h0[0])
+
+
+def test_carries_from_torch_errors_name_the_layout():
+  layers = rj.init_stacked(jax.random.key(0), [rj.lstm(3)] * 2, 2, bidirectional=True)
+  h = jnp.zeros((4, 5, 3))
+  with pytest.raises(ValueError, match=r"LSTM carry \(h, c\), so pass c0"):
+    interop.carries_from_torch(layers, h)
+  with pytest.raises(ValueError, match=r"h0 has shape \(2, 5, 3\).*num_layers·directions = 4"):
+    interop.carries_from_torch(layers, h[:2], h[:2])
+  with pytest.raises(ValueError, match=r"h0\[0\] \(layer 0\) has shape \(5, 2\).*\(5, 3\)"):
+    interop.carries_from_torch(layers, h[..., :2], h)
+  gru = rj.init_stacked(jax.random.key(0), [rj.gru(3)], 2)
+  with pytest.raises(ValueError, match=r"c0 is given but .*drop c0"):
+    interop.carries_from_torch(gru, h[:1], h[:1])

@@ -76,6 +76,15 @@ def _processing_order(ys, lengths):
   return out
 
 
+def _fl(tree):
+  """rnnjax's carries in flax's layout, as the modules return them: (c, h) for the LSTM."""
+  return jax.tree.map(
+    lambda c: (c.c, c.h) if isinstance(c, rj.LSTMCarry) else c,
+    tree,
+    is_leaf=lambda c: isinstance(c, rj.LSTMCarry),
+  )
+
+
 def _loss(carry, ys):
   """Reads every output and every carry leaf, with distinct weights."""
   return jnp.sum(ys * _weights(ys.shape)) + sum(jnp.sum(c * c) for c in jax.tree.leaves(carry))
@@ -114,7 +123,7 @@ def test_rnn_equals_scan(name, reverse, keep_order):
   )(params, xs)
   if reverse and not keep_order:
     ref_ys = _processing_order(ref_ys, LENGTHS)
-  assert_trees_close(out, (ref_carry, ref_ys))
+  assert_trees_close(out, (_fl(ref_carry), ref_ys))
   ref_gp = ref_gp if isinstance(ref_gp, dict) else ref_gp._asdict()
   g_params = nnx.to_pure_dict(g_model)["params"]
   assert_trees_close(g_params, {k: v for k, v in ref_gp.items() if v is not None})
@@ -149,9 +158,11 @@ def test_rnn_equals_flax_nnx_rnn_on_valid_steps(reverse, keep_order, time_major)
   theirs = nnx.RNN(fcell, return_carry=True, **kw)
   xs = _xs(shape=(T, B, I) if time_major else (B, T, I))
   h0, c0 = _weights((B, H), seed=6), _weights((B, H), seed=7)
-  carry, ys = ours(xs, initial_carry=rj.LSTMCarry(h0, c0), seq_lengths=LENGTHS)
+  (c, h), ys = ours(xs, initial_carry=(c0, h0), seq_lengths=LENGTHS)  # flax's (c, h)
   (fc, fh), fys = theirs(xs, initial_carry=(c0, h0), seq_lengths=LENGTHS)
-  assert_trees_close((carry.h, carry.c), (fh, fc))
+  assert_trees_close((h, c), (fh, fc))
+  # an rj.LSTMCarry is read by its names
+  assert_trees_close(ours(xs, initial_carry=rj.LSTMCarry(h0, c0), seq_lengths=LENGTHS)[0], (c, h))
 
   ys, fys = (np.swapaxes(a, 0, 1) if time_major else np.asarray(a) for a in (ys, fys))
   valid = np.arange(T)[None, :] < np.asarray(LENGTHS)[:, None]  # [B, T], also in flax's order
@@ -160,7 +171,7 @@ def test_rnn_equals_flax_nnx_rnn_on_valid_steps(reverse, keep_order, time_major)
   assert (np.abs(fys[~valid]).max(axis=-1) > 1e-3).all()  # ... flax does not
 
   if not reverse:  # without seq_lengths the two agree everywhere
-    ys_full = ours(xs, initial_carry=rj.LSTMCarry(h0, c0))[1]
+    ys_full = ours(xs, initial_carry=(c0, h0))[1]
     ys_flax = theirs(xs, initial_carry=(c0, h0))[1]
     np.testing.assert_allclose(ys_full, ys_flax, rtol=1e-10, atol=1e-12)
 
@@ -187,6 +198,7 @@ def test_bidirectional_equals_functional_and_flax_bidirectional():
   (_, ref), (ref_f, ref_b) = jax.value_and_grad(functional_loss, argnums=(0, 1), has_aux=True)(
     fwd_p, bwd_p
   )
+  ref = _fl(ref)
   assert_trees_close(out, ref)
   g = nnx.to_pure_dict(g)
   assert_trees_close(g["forward_rnn"]["params"], ref_f._asdict())
@@ -240,6 +252,11 @@ def test_stacked_dropout_is_off_after_eval():
   np.testing.assert_array_equal(stack(xs), ref)
   stack.train()
   assert not np.allclose(stack(xs), ref)
+  # closed over by a plain jax transform: the call's rngs draw the masks
+  with pytest.raises(ValueError, match=r"pass rngs=nnx.Rngs\(key\).*to the call"):
+    jax.grad(lambda x: stack(x).sum())(xs)
+  g = jax.grad(lambda x, k: stack(x, rngs=k).sum())(xs, jax.random.key(1))
+  assert g.shape == xs.shape and float(jnp.abs(g).max()) > 0
 
 
 class _Regressor(nnx.Module):
@@ -326,7 +343,7 @@ def test_state_round_trips_through_split_merge():
   # a whole stack: the same cells (static, in the graphdef) and params
   stack = _stack(bidirectional=True)
   merged = nnx.merge(*nnx.split(stack))
-  assert merged.layers[1].backward_rnn.cell is CUSTOM
+  assert merged.layers[1].backward_rnn.cell.rnnjax_cell is CUSTOM
   chex.assert_trees_all_equal(merged.to_layers(), stack.to_layers())
 
 
@@ -336,7 +353,7 @@ def test_linen_rnn_equals_scan():
   variables = {"params": {"cell": params}}
   carry, ys = layer.apply(variables, xs, seq_lengths=LENGTHS)
   assert_trees_close(
-    (carry, ys), rj.scan(cell, params, xs, lengths=LENGTHS, reverse=True, time_major=False)
+    (carry, ys), _fl(rj.scan(cell, params, xs, lengths=LENGTHS, reverse=True, time_major=False))
   )
   shapes = jax.eval_shape(layer.init, jax.random.key(0), xs)
   assert jax.tree.map(jnp.shape, shapes["params"]["cell"]) == jax.tree.map(jnp.shape, params)
@@ -361,8 +378,21 @@ def test_errors_name_the_fix():
   pallas = rnx.RNN(CELLS["lstm"], I, params=_params("lstm"), kernel="pallas")
   assert "pallas_call" in str(jax.make_jaxpr(lambda x: pallas(x))(_xs()))  # kernel= reaches rj.scan
   h = jnp.zeros((B, H))
-  with pytest.raises(ValueError, match=r"flax's LSTM carry is \(c, h\), so pass rj.LSTMCarry"):
-    rnn(_xs(), initial_carry=(h, h))
+  with pytest.raises(ValueError, match=r"initial_carry for .* is flax's LSTM carry \(c, h\)"):
+    rnn(_xs(), initial_carry=h)
+  wrong = jnp.zeros((B + 1, H))
+  with pytest.raises(ValueError, match=r"initial_carry leaf has shape \(4, 4\).*batch shape"):
+    rnn(_xs(), initial_carry=(wrong, wrong))
+  with pytest.raises(ValueError, match=r"inputs have shape \(3,\), rank 1.*at least rank 2"):
+    rnn(jnp.ones(3))
+  with pytest.raises(ValueError, match=r"seq_lengths has shape \(4,\).*batch shape \(3,\)"):
+    rnn(_xs(), seq_lengths=jnp.ones(B + 1, jnp.int32))
+  with pytest.raises(ValueError, match=r"recurrent_dropout_rate must lie in \[0, 1\)"):
+    rnx.RNN(CELLS["lstm"], I, rngs=nnx.Rngs(0), recurrent_dropout_rate=1.0)
+  with pytest.raises(ValueError, match=r"dropout needs rngs"):
+    rnx.RNN(CELLS["lstm"], I, params=_params("lstm"), dropout_rate=0.5)(_xs())
+  with pytest.raises(TypeError, match=r"broadcast_rngs must be None, a stream name"):
+    rnx.RNN(CELLS["lstm"], I, rngs=nnx.Rngs(0), broadcast_rngs=3)
   with pytest.raises(ValueError, match=r"cells is empty"):
     rnx.Stacked([], I, rngs=nnx.Rngs(0))
   with pytest.raises(

@@ -1,7 +1,9 @@
 """rj.scan(..., resets=...): concatenated episodes in one scan equal each episode
-run alone from the initial carry, in values and in gradients, in every backward
-mode (the built-ins' rule-based BPTT, the custom cells' per-step BPTT, autodiff,
-checkpoint), with lengths, reverse and time_major=False."""
+run alone, in values and in gradients, in every backward mode (the built-ins'
+rule-based BPTT, the custom cells' per-step BPTT, autodiff, checkpoint), with
+lengths, reverse and time_major=False. As haiku's ResetCore: the first episode
+resumes from the carry the scan starts from (non-zero here), every later one
+starts from the cell's initial carry (zeros) or from reset_carry."""
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +17,8 @@ T, B, I, H, O = 7, 3, 3, 4, 2
 MODES = ("bptt", "autodiff", "checkpoint")
 
 # Episode starts per sequence: b=0 has episodes [0,3) [3,5) [5,6) [6,7); b=1 a
-# no-op flag at t=0 and one reset at 2; b=2 none (padding flags are set below).
+# flag at t=0 (it starts from zeros, not from the scan's carry) and one reset at 2;
+# b=2 none (padding flags are set below).
 RESETS = np.zeros((T, B), bool)
 RESETS[[3, 5, 6], 0] = True
 RESETS[[0, 2], 1] = True
@@ -60,20 +63,35 @@ def _setup(name):
   return cell, params, xs, carry0
 
 
-def episodes_alone(cell, params, xs, carry0, resets, lengths=None, reverse=False):
-  """Each episode of each sequence run by its own rj.scan from the initial carry,
-  laid out like rj.scan with resets: zeros past each length, the carry of the last
-  episode (of the first with reverse, the one run last)."""
+def episodes_alone(cell, params, xs, carry0, resets, lengths=None, reverse=False, reset_carry=None):
+  """Each episode of each sequence run by its own rj.scan, laid out like rj.scan
+  with resets: zeros past each length, the carry of the last episode (of the first
+  with reverse, the one run last). The episode run first (the first, or with
+  reverse the last) starts from carry0, every other from reset_carry (default the
+  cell's zeros; leaves [B, ...] or one sequence's, shared)."""
   n_out = rj.scan(cell, params, xs[:1, :1], jax.tree.map(lambda c: c[:1], carry0))[1].shape[-1]
   cols, finals = [], []
   for b in range(B):
     L = T if lengths is None else int(lengths[b])
     starts = [0] + [t for t in range(1, L) if resets[t, b]]
     c0 = jax.tree.map(lambda c, b=b: c[b : b + 1], carry0)
+    if reset_carry is None:
+      r0 = cell.initial_carry((1,), xs.dtype)
+    else:
+      r0 = jax.tree.map(
+        lambda r, c, b=b: jnp.broadcast_to(r, c.shape)[b : b + 1], reset_carry, carry0
+      )
     pieces, carries = [], []
-    for s, e in zip(starts, [*starts[1:], L], strict=True):
+    ends = [*starts[1:], L]
+    # the episode the scan runs first resumes carry0, unless (forward) a flag at t=0
+    # restarts it too, as haiku's ResetCore does
+    first = len(starts) - 1 if reverse else (None if resets[0, b] else 0)
+    for n, (s, e) in enumerate(zip(starts, ends, strict=True)):
       if e > s:
-        c, y = rj.scan(cell, params, xs[s:e, b : b + 1], c0, reverse=reverse, backward="autodiff")
+        start = c0 if n == first else r0
+        c, y = rj.scan(
+          cell, params, xs[s:e, b : b + 1], start, reverse=reverse, backward="autodiff"
+        )
         pieces.append(y)
         carries.append(c)
     pieces.append(jnp.zeros((T - L, 1, n_out), xs.dtype))
@@ -93,12 +111,12 @@ def _outputs_and_grads(fn, w):
   return jax.jit(lambda *a: (fn(*a), jax.grad(loss, argnums=(0, 1, 2))(*a)))
 
 
-def _check_against_episodes(name, lengths=None, reverse=False, resets=RESETS):
+def _check_against_episodes(name, lengths=None, reverse=False, resets=RESETS, reset_carry=None):
   cell, params, xs, carry0 = _setup(name)
   w = jax.random.normal(jax.random.key(7), (T, B, O if name == "custom" else H), jnp.float64)
 
   def alone(p, x, c):
-    return episodes_alone(cell, p, x, c, resets, lengths, reverse)
+    return episodes_alone(cell, p, x, c, resets, lengths, reverse, reset_carry)
 
   want = _outputs_and_grads(alone, w)(params, xs, carry0)
   L = None if lengths is None else jnp.asarray(lengths)
@@ -106,7 +124,15 @@ def _check_against_episodes(name, lengths=None, reverse=False, resets=RESETS):
 
     def fn(p, x, c, mode=mode):
       return rj.scan(
-        cell, p, x, c, lengths=L, resets=jnp.asarray(resets), reverse=reverse, backward=mode
+        cell,
+        p,
+        x,
+        c,
+        lengths=L,
+        resets=jnp.asarray(resets),
+        reset_carry=reset_carry,
+        reverse=reverse,
+        backward=mode,
       )
 
     assert_trees_close(_outputs_and_grads(fn, w)(params, xs, carry0), want, rtol=1e-10, atol=1e-12)
@@ -176,3 +202,71 @@ def test_bad_resets_raise_naming_the_shapes_and_the_fix():
     ValueError, match=r"\[B, T\] = \(3, 7\).*got \(7, 3\).*looks transposed.*resets\.T"
   ):
     rj.scan(cell, params, jnp.swapaxes(xs, 0, 1), resets=RESETS, time_major=False)
+
+
+def test_a_reset_restarts_from_the_cells_initial_carry_not_the_scans_start():
+  """haiku's ResetCore: after a reset the state is the core's initial state, not the
+  state the unroll began with (a previous rollout segment's). The old behaviour
+  (restart from the scan's carry) gave steps 3.. of b=0 another value."""
+  cell, params, xs, carry0 = _setup("gru-after")
+  resets = jnp.asarray(RESETS)
+  _, ys = rj.scan(cell, params, xs, carry0, resets=resets)
+  _, fresh = rj.scan(cell, params, xs[3:5, :1])  # b=0's second episode, from zeros
+  np.testing.assert_allclose(ys[3:5, :1], fresh, rtol=1e-12)
+  _, stale = rj.scan(cell, params, xs[3:5, :1], jax.tree.map(lambda c: c[:1], carry0))
+  assert float(jnp.abs(ys[3:5, :1] - stale).max()) > 1e-2
+
+
+@pytest.mark.parametrize(("shared", "reverse"), [(False, False), (True, True)])
+def test_reset_carry_values_and_gradients(shared, reverse):
+  """A custom (learned) reset state: batched [B, H] or one [H] for every sequence;
+  its gradient sums every reset's, in every backward mode (with lengths)."""
+  cell, params, xs, carry0 = _setup("lstm")
+  shape = (H,) if shared else (B, H)
+  r0 = rj.LSTMCarry(
+    h=jax.random.normal(jax.random.key(11), shape, jnp.float64),
+    c=jnp.full(shape, -0.4, jnp.float64),
+  )
+  w = jax.random.normal(jax.random.key(7), (T, B, H), jnp.float64)
+  lengths = np.array([6, 7, 4])
+
+  def loss_of(fn):
+    def loss(p, r):
+      carry, ys = fn(p, r)
+      return jnp.sum(w * ys) + jnp.sum(jnp.cos(carry.c))
+
+    return jax.jit(lambda p, r: (fn(p, r), jax.grad(loss, argnums=(0, 1))(p, r)))
+
+  want = loss_of(lambda p, r: episodes_alone(cell, p, xs, carry0, RESETS, lengths, reverse, r))(
+    params, r0
+  )
+  for mode in MODES:
+
+    def fn(p, r, mode=mode):
+      return rj.scan(
+        cell,
+        p,
+        xs,
+        carry0,
+        lengths=jnp.asarray(lengths),
+        resets=jnp.asarray(RESETS),
+        reset_carry=r,
+        reverse=reverse,
+        backward=mode,
+      )
+
+    got = loss_of(fn)(params, r0)
+    assert_trees_close(got, want, rtol=1e-10, atol=1e-12)
+    assert float(jnp.abs(got[1][1].h).max()) > 1e-3  # the reset state gets a gradient
+
+
+def test_bad_reset_carry_raises_naming_the_shapes():
+  cell, params, xs, carry0 = _setup("lstm")
+  resets = jnp.asarray(RESETS)
+  with pytest.raises(ValueError, match=r"reset_carry is given without resets"):
+    rj.scan(cell, params, xs, reset_carry=carry0)
+  with pytest.raises(ValueError, match=r"reset_carry has structure"):
+    rj.scan(cell, params, xs, resets=resets, reset_carry=carry0.h)
+  bad = rj.LSTMCarry(jnp.zeros((2, H)), jnp.zeros((2, H)))
+  with pytest.raises(ValueError, match=r"reset_carry leaf has shape \(2, 4\).*\(3, 4\)"):
+    rj.scan(cell, params, xs, resets=resets, reset_carry=bad)

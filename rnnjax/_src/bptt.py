@@ -8,8 +8,8 @@
 
 is evaluated right to left, as one reverse scan that carries
 ``dh_t = ∂L/∂h_t`` (and ``dc_t`` for the LSTM). At an episode reset (``resets``)
-the step's carry was the initial carry, so the step's ``∂L/∂carry_{t-1}`` goes to
-the initial carry's gradient (summed in the scan's carry) and nothing crosses
+the step's carry was the reset carry, so the step's ``∂L/∂carry_{t-1}`` goes to
+the reset carry's gradient (summed in the scan's carry) and nothing crosses
 into the steps before it. Each step does only the
 recurrent part, the cell's local backward (``dz_t`` and
 ``dh_{t-1} = dz_t w_hᵀ + …``); the weight gradients are then single large
@@ -45,6 +45,7 @@ def bptt_scan(
   carry0: Carry,
   mask: Array | None,
   resets: Array | None = None,
+  reset_carry: Carry | None = None,
 ) -> tuple[Carry, Array]:
   """The scan kernel with the hand-written BPTT as its VJP.
 
@@ -61,14 +62,19 @@ def bptt_scan(
     mask: ``[T, B]`` bool, True on valid steps (a prefix of each sequence),
       or None when every step is valid.
     resets: ``[T, B]`` bool in processing order, True where the carry is reset
-      to ``carry0`` before the step (never on a padded step), or None.
+      to ``reset_carry`` before the step (never on a padded step), or None.
+    reset_carry: what a reset restores (leaves ``[B, ...]``, like ``carry0``);
+      None means ``carry0``. Its gradient sums the gradients that reach the
+      carries the resets put in place.
 
   Returns:
     ``(carry_T, ys)``: the carry after each sequence's last valid step, and
     ``ys: [T, B, H]``, zero on padding.
   """
   zx = cell.project(params, xs)  # [T, B, kH]
-  return kernel.forward(cell, params, zx, carry0, mask, unroll, resets=resets)
+  return kernel.forward(
+    cell, params, zx, carry0, mask, unroll, resets=resets, reset_carry=reset_carry
+  )
 
 
 def _step_inputs(carry0: Carry, zx: Array) -> tuple[Any, Any]:
@@ -127,26 +133,30 @@ def _fwd(
   carry0: Carry,
   mask: Array | None,
   resets: Array | None = None,
+  reset_carry: Carry | None = None,
 ) -> tuple[tuple[Carry, Array], tuple[Any, ...]]:
   zx = cell.project(params, xs)  # [T, B, kH]
   if cell.recurrent_grads is not None:
     _check_rules_cover_params(cell, params, carry0, zx)
   carry_T, ys, carries, res = kernel.forward(
-    cell, params, zx, carry0, mask, unroll, keep=True, resets=resets
+    cell, params, zx, carry0, mask, unroll, keep=True, resets=resets, reset_carry=reset_carry
   )
-  return (carry_T, ys), (params, xs, carry0, carries, res, mask, resets)
+  return (carry_T, ys), (params, xs, carry0, carries, res, mask, resets, reset_carry)
 
 
-def _shift(carry0: Carry, carries: Carry, resets: Array | None = None) -> Carry:
+def _shift(
+  carry0: Carry, carries: Carry, resets: Array | None = None, reset_carry: Carry | None = None
+) -> Carry:
   """The carry each step started from: ``[carry_0, carry_1, ..., carry_{T-1}]``,
-  with ``carry_0`` in place of ``carry_{t-1}`` where ``resets[t]`` is set."""
+  with ``reset_carry`` (default ``carry_0``) in place of ``carry_{t-1}`` where
+  ``resets[t]`` is set."""
   prevs = jax.tree.map(lambda c0, cs: jnp.concatenate([c0[None], cs[:-1]]), carry0, carries)
-  return kernel.reset(resets, prevs, carry0)
+  return kernel.reset(resets, prevs, carry0 if reset_carry is None else reset_carry)
 
 
 def _cut_at_reset(r: Array | None, d_prev: Carry, acc: Carry) -> tuple[Carry, Carry]:
-  """At a reset (``r: [B]``) the step started from the initial carry: its
-  ``∂L/∂carry_{t-1}`` joins the initial carry's gradient ``acc`` and none
+  """At a reset (``r: [B]``) the step started from the reset carry: its
+  ``∂L/∂carry_{t-1}`` joins the reset carry's gradient ``acc`` and none
   crosses into the previous step. ``r=None``: unchanged."""
   if r is None:
     return d_prev, acc
@@ -156,7 +166,7 @@ def _cut_at_reset(r: Array | None, d_prev: Carry, acc: Carry) -> tuple[Carry, Ca
 
 
 def _reset_acc(dcarry_T: Carry, resets: Array | None) -> Carry:
-  """The initial carry's gradient from the reset points, zeros (or None)."""
+  """The reset carry's gradient from the reset points, zeros (or None)."""
   return None if resets is None else jax.tree.map(jnp.zeros_like, dcarry_T)
 
 
@@ -192,7 +202,7 @@ def _add_fields(params: Params, dleaves: list[Array], grads: dict[str, Any]) -> 
 
 def _bwd(
   cell: Cell, unroll: int, residuals: tuple[Any, ...], g: tuple[Carry, Array]
-) -> tuple[Params, Array, Carry, None, None]:
+) -> tuple[Params, Array, Carry, None, None, Carry]:
   """One reverse scan of ``cell.backward_step``, then the weight gradients.
 
   Each step's local backward returns ``(dcarry_prev, dzx, rows, dleaves)``:
@@ -205,9 +215,9 @@ def _bwd(
   zeroed and, when it gives per-step params gradients, so are the cotangents
   entering it), and ``∂L/∂carry`` passes through it unchanged.
   """
-  params, xs, carry0, carries, res, mask, resets = residuals
+  params, xs, carry0, carries, res, mask, resets, reset_carry = residuals
   dcarry_T, dys = g
-  prevs = _shift(carry0, carries, resets)
+  prevs = _shift(carry0, carries, resets, reset_carry)
   treedef = jax.tree.structure(params)
 
   def local(prev: Carry, cur: Carry, r: Any, d: Carry, dy: Array) -> Any:
@@ -242,7 +252,11 @@ def _bwd(
     reverse=True,
     unroll=unroll,
   )
-  dcarry0 = _add_reset_acc(dcarry0, racc)
+  dreset = None
+  if reset_carry is None:  # the resets restored carry0: their gradient is carry0's
+    dcarry0 = _add_reset_acc(dcarry0, racc)
+  elif racc is not None:
+    dreset = jax.tree.map(lambda d, c: d.astype(c.dtype), racc, reset_carry)
 
   T, B, _ = xs.shape
   N = T * B
@@ -271,7 +285,7 @@ def _bwd(
     [d.astype(jnp.result_type(p)) for d, p in zip(dleaves, jax.tree.leaves(params), strict=True)],
   )
   dcarry0 = jax.tree.map(lambda d, c: d.astype(c.dtype), dcarry0, carry0)
-  return dparams, dxs.astype(xs.dtype), dcarry0, None, None
+  return dparams, dxs.astype(xs.dtype), dcarry0, None, None, dreset
 
 
 def _one_step(a: Array) -> jax.ShapeDtypeStruct:

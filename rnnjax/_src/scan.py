@@ -18,9 +18,10 @@ Empty inputs (``T = 0`` or ``B = 0``) follow ``lax.scan``: empty outputs and
 the initial carry, with zero gradients for the params and the inputs.
 
 Episode resets (``resets``, haiku's ``ResetCore``) run concatenated episodes in
-one scan: the kernel replaces the carry by the initial carry before each marked
-step, and every backward mode stops the gradient there and sends it to the
-initial carry instead.
+one scan: the kernel replaces the carry by the cell's initial carry (or
+``reset_carry``) before each marked step, whatever carry the scan started from,
+and every backward mode stops the gradient there and sends it to
+``reset_carry`` instead.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def scan(
   *,
   lengths: Array | None = None,
   resets: Array | None = None,
+  reset_carry: Carry | None = None,
   reverse: bool = False,
   unroll: int = 1,
   time_major: bool = True,
@@ -80,18 +82,29 @@ def scan(
       valid step.
     resets: optional ``[T, B]`` bool (``[B, T]`` with ``time_major=False``),
       True where an episode starts, as haiku's ``ResetCore``: ``resets[t, b]``
-      resets sequence b's carry to its initial carry (``carry``, or zeros)
-      before step t, so each episode runs as if alone, and no gradient flows
-      across the reset into the steps before it; the initial carry's gradient
-      sums over the sequence's start and every reset. Episodes are read in
+      restarts sequence b before step t from the cell's initial carry
+      (``cell.initial_carry((B,))``, zeros for the built-in cells) or from
+      ``reset_carry``, whatever carry the scan started from: ``carry`` is
+      where the first episode resumes (e.g. the state a previous rollout
+      segment ended in), and every later episode starts afresh, as if run
+      alone. No gradient flows across a reset into the steps before it.
+      Episodes are read in
       the original time order whatever ``reverse`` is: with ``reverse=True``
       each episode runs backwards from its last step to its first (the carry
       is reset before the last step of each episode) and the returned carry
       is the first episode's; without it the returned carry is the last
       episode's. So both directions of `rnnjax.bidirectional` see the same
-      episodes. Flags at ``t = 0`` and on padding (``t >= lengths[b]``)
-      change nothing. From RL ``dones`` (episode ended at t):
-      ``resets[t] = dones[t - 1]``.
+      episodes. Flags on padding (``t >= lengths[b]``) change nothing; a
+      flag at ``t = 0`` restarts the first episode too (as ``ResetCore``
+      does), so ``carry`` is then not used for that sequence (with
+      ``reverse`` it changes nothing). From RL ``dones`` (episode ended at
+      t): ``resets[t] = dones[t - 1]``, and ``resets[0]`` = the previous
+      segment's last ``done``.
+    reset_carry: what a reset restores instead of the cell's initial carry:
+      a carry for batch ``B`` (leaves ``[B, ...]``) or one for a single
+      sequence (leaves without the batch axis, broadcast over ``B``), e.g. a
+      learned initial state; its gradient sums over every reset. Used only
+      with ``resets``.
     reverse: run each sequence backwards (inside its length when ``lengths``
       is given). ``ys[t]`` still belongs to ``xs[t]``.
     unroll: ``lax.scan`` unroll factor (positive int).
@@ -139,12 +152,17 @@ def scan(
     >>> ys.shape, carry.h.shape
     ((0, 2, 8), (2, 8))
 
-    With a reset before step 2, steps 2-3 rerun steps 0-1 (the same inputs):
+    With a reset before step 2, steps 2-3 rerun steps 0-1 (the same inputs)
+    from the cell's zero carry, whatever carry the scan started from:
 
     >>> resets = jax.numpy.array([[False], [False], [True], [False]])
     >>> _, ys = rj.scan(cell, params, jax.numpy.ones((4, 1, 3)), resets=resets)
     >>> bool(jax.numpy.allclose(ys[2:], ys[:2]))
     True
+    >>> c0 = rj.LSTMCarry(h=jax.numpy.ones((1, 8)), c=jax.numpy.ones((1, 8)))
+    >>> _, ys_c0 = rj.scan(cell, params, jax.numpy.ones((4, 1, 3)), c0, resets=resets)
+    >>> bool(jax.numpy.allclose(ys_c0[2:], ys[:2])), bool(jax.numpy.allclose(ys_c0[:2], ys[:2]))
+    (True, False)
   """
   if not isinstance(cell, Cell):
     raise TypeError(
@@ -167,6 +185,12 @@ def scan(
     mask = jnp.arange(T)[:, None] < lengths[None, :]  # [T, B]
   if resets is not None:
     resets = check_resets(resets, T, B, time_major, "rnnjax.scan")
+    reset_carry = check_reset_carry(cell, params, xs, carry, reset_carry, B, "rnnjax.scan")
+  elif reset_carry is not None:
+    raise ValueError(
+      "rnnjax.scan: reset_carry is given without resets; it is what a reset restores, so "
+      "pass resets=[T, B] bool as well (the starting carry is the carry argument)"
+    )
   pallas = pallas_rnn.use_pallas(kernel, cell, backward, resets is not None, B, "rnnjax.scan")
   if T == 0 or B == 0:
     return _empty(cell, params, xs, carry, time_major)
@@ -179,13 +203,15 @@ def scan(
   if pallas:
     carry, ys = pallas_rnn.pallas_scan(cell, params, xs, carry, mask)
   elif mode == "bptt":
-    carry, ys = bptt.bptt_scan(cell, unroll, params, xs, carry, mask, resets)
+    carry, ys = bptt.bptt_scan(cell, unroll, params, xs, carry, mask, resets, reset_carry)
   elif mode == "autodiff":
     zx = cell.project(params, xs)  # [T, B, kH]
-    carry, ys = xla_kernel.forward(cell, params, zx, carry, mask, unroll, resets=resets)
+    carry, ys = xla_kernel.forward(
+      cell, params, zx, carry, mask, unroll, resets=resets, reset_carry=reset_carry
+    )
   else:
     k = max(1, math.ceil(math.sqrt(T))) if checkpoint_every is None else checkpoint_every
-    carry, ys = _checkpointed(cell, params, xs, carry, mask, unroll, k, resets)
+    carry, ys = _checkpointed(cell, params, xs, carry, mask, unroll, k, resets, reset_carry)
 
   if reverse:
     ys = flip(ys, lengths)
@@ -247,10 +273,12 @@ def _checkpointed(
   unroll: int,
   k: int,
   resets: Array | None = None,
+  reset_carry: Carry | None = None,
 ) -> tuple[Carry, Array]:
   """The kernel in chunks of k steps; each chunk (projection included) is
   recomputed in the backward pass, so only chunk-boundary carries are stored.
-  A reset inside any chunk restores the initial carry of the whole scan."""
+  A reset inside any chunk restores ``reset_carry`` (default: the carry the
+  whole scan started from), not the chunk's starting carry."""
   T, B, I = xs.shape
   n = -(-T // k)
   pad = n * k - T
@@ -258,7 +286,7 @@ def _checkpointed(
   xs_c = jnp.pad(xs, ((0, pad), (0, 0), (0, 0))).reshape(n, k, B, I)
   m_c = jnp.pad(valid, ((0, pad), (0, 0))).reshape(n, k, B)
   r_c = None if resets is None else jnp.pad(resets, ((0, pad), (0, 0))).reshape(n, k, B)
-  carry0 = carry
+  carry0 = carry if reset_carry is None else reset_carry
 
   @jax.checkpoint
   def chunk(c: Carry, inp: tuple[Array, Array, Array | None]) -> tuple[Any, ...]:
@@ -406,6 +434,39 @@ def check_params(cell: Cell, params: Params, input_size: int, what: str) -> None
       f"{', '.join(extra)} that this cell's init does not make (and its step would "
       f"ignore); {fix}"
     )
+
+
+def check_reset_carry(
+  cell: Cell, params: Params, xs: Array, carry: Carry, reset_carry: Carry | None, B: int, what: str
+) -> Carry:
+  """What a reset restores, with leaves ``[B, ...]`` in the carry's dtypes:
+  ``cell.initial_carry((B,))`` by default, else ``reset_carry`` (batched, or
+  one sequence's, broadcast over ``B``)."""
+  dtypes = [c.dtype for c in jax.tree.leaves(carry)]
+  if reset_carry is None:
+    leaves, tree = jax.tree.flatten(cell.initial_carry((B,), dtypes[0] if dtypes else jnp.float32))
+    return jax.tree.unflatten(tree, [a.astype(d) for a, d in zip(leaves, dtypes, strict=True)])
+  got_struct: Any = jax.tree.structure(reset_carry)
+  exp_struct: Any = jax.tree.structure(carry)
+  if got_struct != exp_struct:
+    raise ValueError(
+      f"{what}: reset_carry has structure {got_struct} but {cell!r} expects {exp_struct}; "
+      f"use cell.initial_carry(({B},)) (or cell.initial_carry(()) for one state shared by "
+      f"every sequence)"
+    )
+  out = []
+  for got, want in zip(jax.tree.leaves(reset_carry), jax.tree.leaves(carry), strict=True):
+    shape = tuple(jnp.shape(got))
+    if shape == tuple(want.shape[1:]):  # one sequence's state, shared by the batch
+      got = jnp.broadcast_to(got, want.shape)
+    elif shape != tuple(want.shape):
+      raise ValueError(
+        f"{what}: reset_carry leaf has shape {shape} but batch B={B} and hidden_size "
+        f"H={cell.hidden_size} need {tuple(want.shape)} (or {tuple(want.shape[1:])}, shared "
+        f"by every sequence); use cell.initial_carry(({B},))"
+      )
+    out.append(jnp.asarray(got).astype(want.dtype))
+  return jax.tree.unflatten(jax.tree.structure(carry), out)
 
 
 def check_carry(

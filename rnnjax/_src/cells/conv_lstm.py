@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from rnnjax import init as inits
 from rnnjax._src import checks
 from rnnjax._src.cells import base
 from rnnjax._src.cells.lstm import LSTMCarry
@@ -150,7 +151,8 @@ def conv_lstm(
     rhs_spec=(n + 1, n, *range(n)),
     out_spec=(0, n + 1, *range(1, n + 1)),
   )
-  kernel_init = jax.nn.initializers.lecun_normal(in_axis=-2, out_axis=-1)
+  # drawn in float32 and cast for half-precision param_dtype, as every rnnjax initialiser
+  kernel_init = inits.in_float32(jax.nn.initializers.lecun_normal(in_axis=-2, out_axis=-1))
 
   def init(key: Array, input_size: int) -> ConvLSTMParams:
     checks.prng_key(key, what + ".init")
