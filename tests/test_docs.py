@@ -17,6 +17,7 @@ resolves` runs only with RNNJAX_DOCS_BUILD=1, which `make docs` (part of CI) set
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import os
 import re
@@ -38,10 +39,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import tables  # noqa: E402
 from test_readme import python_blocks, run_blocks  # noqa: E402
 
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
 SKIP = re.compile(r"^\s*<!--\s*doctest:\s*skip\b.*-->\s*$")
-# Pages other branches write; the README's and the nav's links to them are checked
-# once they exist (a stub stands in for the site build until then).
-ELSEWHERE = ("add_a_cell.md", "reliability.md", "explore.md")
 
 
 def doc_pages() -> list[Path]:
@@ -50,29 +49,21 @@ def doc_pages() -> list[Path]:
   return sorted(p for p in pages if p.parent == DOCS or p.parent.parent == DOCS)
 
 
-def without_skipped(text: str) -> str:
+def without_skipped(text: str, have_torch: bool = HAVE_TORCH) -> str:
   """``text`` with each ```python fence that a ``<!-- doctest: skip -->`` line precedes
-  turned into a ```text fence, so `run_blocks` leaves it out."""
+  turned into a ```text fence, so `run_blocks` leaves it out; without torch (an optional
+  extra) a block that imports it is left out the same way."""
   lines = text.splitlines()
-  for i in range(1, len(lines)):
-    if SKIP.match(lines[i - 1]) and lines[i].strip().startswith("```python"):
+  fences = [i for i, line in enumerate(lines) if line.strip().startswith("```python")]
+  for i in fences:
+    body = list(itertools.takewhile(lambda line: line.strip() != "```", lines[i + 1 :]))
+    needs_torch = any(re.search(r"\bimport torch\b", line) for line in body)
+    if (i and SKIP.match(lines[i - 1])) or (needs_torch and not have_torch):
       lines[i] = lines[i].replace("```python", "```text", 1)
   return "\n".join(lines) + "\n"
 
 
-# Pages other helpers rewrite at the same time; their blocks become doctests there.
-CONVERTED_ELSEWHERE = {"docs/nnx.md", "docs/interop.md"}
-
-
-def _page_param(page: Path):
-  name = str(page.relative_to(ROOT))
-  if name not in CONVERTED_ELSEWHERE:
-    return name
-  why = f"{name}'s blocks are converted to doctests on the branch that owns it"
-  return pytest.param(name, marks=pytest.mark.xfail(reason=why, strict=False))
-
-
-@pytest.mark.parametrize("page", [_page_param(p) for p in doc_pages()])
+@pytest.mark.parametrize("page", [str(p.relative_to(ROOT)) for p in doc_pages()])
 def test_docs_python_blocks_are_doctests_that_run_alone(page):
   text = without_skipped((ROOT / page).read_text(encoding="utf-8"))
   if not python_blocks(text):
@@ -88,6 +79,9 @@ def test_a_skip_comment_keeps_exactly_the_next_block_out():
   )
   assert [line for line, _ in python_blocks(without_skipped(text))] == [6]
   assert len(python_blocks(text)) == 2
+  torch_block = "```python\n>>> import torch\n```\n"
+  assert python_blocks(without_skipped(torch_block, have_torch=False)) == []
+  assert len(python_blocks(without_skipped(torch_block, have_torch=True))) == 1
 
 
 def test_every_guide_has_runnable_code():
@@ -132,8 +126,7 @@ def test_readme_is_a_front_page():
   images = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", readme)
   assert len(images) >= 2 and all((ROOT / p).is_file() for p in images), images
   for link in re.findall(r"\]\((docs/[^)#]+)", readme):
-    if Path(link).name not in ELSEWHERE:
-      assert (ROOT / link).is_file(), link
+    assert (ROOT / link).is_file(), link
 
 
 # ---------------------------------------------------------------- no machine paths
@@ -300,9 +293,6 @@ def test_broken_links_finds_missing_files_directories_and_cdn_scripts(tmp_path):
 def test_site_builds_and_every_internal_link_resolves(tmp_path):
   docs = tmp_path / "docs"
   shutil.copytree(DOCS, docs, symlinks=False)
-  for name in ELSEWHERE:  # written on other branches; a stub until they land
-    if not (docs / name).exists():
-      (docs / name).write_text(f"# {name}\n\nWritten on another branch.\n")
   config = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
   config = config.replace("docs_dir: docs", f"docs_dir: {docs}").replace(
     "paths: [.]", f"paths: [{ROOT}]"
