@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
+import traceback
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -162,6 +163,13 @@ def _baseline_label(vocab_size: int) -> str:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+  from rnnjax.apps import charlm
+
+  with charlm.hold(args.out):  # the run folder is this run's until its report is written
+    return _demo(args)
+
+
+def _demo(args: argparse.Namespace) -> int:
   import jax
 
   from rnnjax.apps import charlm, data, io, plot, report
@@ -411,6 +419,13 @@ def _add_train(sub: _Sub) -> None:
 
 def _run_train(args: argparse.Namespace) -> int:
   _init_distributed(args)
+  from rnnjax.apps import charlm
+
+  with charlm.hold(args.out):  # the run folder is this run's until its summary is written
+    return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
   import jax
 
   from rnnjax.apps import charlm, data, io, plot
@@ -504,13 +519,19 @@ def _add_generate(sub: _Sub) -> None:
   p.add_argument(
     "--seed", type=int, default=0, help="random seed of the sampling (default %(default)s)"
   )
+  p.add_argument(
+    "--step",
+    type=int,
+    default=None,
+    help="read the checkpoint of this step, one Orbax kept (default: the newest)",
+  )
   p.set_defaults(func=_run_generate)
 
 
 def _run_generate(args: argparse.Namespace) -> int:
   from rnnjax.apps import charlm
 
-  model, params, vocab, _ = charlm.restore_model(args.run)
+  model, params, vocab, _ = charlm.restore_model(args.run, args.step)
   prime = charlm.default_prime(vocab) if args.prime is None else args.prime
   print(charlm.generate(model, params, vocab, prime, args.chars, args.temperature, args.seed))
   return 0
@@ -915,6 +936,7 @@ def build_parser() -> argparse.ArgumentParser:
           rnnjax demo --minutes 3
           rnnjax demo --text my_corpus.txt --out runs/mine"""),
   )
+  _add_debug(parser, "debug")
   sub = parser.add_subparsers(dest="command", metavar="COMMAND")
   sub.required = True
   _add_demo(sub)
@@ -923,16 +945,58 @@ def build_parser() -> argparse.ArgumentParser:
   _add_experiment(sub)
   _add_visualize(sub)
   _add_jacobian(sub)
+  for command in sub.choices.values():  # --debug after the command too
+    _add_debug(command, "debug_command")
   return parser
 
 
+def _add_debug(parser: argparse.ArgumentParser, dest: str) -> None:
+  parser.add_argument(
+    "--debug",
+    dest=dest,
+    action="store_true",
+    help="on an error, print the Python traceback before the one-line message (default: "
+    "the message only)",
+  )
+
+
+def error_line(e: BaseException) -> str:
+  """The one line that reports ``e``: a ValueError's message (the library's
+  errors say what is wrong and the fix), an OSError's file and reason, and for
+  anything else its type and message with a pointer to ``--debug``.
+
+  >>> error_line(PermissionError(13, "Permission denied", "runs/x"))
+  'runs/x: permission denied'
+  >>> error_line(ValueError("bad\\nvalue"))
+  'bad value'
+  """
+  if isinstance(e, OSError) and e.strerror:
+    where = e.filename if e.filename is not None else ""
+    text = f"{where}: {e.strerror[:1].lower()}{e.strerror[1:]}" if where else e.strerror
+    if e.filename2 is not None:
+      text += f" ({e.filename2})"
+  elif isinstance(e, ValueError | OSError) or type(e).__module__.startswith("rnnjax"):
+    text = str(e) or type(e).__name__
+  else:
+    text = f"{type(e).__name__}: {e} (rnnjax --debug shows where)"
+  return " ".join(text.split())
+
+
 def main(argv: list[str] | None = None) -> int:
+  """Run the ``rnnjax`` command line ``argv`` (default: ``sys.argv[1:]``).
+
+  Every failure ends the same way: one line ``rnnjax <command>: error: ...``
+  on stderr and exit status 2 (`SystemExit`); ``--debug`` (before or after
+  the command) prints the traceback first.
+  """
   parser = build_parser()
   args = parser.parse_args(argv)
   try:
     return args.func(args)
-  except ValueError as e:
-    parser.exit(2, f"rnnjax {args.command}: error: {e}\n")
+  except Exception as e:  # every failure is one line
+    if args.debug or getattr(args, "debug_command", False):
+      traceback.print_exc()
+    parser.exit(2, f"rnnjax {args.command}: error: {error_line(e)}\n")
 
 
 def run() -> int:
