@@ -30,6 +30,7 @@ continues it; a new ``--out`` starts elsewhere) unless ``overwrite=True``
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import time
@@ -170,6 +171,23 @@ def _meta(vocab: Vocab, model: CharLM, cfg: TrainConfig, corpus: Corpus) -> dict
   )
 
 
+def _model(**config: Any) -> CharLM:
+  """``char_lm(**config)``, one model per configuration in a process, so that
+  its jitted functions (sampling, evaluation) compile once for all the runs
+  and commands of the process that use it (tests, notebooks)."""
+  if config.get("a_schedule") is None:
+    config.pop("a_schedule", None)
+  return _char_lm_of(json.dumps(config, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=8)
+def _char_lm_of(config_json: str) -> CharLM:
+  config = json.loads(config_json)
+  if "a_schedule" in config:  # [a_max, steps], as the model's config stores it
+    config["a_schedule"] = rj.SlopeAnnealing(*config["a_schedule"])
+  return char_lm(**config)
+
+
 def _fresh_state(model: CharLM, cfg: TrainConfig) -> dict[str, Any]:
   params = model.init(jax.random.key(cfg.seed))
   return dict(
@@ -258,10 +276,14 @@ def _run_differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
   return out
 
 
-def _resume_hint(e: checkpoint.DamagedCheckpointError) -> checkpoint.DamagedCheckpointError:
-  """``e`` with what to do: a resumed run does not fall back to an older step
-  by itself (the damaged step would stay in the folder, and the run would
-  skip saving at its step), it says how to resume from the newest intact one."""
+def _resume_hint(
+  e: checkpoint.DamagedCheckpointError, out_dir: Path
+) -> checkpoint.DamagedCheckpointError:
+  """``e``, of the newest step, with the older intact steps and what to do: a
+  resumed run does not fall back to an older step by itself (the damaged step
+  would stay in the folder, and the run would skip saving at its step), it
+  says how to resume from the newest intact one."""
+  e.with_intact(checkpoint.intact_steps(out_dir, below=int(e.where.name)))
   if e.intact:
     hint = (
       f"to resume from step {e.intact[0]}, move {e.where} out of {e.where.parent} (or "
@@ -284,9 +306,9 @@ def _check_resumable(out_dir: Path, meta: dict[str, Any]) -> int:
       "without --resume"
     )
   try:
-    saved = checkpoint.read_meta(out_dir)
+    saved = checkpoint.read_meta(out_dir, step)
   except checkpoint.DamagedCheckpointError as e:
-    raise _resume_hint(e) from None
+    raise _resume_hint(e, out_dir) from None
   diffs = _run_differences(saved, meta)
   if diffs:
     raise checkpoint.CheckpointError(
@@ -304,7 +326,7 @@ def _resume(
   try:
     restored = checkpoint.restore(out_dir, state, step)
   except checkpoint.DamagedCheckpointError as e:
-    raise _resume_hint(e) from None
+    raise _resume_hint(e, out_dir) from None
   if restored.step > max_steps:
     raise checkpoint.CheckpointError(
       f"checkpoint {out_dir / checkpoint.FOLDER} is at step {restored.step}, past --steps "
@@ -340,10 +362,7 @@ def _restore_model(
   run_dir: Path, step: int | None
 ) -> tuple[CharLM, CharLMParams, Vocab, dict[str, Any]]:
   meta = checkpoint.read_meta(run_dir, step)
-  config = dict(meta["model"])
-  if "a_schedule" in config:  # stored as [a_max, steps]
-    config["a_schedule"] = rj.SlopeAnnealing(*config["a_schedule"])
-  model = char_lm(**config)
+  model = _model(**meta["model"])
   t = meta["train"]
   cfg = TrainConfig(batch=t["batch"], lr=t["lr"], clip=t["clip"])
   mesh = training.make_mesh(1)
@@ -398,9 +417,9 @@ def train_char_lm(
   training.check_batch(cfg.batch, mesh)
   vocab = Vocab.from_text(corpus.train)
   train_ids, val_ids = vocab.encode(corpus.train), vocab.encode(corpus.val)
-  model = char_lm(
-    vocab.size,
-    model_cfg.hidden,
+  model = _model(
+    vocab_size=vocab.size,
+    hidden=model_cfg.hidden,
     embed=model_cfg.embed,
     layers=model_cfg.layers,
     cell=model_cfg.cell,

@@ -341,82 +341,116 @@ def _open(run_dir: Path, step: int | None) -> tuple[ocp.CheckpointManager, int, 
   return manager, step, run_dir / FOLDER / str(step)
 
 
-def _cause(e: BaseException) -> str:
-  """The innermost cause's type and first line."""
+def _innermost(e: BaseException) -> BaseException:
   while e.__cause__ is not None:
     e = e.__cause__
+  return e
+
+
+def _cause(e: BaseException) -> str:
+  """The innermost cause's type and first line."""
+  e = _innermost(e)
   lines = str(e).strip().splitlines()
-  return f"{type(e).__name__}: {(lines[0] if lines else '')[:400]}"
+  first = lines[0] if lines else ""
+  return f"{type(e).__name__}: {first[:300]}{' ...' if len(first) > 300 else ''}"
 
 
 def _files_named(e: BaseException, where: Path) -> list[str]:
   """The files of the step folder ``where`` that the messages of ``e`` and its
-  causes name, relative to ``where``."""
+  causes name, relative to ``where``, files before folders."""
   root = str(where.absolute())
   names: list[str] = []
   seen: set[int] = set()
   x: BaseException | None = e
   while x is not None and id(x) not in seen:
     seen.add(id(x))
-    for m in re.finditer(re.escape(root) + r"(?:\.orbax-checkpoint-tmp)?/([^\s'\",:)]+)", str(x)):
+    text = f"{getattr(x, 'filename', '') or ''} {x}"
+    for m in re.finditer(re.escape(root) + r"(?:\.orbax-checkpoint-tmp)?/([^\s'\"\\,:)]+)", text):
       if m.group(1) not in names:
         names.append(m.group(1))
     x = x.__cause__ or x.__context__
-  return names
+  return sorted(names, key=lambda n: n.endswith("/"))
 
 
 def _damaged(where: Path, e: BaseException, item: str) -> DamagedCheckpointError:
-  """A DamagedCheckpointError for a step whose ``item`` (``state``, ``meta``,
-  ``sha256``, or the step's own files) cannot be read: the file that the
-  messages name, else the item, with the innermost cause's first line
-  (tensorstore's names the array: ``Error reading "params.out.w/0.0" in OCDBT
-  database ...: ZSTD_decompressStream() failed``)."""
+  """A DamagedCheckpointError for a step whose ``item`` (a file, or the files
+  that Orbax read together) cannot be read: the file that the messages name,
+  else ``item``, with the innermost cause's first line, the step folder's
+  path cut from it (tensorstore's names the array: ``Error reading
+  "params.out.w/0.0" in OCDBT database ...: ZSTD_decompressStream() failed``)."""
+  _drop_orbax_leftovers()
   files = _files_named(e, where)
-  if isinstance(e, FileNotFoundError) and e.filename:
-    files = [str(Path(e.filename).relative_to(where.absolute()))] + files
-  named = files[0] if files else f"{item}/"
-  return DamagedCheckpointError(where, f"{named} cannot be read ({_cause(e)})")
+  named = files[0] if files and not files[0].endswith("/") else item
+  cause = _cause(e).replace(str(where.absolute()) + "/", "")
+  return DamagedCheckpointError(where, f"{named} cannot be read ({cause})")
+
+
+def _orbax_leftover(u: Any) -> bool:
+  """Whether an unraisable exception is what a failed Orbax read leaves: an
+  unfinished read coroutine of Orbax's collected, or tensorstore completing a
+  read into Orbax's event loop after Orbax closed it (``RuntimeError: Event
+  loop is closed`` from ``call_soon_threadsafe``, called from C)."""
+  if isinstance(u.exc_value, RuntimeError) and str(u.exc_value) == "Event loop is closed":
+    return u.object is None
+  code = getattr(u.object, "cr_code", None)
+  return code is not None and "orbax" in code.co_filename
+
+
+_failed_reads = 0  # how many Orbax reads failed in this process
+
+
+def _drop_orbax_leftovers() -> None:
+  """Install (once) an unraisable-exception hook that drops `_orbax_leftover`
+  reports and passes every other one to the hook it replaces. Installed on
+  the first failed read: tensorstore's late callbacks arrive after the error
+  has been raised, so a hook for the duration of the read would miss them."""
+  global _failed_reads
+  _failed_reads += 1
+  if getattr(sys.unraisablehook, "_drops_orbax_leftovers", False):
+    return
+  previous = sys.unraisablehook
+
+  def hook(u: Any) -> None:
+    if not _orbax_leftover(u):
+      previous(u)
+
+  hook._drops_orbax_leftovers = True  # type: ignore[attr-defined]
+  sys.unraisablehook = hook
 
 
 @contextlib.contextmanager
 def _collect_orbax_leftovers() -> Iterator[None]:
-  """On leaving, collect the coroutines a failed Orbax read left unfinished,
-  with Python's report of them (``Exception ignored in coroutine``, "never
-  awaited") silenced: the failure is reported once, by the error raised."""
+  """A block of Orbax reads that, when one fails, reports the failure once:
+  by the error the caller raises, not also by Python's ``Exception ignored``
+  reports of what the read left unfinished (`_drop_orbax_leftovers`), which
+  are collected here."""
+  failed_before = _failed_reads
   try:
     yield
   finally:
-    previous = sys.unraisablehook
-
-    def hook(u: Any) -> None:
-      if type(u.object).__name__ != "coroutine" and "coroutine" not in str(u.err_msg or ""):
-        previous(u)
-
-    sys.unraisablehook = hook
-    try:
+    if _failed_reads != failed_before:  # this block's read failed
       with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)
         gc.collect()
-    finally:
-      sys.unraisablehook = previous
 
 
 def _read_json_items(
   manager: ocp.CheckpointManager, step: int, where: Path
-) -> tuple[dict[str, Any], dict[str, str] | None, dict[str, str]]:
-  """The checked meta, and the leaves' digests of ``step``'s record."""
-  failed = None
-  with _collect_orbax_leftovers():
-    try:
-      got = manager.restore(
-        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore(), sha256=ocp.args.JsonRestore())
-      )
-    except Exception as e:  # a damaged or missing JSON file
-      failed = _damaged(where, e, "meta or sha256")
-  if failed is not None:
-    raise failed
-  leaves, meta_digest = _check_record(where, step, got.sha256)
-  return _check_meta(where, got.meta, meta_digest), meta_digest, leaves
+) -> tuple[dict[str, Any], str | None, dict[str, str]]:
+  """The checked meta of ``step``, its digest, and the leaves' digests of its record."""
+  items = {}
+  for name, path in (("sha256", RECORD_FILE), ("meta", META_FILE)):
+    failed = None
+    with _collect_orbax_leftovers():
+      try:
+        got = manager.restore(step, args=ocp.args.Composite(**{name: ocp.args.JsonRestore()}))
+        items[name] = got[name]
+      except Exception as e:  # a damaged or missing JSON file
+        failed = _damaged(where, e, path)
+    if failed is not None:
+      raise failed
+  leaves, meta_digest = _check_record(where, step, items["sha256"])
+  return _check_meta(where, items["meta"], meta_digest), meta_digest, leaves
 
 
 def read_meta(run_dir: StrPath, step: int | None = None) -> dict[str, Any]:
@@ -475,6 +509,7 @@ def _is_intact(manager: ocp.CheckpointManager, step: int, where: Path) -> bool:
       )
       _check_leaves(where, got.state, leaves)
     except Exception:  # any failure makes the step not intact
+      _drop_orbax_leftovers()
       ok = False
   return ok
 
@@ -537,12 +572,15 @@ def _restore(manager: ocp.CheckpointManager, step: int, where: Path, template: A
   failed: CheckpointError | None = None
   with _collect_orbax_leftovers():
     try:
-      stored = manager.item_metadata(step)["state"].tree
+      described = manager.item_metadata(step)["state"]
+      stored = described.tree if described is not None else None
     except Exception as e:
-      failed = _damaged(where, e, "state")
+      failed = _damaged(where, e, "state/_METADATA or state/array_metadatas/")
     else:
       if not isinstance(stored, dict):
-        failed = DamagedCheckpointError(where, "state/_METADATA describes no arrays")
+        failed = DamagedCheckpointError(
+          where, "state/_METADATA (the arrays' tree) is missing or describes no arrays"
+        )
   if failed is not None:
     raise failed
   problems = _describe_mismatch(ocp.tree.to_flat_dict(arrays), ocp.tree.to_flat_dict(stored))
@@ -555,7 +593,9 @@ def _restore(manager: ocp.CheckpointManager, step: int, where: Path, template: A
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
       )
     except Exception as e:  # tensorstore and Orbax errors of damaged files
-      failed = _damaged(where, e, "state")
+      # the JSON that a read of the arrays reads after state/_METADATA: their metadata
+      json_error = isinstance(_innermost(e), json.JSONDecodeError | KeyError)
+      failed = _damaged(where, e, "state/array_metadatas/" if json_error else "state/")
   if failed is not None:
     raise failed
   _check_leaves(where, got.state, leaves)
