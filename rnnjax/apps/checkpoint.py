@@ -216,8 +216,8 @@ def _check_leaves(where: Path, state: Any, saved: dict[str, str]) -> None:
     if saved.get(name) != digest:
       raise DamagedCheckpointError(
         where,
-        f"the bytes of {name} (in state/) do not match the sha256 saved with them in "
-        f"{RECORD_FILE}",
+        f"the bytes of {name} do not match the sha256 saved with them in {RECORD_FILE} "
+        "(the array's data is in state/)",
       )
 
 
