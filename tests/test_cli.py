@@ -273,5 +273,7 @@ def test_any_failure_is_one_line_and_debug_shows_the_traceback(monkeypatch, tmp_
       code, err = _fails(debug, capsys)
       assert code == 2 and err.startswith("Traceback (most recent call last):"), err
       assert 'raise RuntimeError("deep inside' in err
-      assert err.endswith(f"rnnjax {command[0]}: error: RuntimeError: deep inside second line "
-                          "(rnnjax --debug shows where)\n")
+      assert err.endswith(
+        f"rnnjax {command[0]}: error: RuntimeError: deep inside second line "
+        "(rnnjax --debug shows where)\n"
+      )

@@ -109,7 +109,9 @@ def text(tmp_path_factory):
 def saved(text, tmp_path_factory):
   """A run of 4 steps with the checkpoints of steps 2 and 4."""
   out = tmp_path_factory.mktemp("saved") / "run"
-  code, _, err = _call(["train", "--text", str(text), "--steps", str(LAST), "--out", str(out)] + TINY + SAVE)
+  code, _, err = _call(
+    ["train", "--text", str(text), "--steps", str(LAST), "--out", str(out), *TINY, *SAVE]
+  )
   assert code == 0, err
   assert sorted(int(p.name) for p in (out / "checkpoints").iterdir()) == [SAVED, LAST]
   return out
@@ -224,7 +226,7 @@ def test_the_older_intact_step_is_named_and_used(saved, text, tmp_path):
   code, err, _ = _run("resume", run, text)
   assert code == 2 and "move" in err
   shutil.move(step_dir, tmp_path / "aside")
-  code, err, (out, summary, rows) = _run("resume", run, text)
+  code, err, (out, _summary, rows) = _run("resume", run, text)
   assert code == 0, err
   assert f"(resumed at step {SAVED})" in out
   _, _, (_, _, clean_rows) = _run("resume", clean, text)

@@ -70,8 +70,25 @@ def test_a_killed_runs_lock_is_taken_over(tmp_path, capsys):
   text = tmp_path / "corpus.txt"
   text.write_text("for i in x:\n    y += i\n" * 200)
   proc = subprocess.Popen(
-    [sys.executable, "-m", "rnnjax", "train", "--text", str(text), "--out", str(out)]
-    + ["--steps", "100000", "--hidden", "8", "--batch", "2", "--seq-len", "8", "--no-progress"],
+    [
+      sys.executable,
+      "-m",
+      "rnnjax",
+      "train",
+      "--text",
+      str(text),
+      "--out",
+      str(out),
+      "--steps",
+      "100000",
+      "--hidden",
+      "8",
+      "--batch",
+      "2",
+      "--seq-len",
+      "8",
+      "--no-progress",
+    ],
     env=dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu"),
     stdout=subprocess.DEVNULL,
     stderr=subprocess.PIPE,

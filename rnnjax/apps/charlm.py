@@ -34,8 +34,8 @@ import functools
 import json
 import math
 import time
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NamedTuple, TextIO
 
 import jax

@@ -504,9 +504,7 @@ def _is_intact(manager: ocp.CheckpointManager, step: int, where: Path) -> bool:
       abstract = jax.tree.map(
         lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), stored
       )
-      got = manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
-      )
+      got = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
       _check_leaves(where, got.state, leaves)
     except Exception:  # any failure makes the step not intact
       _drop_orbax_leftovers()
@@ -589,9 +587,7 @@ def _restore(manager: ocp.CheckpointManager, step: int, where: Path, template: A
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, arrays)
   with _collect_orbax_leftovers():
     try:
-      got = manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
-      )
+      got = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
     except Exception as e:  # tensorstore and Orbax errors of damaged files
       # the JSON that a read of the arrays reads after state/_METADATA: their metadata
       json_error = isinstance(_innermost(e), json.JSONDecodeError | KeyError)

@@ -137,7 +137,7 @@ def _acquire(path: Path, what: str) -> Any:
   try:
     import fcntl
   except ImportError:  # Windows: no flock
-    return open(os.devnull, "a")  # noqa: SIM115  # a stand-in to close
+    return open(os.devnull, "a")  # a stand-in to close
   path.mkdir(parents=True, exist_ok=True)
   f = open(path / LOCK_FILE, "a+")  # noqa: SIM115  # held open as long as the lock
   try:
@@ -146,7 +146,7 @@ def _acquire(path: Path, what: str) -> Any:
     f.seek(0)
     holder = f.read().split()
     f.close()
-    pid, host = (holder + ["?", "?"])[:2]
+    pid, host = ([*holder, "?", "?"])[:2]
     raise FolderInUseError(
       f"{path} is in use by another {what}: process {pid} on {host} holds its lock "
       f"({path / LOCK_FILE}); wait for it to end, or write to another folder"
@@ -159,7 +159,7 @@ def _acquire(path: Path, what: str) -> Any:
   if left:  # a holder that ended without releasing: killed
     print(
       f"note: took over the lock of {path}, left by process {left[0]} on "
-      f"{(left + ['?'])[1]}, which ended without releasing it",
+      f"{([*left, '?'])[1]}, which ended without releasing it",
       file=sys.stderr,
     )
   f.seek(0)
