@@ -262,3 +262,20 @@ def test_the_record_covers_meta_step_and_itself(tmp_path):
   ):
     checkpoint.read_meta(tmp_path)
   assert checkpoint.intact_steps(tmp_path) == [1]
+
+
+def test_a_failed_background_save_is_one_error(tmp_path, monkeypatch):
+  """Orbax writes in the background; a write that fails (a full disk, a folder
+  made read-only) is raised when the run waits for it, naming the folder."""
+  saver = checkpoint.Checkpoints(tmp_path)
+
+  def fail():
+    raise OSError(28, "No space left on device")
+
+  monkeypatch.setattr(saver._manager, "wait_until_finished", fail)
+  with pytest.raises(
+    checkpoint.CheckpointError,
+    match=rf"^saving a checkpoint in {tmp_path / 'checkpoints'} failed: OSError: \[Errno 28\] No "
+    "space left on device$",
+  ):
+    saver.close()

@@ -25,6 +25,14 @@ Resuming (``resume=True``, ``rnnjax train --resume``):
 A new run into a folder that holds checkpoints is refused (``--resume``
 continues it; a new ``--out`` starts elsewhere) unless ``overwrite=True``
 (the demo, whose runs follow the wall clock and cannot be resumed).
+
+A run holds its folder while it writes to it (`hold`, a file lock): a second
+run into the same folder is refused at once, naming the holder's PID.
+
+A damaged newest step (`rnnjax.apps.checkpoint.DamagedCheckpointError`) is
+not resumed from, nor skipped silently: the error names the older intact
+steps and says how to resume from the newest of them (move the damaged step
+folder away); `restore_model` names them with ``--step``, which reads one.
 """
 
 from __future__ import annotations

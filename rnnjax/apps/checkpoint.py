@@ -288,9 +288,10 @@ class Checkpoints:
     try:
       self._manager.wait_until_finished()
     except Exception as e:
+      with contextlib.suppress(Exception):  # closing waits again, and fails again
+        self._manager.close()
       raise CheckpointError(f"saving a checkpoint in {self.directory} failed: {_cause(e)}") from e
-    finally:
-      self._manager.close()
+    self._manager.close()
 
   def __enter__(self) -> Checkpoints:
     return self

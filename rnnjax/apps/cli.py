@@ -355,7 +355,8 @@ def _add_train(sub: _Sub) -> None:
     type=Path,
     default=Path("runs/train"),
     help="output folder: checkpoints/, metrics.jsonl, summary.json, bpc.png; a folder that "
-    "holds a run needs --resume (default %(default)s)",
+    "holds a run needs --resume, and one that another run is writing to is refused "
+    "(default %(default)s)",
   )
   p.add_argument(
     "--checkpoint-every",
