@@ -17,7 +17,9 @@ import io
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -279,3 +281,32 @@ def test_a_failed_background_save_is_one_error(tmp_path, monkeypatch):
     "space left on device$",
   ):
     saver.close()
+
+
+def test_orbax_leftovers_are_dropped_and_other_reports_kept(monkeypatch):
+  """After a failed read, tensorstore completes reads into Orbax's closed event
+  loop, and Orbax's unfinished read coroutines are collected: Python reported
+  both (``RuntimeError: Event loop is closed``, ``Exception ignored in
+  coroutine``) after the error, in a race. The hook drops exactly these."""
+  seen = []
+  monkeypatch.setattr(sys, "unraisablehook", seen.append)
+  checkpoint._drop_orbax_leftovers()
+  checkpoint._drop_orbax_leftovers()  # installed once
+
+  async def read():  # a coroutine of Orbax's, as the collector finds it
+    pass
+
+  orbax_read = read()
+  code = SimpleNamespace(co_filename="site-packages/orbax/checkpoint/_src/serialization.py")
+  closed = SimpleNamespace(
+    exc_value=RuntimeError("Event loop is closed"), object=None, err_msg=None
+  )
+  leftover = SimpleNamespace(
+    exc_value=GeneratorExit(), object=SimpleNamespace(cr_code=code), err_msg=None
+  )
+  ours = SimpleNamespace(exc_value=RuntimeError("Event loop is closed"), object=orbax_read)
+  other = SimpleNamespace(exc_value=ValueError("x"), object=None, err_msg=None)
+  for report in (closed, leftover, ours, other):
+    sys.unraisablehook(report)
+  assert seen == [ours, other]
+  orbax_read.close()
