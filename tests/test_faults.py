@@ -231,8 +231,9 @@ def test_the_older_intact_step_is_named_and_used(saved, text, tmp_path):
   code, err, (out, _summary, rows) = _run("resume", run, text)
   assert code == 0, err
   assert f"(resumed at step {SAVED})" in out
+  shutil.move(clean / "checkpoints" / str(LAST), tmp_path / "aside-clean")
   _, _, (_, _, clean_rows) = _run("resume", clean, text)
-  assert rows == clean_rows  # steps 3 to 5 again, exactly
+  assert rows == clean_rows  # as the undamaged run resumed from step 2, exactly
 
 
 def test_a_step_that_is_not_there_is_named(saved):
