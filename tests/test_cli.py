@@ -233,13 +233,15 @@ def test_an_out_that_cannot_be_created_is_one_line(tmp_path, capsys):
   30-line traceback."""
   blocker = tmp_path / "file"
   blocker.write_text("x")
-  code, err = _fails(["train", "--out", str(blocker / "run"), "--steps", "1"], capsys)
+  text = tmp_path / "t.txt"
+  text.write_text("abc\n" * 1000)
+  code, err = _fails(["train", "--text", str(text), "--out", str(blocker / "run")], capsys)
   assert code == 2 and err.count("\n") == 1, err
   assert err.startswith(f"rnnjax train: error: {blocker / 'run'}: ") and "Traceback" not in err
   if os.geteuid() != 0:  # root writes anywhere
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
-    code, err = _fails(["train", "--out", str(locked / "run"), "--steps", "1"], capsys)
+    code, err = _fails(["train", "--text", str(text), "--out", str(locked / "run")], capsys)
     assert (code, err) == (2, f"rnnjax train: error: {locked / 'run'}: permission denied\n")
 
 
@@ -249,8 +251,10 @@ def test_missing_files_are_one_line(tmp_path, capsys):
     2,
     f"rnnjax generate: error: checkpoint {tmp_path / 'none' / 'checkpoints'}: no such folder\n",
   )
-  code, err = _fails(["train", "--text", str(tmp_path / "no.txt"), "--out", str(tmp_path)], capsys)
+  out = tmp_path / "new"
+  code, err = _fails(["train", "--text", str(tmp_path / "no.txt"), "--out", str(out)], capsys)
   assert code == 2 and err.count("\n") == 1 and str(tmp_path / "no.txt") in err, err
+  assert not out.exists()  # refused before the run folder is made
 
 
 def test_any_failure_is_one_line_and_debug_shows_the_traceback(monkeypatch, tmp_path, capsys):

@@ -36,10 +36,13 @@ def _hold_elsewhere(folder, holder="4242 otherhost\n"):
 @pytest.mark.parametrize("command", ["train", "demo"])
 def test_a_second_run_into_a_held_folder_is_refused_at_once(command, tmp_path, capsys):
   out = tmp_path / "run"
+  text = tmp_path / "corpus.txt"
+  text.write_text("for i in x:\n    y += i\n" * 200)
   held = _hold_elsewhere(out)
   t0 = time.perf_counter()
+  budget = "--max-steps" if command == "demo" else "--steps"
   with pytest.raises(SystemExit) as e:
-    cli.main([command, "--out", str(out), "--max-steps" if command == "demo" else "--steps", "1"])
+    cli.main([command, "--text", str(text), "--out", str(out), budget, "1"])
   assert time.perf_counter() - t0 < 5  # refused before any training
   assert e.value.code == 2
   assert capsys.readouterr().err == (

@@ -163,18 +163,18 @@ def _baseline_label(vocab_size: int) -> str:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-  from rnnjax.apps import charlm
-
-  with charlm.hold(args.out):  # the run folder is this run's until its report is written
-    return _demo(args)
-
-
-def _demo(args: argparse.Namespace) -> int:
-  import jax
-
-  from rnnjax.apps import charlm, data, io, plot, report
+  from rnnjax.apps import charlm, data
 
   corpus = data.text_corpus(args.text) if args.text else data.python_source_corpus()
+  with charlm.hold(args.out):  # the run folder is this run's until its report is written
+    return _demo(args, corpus)
+
+
+def _demo(args: argparse.Namespace, corpus: Any) -> int:
+  import jax
+
+  from rnnjax.apps import charlm, io, plot, report
+
   print(
     f"corpus: {corpus.source}: {len(corpus.train):,} train / {len(corpus.val):,} "
     f"validation characters; backend {jax.default_backend()}"
@@ -420,18 +420,18 @@ def _add_train(sub: _Sub) -> None:
 
 def _run_train(args: argparse.Namespace) -> int:
   _init_distributed(args)
-  from rnnjax.apps import charlm
-
-  with charlm.hold(args.out):  # the run folder is this run's until its summary is written
-    return _train(args)
-
-
-def _train(args: argparse.Namespace) -> int:
-  import jax
-
-  from rnnjax.apps import charlm, data, io, plot
+  from rnnjax.apps import charlm, data
 
   corpus = data.text_corpus(args.text) if args.text else data.python_source_corpus()
+  with charlm.hold(args.out):  # the run folder is this run's until its summary is written
+    return _train(args, corpus)
+
+
+def _train(args: argparse.Namespace, corpus: Any) -> int:
+  import jax
+
+  from rnnjax.apps import charlm, io, plot
+
   run = charlm.train_char_lm(
     corpus,
     _model_config(args, layers=args.layers, cell=args.cell, a_max=args.a_max, a_steps=args.a_steps),
