@@ -281,3 +281,13 @@ def test_any_failure_is_one_line_and_debug_shows_the_traceback(monkeypatch, tmp_
         f"rnnjax {command[0]}: error: RuntimeError: deep inside second line "
         "(rnnjax --debug shows where)\n"
       )
+
+
+def test_ctrl_c_is_one_line(monkeypatch, capsys):
+  def interrupted(args):
+    raise KeyboardInterrupt
+
+  parser = cli.build_parser()
+  monkeypatch.setattr(cli, "build_parser", lambda: parser)
+  _subcommands(parser)["jacobian"].set_defaults(func=interrupted)
+  assert _fails(["jacobian"], capsys) == (130, "rnnjax jacobian: interrupted\n")

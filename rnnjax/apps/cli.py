@@ -987,15 +987,21 @@ def main(argv: list[str] | None = None) -> int:
   """Run the ``rnnjax`` command line ``argv`` (default: ``sys.argv[1:]``).
 
   Every failure ends the same way: one line ``rnnjax <command>: error: ...``
-  on stderr and exit status 2 (`SystemExit`); ``--debug`` (before or after
-  the command) prints the traceback first.
+  on stderr and exit status 2 (`SystemExit`); Ctrl-C ends with ``rnnjax
+  <command>: interrupted`` and status 130. ``--debug`` (before or after the
+  command) prints the traceback first.
   """
   parser = build_parser()
   args = parser.parse_args(argv)
+  debug = args.debug or getattr(args, "debug_command", False)
   try:
     return args.func(args)
+  except KeyboardInterrupt:  # Ctrl-C: the checkpoints already saved stay
+    if debug:
+      traceback.print_exc()
+    parser.exit(130, f"rnnjax {args.command}: interrupted\n")
   except Exception as e:  # every failure is one line
-    if args.debug or getattr(args, "debug_command", False):
+    if debug:
       traceback.print_exc()
     parser.exit(2, f"rnnjax {args.command}: error: {error_line(e)}\n")
 
