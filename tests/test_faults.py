@@ -311,3 +311,16 @@ def test_orbax_leftovers_are_dropped_and_other_reports_kept(monkeypatch):
     sys.unraisablehook(report)
   assert seen == [ours, other]
   orbax_read.close()
+
+
+def test_a_record_of_the_first_orbax_format_is_read_with_a_warning(tmp_path, monkeypatch):
+  """Checkpoints written before the record covered the meta (leaf digests
+  only) still restore, their arrays checked, with a warning about the meta."""
+  state = {"w": np.arange(3.0)}
+  with monkeypatch.context() as m:
+    m.setattr(checkpoint, "_record", lambda step, arrays, meta: checkpoint._digests(arrays))
+    with checkpoint.Checkpoints(tmp_path) as saver:
+      saver.save(1, state, {"vocab": "ab"}, force=True)
+  with pytest.warns(UserWarning, match="record covers the arrays only"):
+    got = checkpoint.restore(tmp_path, {"w": np.zeros(3)})
+  assert got.meta == {"vocab": "ab"} and got.state["w"].tolist() == [0.0, 1.0, 2.0]

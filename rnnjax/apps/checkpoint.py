@@ -37,9 +37,13 @@ What the runs rely on:
   the step folder, the file where one is known, what is wrong, and the older
   steps of the run that are intact (`intact_steps`).
 * **Errors once.** A failed read leaves Orbax's other read coroutines
-  unfinished; they are collected, silently, before the error is raised, so
-  that Python does not report them later as ``Exception ignored in
-  coroutine``.
+  unfinished, and tensorstore then completes reads into Orbax's closed event
+  loop; Python would report both after the error (``Exception ignored in
+  coroutine``, ``RuntimeError: Event loop is closed``). The coroutines are
+  collected before the error is raised, and exactly these reports are
+  dropped (`_drop_orbax_leftovers`); any other is passed on.
+* **Records of the first Orbax format** (leaf digests only, no meta digest)
+  are read with a warning that their meta is not checked.
 * **No pickle.** Orbax keeps arrays in tensorstore and metadata in JSON;
   the legacy reader below reads msgpack.
 
