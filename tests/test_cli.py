@@ -4,6 +4,7 @@ printed conditions, and the figures it writes."""
 import argparse
 import inspect
 import json
+import os
 
 import numpy as np
 import pytest
@@ -218,3 +219,75 @@ def test_experiment_boundaries_refuses_devices(capsys):
   with pytest.raises(SystemExit):
     cli.main(["experiment", "boundaries", "--devices", "2", "--steps", "1"])
   assert "--devices 2 is not taken by the boundaries experiment yet" in capsys.readouterr().err
+
+
+def _fails(argv, capsys):
+  """``rnnjax argv`` in this process: its exit status and stderr."""
+  with pytest.raises(SystemExit) as e:
+    cli.main(argv)
+  return e.value.code, capsys.readouterr().err
+
+
+def test_an_out_that_cannot_be_created_is_one_line(tmp_path, capsys):
+  """Issue 20: an --out under a file (or without permission) ended in a
+  30-line traceback."""
+  blocker = tmp_path / "file"
+  blocker.write_text("x")
+  text = tmp_path / "t.txt"
+  text.write_text("abc\n" * 1000)
+  code, err = _fails(["train", "--text", str(text), "--out", str(blocker / "run")], capsys)
+  assert code == 2 and err.count("\n") == 1, err
+  assert err.startswith(f"rnnjax train: error: {blocker / 'run'}: ") and "Traceback" not in err
+  if os.geteuid() != 0:  # root writes anywhere
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    code, err = _fails(["train", "--text", str(text), "--out", str(locked / "run")], capsys)
+    assert (code, err) == (2, f"rnnjax train: error: {locked / 'run'}: permission denied\n")
+
+
+def test_missing_files_are_one_line(tmp_path, capsys):
+  code, err = _fails(["generate", "--run", str(tmp_path / "none")], capsys)
+  assert (code, err) == (
+    2,
+    f"rnnjax generate: error: checkpoint {tmp_path / 'none' / 'checkpoints'}: no such folder\n",
+  )
+  out = tmp_path / "new"
+  code, err = _fails(["train", "--text", str(tmp_path / "no.txt"), "--out", str(out)], capsys)
+  assert code == 2 and err.count("\n") == 1 and str(tmp_path / "no.txt") in err, err
+  assert not out.exists()  # refused before the run folder is made
+
+
+def test_any_failure_is_one_line_and_debug_shows_the_traceback(monkeypatch, tmp_path, capsys):
+  def broken(args):
+    raise RuntimeError("deep inside\nsecond line")
+
+  parser = cli.build_parser()
+  monkeypatch.setattr(cli, "build_parser", lambda: parser)
+  parser.set_defaults(func=broken)
+  for command in (["jacobian"], ["generate", "--run", str(tmp_path)]):
+    sub = _subcommands(parser)[command[0]]
+    sub.set_defaults(func=broken)
+    code, err = _fails(command, capsys)
+    assert (code, err) == (
+      2,
+      f"rnnjax {command[0]}: error: RuntimeError: deep inside second line (rnnjax --debug "
+      "shows where)\n",
+    )
+    for debug in (["--debug", *command], [*command, "--debug"]):
+      code, err = _fails(debug, capsys)
+      assert code == 2 and err.startswith("Traceback (most recent call last):"), err
+      assert 'raise RuntimeError("deep inside' in err
+      assert err.endswith(
+        f"rnnjax {command[0]}: error: RuntimeError: deep inside second line "
+        "(rnnjax --debug shows where)\n"
+      )
+
+
+def test_ctrl_c_is_one_line(monkeypatch, capsys):
+  def interrupted(args):
+    raise KeyboardInterrupt
+
+  parser = cli.build_parser()
+  monkeypatch.setattr(cli, "build_parser", lambda: parser)
+  _subcommands(parser)["jacobian"].set_defaults(func=interrupted)
+  assert _fails(["jacobian"], capsys) == (130, "rnnjax jacobian: interrupted\n")

@@ -25,14 +25,24 @@ Resuming (``resume=True``, ``rnnjax train --resume``):
 A new run into a folder that holds checkpoints is refused (``--resume``
 continues it; a new ``--out`` starts elsewhere) unless ``overwrite=True``
 (the demo, whose runs follow the wall clock and cannot be resumed).
+
+A run holds its folder while it writes to it (`hold`, a file lock): a second
+run into the same folder is refused at once, naming the holder's PID.
+
+A damaged newest step (`rnnjax.apps.checkpoint.DamagedCheckpointError`) is
+not resumed from, nor skipped silently: the error names the older intact
+steps and says how to resume from the newest of them (move the damaged step
+folder away); `restore_model` names them with ``--step``, which reads one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple, TextIO
 
@@ -169,6 +179,23 @@ def _meta(vocab: Vocab, model: CharLM, cfg: TrainConfig, corpus: Corpus) -> dict
   )
 
 
+def _model(**config: Any) -> CharLM:
+  """``char_lm(**config)``, one model per configuration in a process, so that
+  its jitted functions (sampling, evaluation) compile once for all the runs
+  and commands of the process that use it (tests, notebooks)."""
+  if config.get("a_schedule") is None:
+    config.pop("a_schedule", None)
+  return _char_lm_of(json.dumps(config, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=8)
+def _char_lm_of(config_json: str) -> CharLM:
+  config = json.loads(config_json)
+  if "a_schedule" in config:  # [a_max, steps], as the model's config stores it
+    config["a_schedule"] = rj.SlopeAnnealing(*config["a_schedule"])
+  return char_lm(**config)
+
+
 def _fresh_state(model: CharLM, cfg: TrainConfig) -> dict[str, Any]:
   params = model.init(jax.random.key(cfg.seed))
   return dict(
@@ -257,28 +284,57 @@ def _run_differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
   return out
 
 
-def _check_resumable(out_dir: Path, meta: dict[str, Any]) -> None:
-  """Raise unless ``out_dir`` holds a checkpoint written with the arguments in ``meta``."""
+def _resume_hint(
+  e: checkpoint.DamagedCheckpointError, out_dir: Path
+) -> checkpoint.DamagedCheckpointError:
+  """``e``, of the newest step, with the older intact steps and what to do: a
+  resumed run does not fall back to an older step by itself (the damaged step
+  would stay in the folder, and the run would skip saving at its step), it
+  says how to resume from the newest intact one."""
+  e.with_intact(checkpoint.intact_steps(out_dir, below=int(e.where.name)))
+  if e.intact:
+    hint = (
+      f"to resume from step {e.intact[0]}, move {e.where} out of {e.where.parent} (or "
+      "delete it) and run again"
+    )
+  else:
+    hint = "start the run again in a new --out"
+  e.args = (f"{e}; {hint}",)
+  return e
+
+
+def _check_resumable(out_dir: Path, meta: dict[str, Any]) -> int:
+  """The step to resume ``out_dir`` from (its newest); raise unless that step
+  is intact and was written with the arguments in ``meta``."""
   where = out_dir / checkpoint.FOLDER
-  if checkpoint.latest_step(out_dir) is None:
+  step = checkpoint.latest_step(out_dir)
+  if step is None:
     raise checkpoint.CheckpointError(
       f"--resume: {out_dir} holds no checkpoint (looked for {where}); start the run "
       "without --resume"
     )
-  diffs = _run_differences(checkpoint.read_meta(out_dir), meta)
+  try:
+    saved = checkpoint.read_meta(out_dir, step)
+  except checkpoint.DamagedCheckpointError as e:
+    raise _resume_hint(e, out_dir) from None
+  diffs = _run_differences(saved, meta)
   if diffs:
     raise checkpoint.CheckpointError(
       f"checkpoint {where} was written by a different run: {'; '.join(diffs)}; resume with "
       "the checkpoint's arguments, or train into a new --out"
     )
+  return step
 
 
 def _resume(
-  out_dir: Path, state: dict[str, Any], max_steps: int
+  out_dir: Path, state: dict[str, Any], max_steps: int, step: int | None = None
 ) -> tuple[dict[str, Any], int, list[dict[str, Any]]]:
-  """The state saved in ``out_dir`` (read into ``state``'s structure and
-  shardings), its step and its metric rows."""
-  restored = checkpoint.restore(out_dir, state)
+  """The state saved in ``out_dir`` at ``step`` (default: the newest), read into
+  ``state``'s structure and shardings, its step and its metric rows."""
+  try:
+    restored = checkpoint.restore(out_dir, state, step)
+  except checkpoint.DamagedCheckpointError as e:
+    raise _resume_hint(e, out_dir) from None
   if restored.step > max_steps:
     raise checkpoint.CheckpointError(
       f"checkpoint {out_dir / checkpoint.FOLDER} is at step {restored.step}, past --steps "
@@ -287,18 +343,38 @@ def _resume(
   return restored.state, restored.step, _read_metrics(out_dir / METRICS, restored.step)
 
 
-def restore_model(run_dir: Path | str) -> tuple[CharLM, CharLMParams, Vocab, dict[str, Any]]:
-  """``(model, params, vocab, meta)`` from a run folder's newest checkpoint,
-  on this process's first device (for sampling and analysis)."""
-  meta = checkpoint.read_meta(run_dir)
-  config = dict(meta["model"])
-  if "a_schedule" in config:  # stored as [a_max, steps]
-    config["a_schedule"] = rj.SlopeAnnealing(*config["a_schedule"])
-  model = char_lm(**config)
+def restore_model(
+  run_dir: Path | str, step: int | None = None
+) -> tuple[CharLM, CharLMParams, Vocab, dict[str, Any]]:
+  """``(model, params, vocab, meta)`` from a run folder's newest checkpoint (or
+  ``step``'s), on this process's first device (for sampling and analysis).
+
+  Raises:
+    CheckpointError: no checkpoint or no such step.
+    DamagedCheckpointError: a damaged step; reading the newest, the error
+      names the older intact steps and ``--step``, which reads one.
+  """
+  if step is None:
+    step = checkpoint.latest_step(run_dir)
+  try:
+    return _restore_model(Path(run_dir), step)
+  except checkpoint.DamagedCheckpointError as e:
+    if step is not None and step == checkpoint.latest_step(run_dir):
+      e.with_intact(checkpoint.intact_steps(run_dir, below=step))
+      if e.intact:
+        e.args = (f"{e}; read one with --step {e.intact[0]}",)
+    raise e from None
+
+
+def _restore_model(
+  run_dir: Path, step: int | None
+) -> tuple[CharLM, CharLMParams, Vocab, dict[str, Any]]:
+  meta = checkpoint.read_meta(run_dir, step)
+  model = _model(**meta["model"])
   t = meta["train"]
   cfg = TrainConfig(batch=t["batch"], lr=t["lr"], clip=t["clip"])
   mesh = training.make_mesh(1)
-  restored = checkpoint.restore(run_dir, _placed(_fresh_state(model, cfg), mesh))
+  restored = checkpoint.restore(run_dir, _placed(_fresh_state(model, cfg), mesh), step)
   return model, training.to_local(restored.state["params"]), Vocab(meta["vocab"]), meta
 
 
@@ -349,9 +425,9 @@ def train_char_lm(
   training.check_batch(cfg.batch, mesh)
   vocab = Vocab.from_text(corpus.train)
   train_ids, val_ids = vocab.encode(corpus.train), vocab.encode(corpus.val)
-  model = char_lm(
-    vocab.size,
-    model_cfg.hidden,
+  model = _model(
+    vocab_size=vocab.size,
+    hidden=model_cfg.hidden,
     embed=model_cfg.embed,
     layers=model_cfg.layers,
     cell=model_cfg.cell,
@@ -363,99 +439,138 @@ def train_char_lm(
     else None,
   )
   meta = _meta(vocab, model, cfg, corpus)
-  if out_dir is not None and resume:  # refuse before any work on the devices
-    _check_resumable(out_dir, meta)
-  elif out_dir is not None:
-    _claim(out_dir, overwrite)
-  state, start, history = _placed(_fresh_state(model, cfg), mesh), 0, list[dict[str, Any]]()
-  if resume:
-    assert out_dir is not None and cfg.max_steps
-    state, start, history = _resume(out_dir, state, cfg.max_steps)
+  with contextlib.ExitStack() as held:
+    if out_dir is not None:  # the folder is this run's until it returns
+      held.enter_context(hold(out_dir))
+    step: int | None = None
+    if out_dir is not None and resume:  # refuse before any work on the devices
+      step = _check_resumable(out_dir, meta)
+    elif out_dir is not None:
+      _claim(out_dir, overwrite)
+    state, start, history = _placed(_fresh_state(model, cfg), mesh), 0, list[dict[str, Any]]()
+    if resume:
+      assert out_dir is not None and cfg.max_steps
+      state, start, history = _resume(out_dir, state, cfg.max_steps, step)
 
-  optimizer = training.make_optimizer(cfg.lr, cfg.clip)
-  regularised = model_cfg.dropout > 0 or model_cfg.weight_drop > 0 or model_cfg.zoneout > 0
-  # inputs and targets [T, B] split along B, carries [B, ...] along B, the key replicated
-  train_step = training.make_train_step(
-    model.loss,
-    optimizer,
-    has_aux=True,
-    mesh=mesh,
-    batch_axes=(1, 1, 0, *((None,) if regularised else ())),
-    aux_axis=0,
-  )
-  streams = stream_batches(train_ids, cfg.batch, cfg.seq_len, forever=False)
-  window_sharding = training.batch_sharded(mesh, 1)
-  writer = jax.process_index() == 0  # one process writes the metrics
-
-  def step_fn(step: int, frac: float) -> dict[str, Any]:
-    w = step % streams.count  # the data position
-    if w == 0:  # a new pass over the streams
-      state["carries"] = training.put(
-        model.initial_carry(cfg.batch), training.batch_sharded(mesh, 0)
-      )
-    x, y = (training.put(a, window_sharding) for a in streams(w))
-    state["params"] = model.anneal(state["params"], step)  # the HM-LSTM's boundary slope
-    lr = training.cosine_lr(cfg.lr, frac)
-    opt_state = training.set_learning_rate(state["opt_state"], lr)
-    # a regularised run draws its masks from the run's key and the step number,
-    # so a resumed run draws the same ones
-    key = (jax.random.fold_in(state["key"], step),) if regularised else ()
-    out = train_step(state["params"], opt_state, x, y, state["carries"], *key)
-    state.update(params=out.params, opt_state=out.opt_state, carries=out.aux)
-    return dict(loss=out.loss, bpc=out.loss / LN2, grad_norm=out.grad_norm, lr=lr)
-
-  t0 = time.perf_counter()
-  with contextlib.ExitStack() as stack:
-    saver = None
-    if out_dir is not None:
-      saver = stack.enter_context(
-        checkpoint.Checkpoints(out_dir, every=cfg.checkpoint_every, keep=cfg.keep_checkpoints)
-      )
-    metrics_file: TextIO | None = None
-    if out_dir is not None and writer:
-      io.atomic_write_text(out_dir / METRICS, "".join(json.dumps(h) + "\n" for h in history))
-      metrics_file = stack.enter_context(open(out_dir / METRICS, "a"))
-
-    def log(row: dict[str, Any]) -> None:
-      row["devices"] = mesh.size
-      history.append(row)
-      if metrics_file is not None:
-        metrics_file.write(json.dumps(row) + "\n")
-        metrics_file.flush()
-
-    def save(steps_done: int, force: bool = False) -> None:
-      if saver is not None:
-        saver.save(steps_done, state, meta, force=force)
-
-    result = training.run_loop(
-      step_fn,
-      steps=cfg.max_steps or None,
-      minutes=None if cfg.max_steps else cfg.minutes,
-      start=start,
-      log_every=cfg.log_every,
-      progress=progress,
-      desc=f"{model_cfg.cell} H={model_cfg.hidden} on {mesh.size} device"
-      + ("s" if mesh.size > 1 else ""),
-      on_log=log,
-      after_step=save,
+    optimizer = training.make_optimizer(cfg.lr, cfg.clip)
+    regularised = model_cfg.dropout > 0 or model_cfg.weight_drop > 0 or model_cfg.zoneout > 0
+    # inputs and targets [T, B] split along B, carries [B, ...] along B, the key replicated
+    train_step = training.make_train_step(
+      model.loss,
+      optimizer,
+      has_aux=True,
+      mesh=mesh,
+      batch_axes=(1, 1, 0, *((None,) if regularised else ())),
+      aux_axis=0,
     )
-    jax.block_until_ready(state["params"])
-    train_seconds = time.perf_counter() - t0  # the device's work included
-    save(result.steps, force=True)
-  # leaving the stack waited for the last asynchronous save
-  params = training.to_local(state["params"])
-  return CharLMRun(
-    model,
-    params,
-    vocab,
-    evaluate_bpc(model, params, val_ids),
-    math.log2(vocab.size),
-    result.steps,
-    train_seconds,
-    history,
-    mesh.size,
-    start if resume else None,
-  )
+    streams = stream_batches(train_ids, cfg.batch, cfg.seq_len, forever=False)
+    window_sharding = training.batch_sharded(mesh, 1)
+    writer = jax.process_index() == 0  # one process writes the metrics
+
+    def step_fn(step: int, frac: float) -> dict[str, Any]:
+      w = step % streams.count  # the data position
+      if w == 0:  # a new pass over the streams
+        state["carries"] = training.put(
+          model.initial_carry(cfg.batch), training.batch_sharded(mesh, 0)
+        )
+      x, y = (training.put(a, window_sharding) for a in streams(w))
+      state["params"] = model.anneal(state["params"], step)  # the HM-LSTM's boundary slope
+      lr = training.cosine_lr(cfg.lr, frac)
+      opt_state = training.set_learning_rate(state["opt_state"], lr)
+      # a regularised run draws its masks from the run's key and the step number,
+      # so a resumed run draws the same ones
+      key = (jax.random.fold_in(state["key"], step),) if regularised else ()
+      out = train_step(state["params"], opt_state, x, y, state["carries"], *key)
+      state.update(params=out.params, opt_state=out.opt_state, carries=out.aux)
+      return dict(loss=out.loss, bpc=out.loss / LN2, grad_norm=out.grad_norm, lr=lr)
+
+    t0 = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+      saver = None
+      if out_dir is not None:
+        saver = stack.enter_context(
+          checkpoint.Checkpoints(out_dir, every=cfg.checkpoint_every, keep=cfg.keep_checkpoints)
+        )
+      metrics_file: TextIO | None = None
+      if out_dir is not None and writer:
+        io.atomic_write_text(out_dir / METRICS, "".join(json.dumps(h) + "\n" for h in history))
+        metrics_file = stack.enter_context(open(out_dir / METRICS, "a"))
+
+      def log(row: dict[str, Any]) -> None:
+        row["devices"] = mesh.size
+        history.append(row)
+        if metrics_file is not None:
+          metrics_file.write(json.dumps(row) + "\n")
+          metrics_file.flush()
+
+      def save(steps_done: int, force: bool = False) -> None:
+        if saver is not None:
+          saver.save(steps_done, state, meta, force=force)
+
+      result = training.run_loop(
+        step_fn,
+        steps=cfg.max_steps or None,
+        minutes=None if cfg.max_steps else cfg.minutes,
+        start=start,
+        log_every=cfg.log_every,
+        progress=progress,
+        desc=f"{model_cfg.cell} H={model_cfg.hidden} on {mesh.size} device"
+        + ("s" if mesh.size > 1 else ""),
+        on_log=log,
+        after_step=save,
+      )
+      jax.block_until_ready(state["params"])
+      train_seconds = time.perf_counter() - t0  # the device's work included
+      save(result.steps, force=True)
+    # leaving the stack waited for the last asynchronous save
+    params = training.to_local(state["params"])
+    return CharLMRun(
+      model,
+      params,
+      vocab,
+      evaluate_bpc(model, params, val_ids),
+      math.log2(vocab.size),
+      result.steps,
+      train_seconds,
+      history,
+      mesh.size,
+      start if resume else None,
+    )
+
+
+@contextlib.contextmanager
+def hold(out_dir: Path) -> Iterator[Path]:
+  """Hold the run folder ``out_dir`` while the block writes to it
+  (`rnnjax.apps.io.hold_folder`): another process that asks for it is refused
+  at once, naming this one's PID.
+
+  The processes of one multi-process run (`jax.distributed`) write to one
+  folder on purpose: process 0 holds it for all of them, and tells the others
+  whether it could, so that all of them go on or all stop with the error.
+
+  Raises:
+    FolderInUseError: another run holds ``out_dir``.
+    OSError: ``out_dir`` cannot be created or written.
+  """
+  if jax.process_count() == 1:
+    with io.hold_folder(out_dir):
+      yield out_dir
+    return
+  with contextlib.ExitStack() as stack:
+    failed: Exception | None = None
+    if jax.process_index() == 0:
+      try:
+        stack.enter_context(io.hold_folder(out_dir))
+      except Exception as e:  # held elsewhere, or not writable: every process stops
+        failed = e
+    ok = multihost_utils.broadcast_one_to_all(np.int32(failed is None))
+    if failed is not None:
+      raise failed
+    if not int(ok):
+      raise io.FolderInUseError(
+        f"{out_dir}: process 0 of this run could not hold the run folder (its error says why)"
+      )
+    yield out_dir
 
 
 def _claim(out_dir: Path, overwrite: bool) -> None:

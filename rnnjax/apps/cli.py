@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
+import traceback
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -162,11 +163,18 @@ def _baseline_label(vocab_size: int) -> str:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-  import jax
-
-  from rnnjax.apps import charlm, data, io, plot, report
+  from rnnjax.apps import charlm, data
 
   corpus = data.text_corpus(args.text) if args.text else data.python_source_corpus()
+  with charlm.hold(args.out):  # the run folder is this run's until its report is written
+    return _demo(args, corpus)
+
+
+def _demo(args: argparse.Namespace, corpus: Any) -> int:
+  import jax
+
+  from rnnjax.apps import charlm, io, plot, report
+
   print(
     f"corpus: {corpus.source}: {len(corpus.train):,} train / {len(corpus.val):,} "
     f"validation characters; backend {jax.default_backend()}"
@@ -347,7 +355,8 @@ def _add_train(sub: _Sub) -> None:
     type=Path,
     default=Path("runs/train"),
     help="output folder: checkpoints/, metrics.jsonl, summary.json, bpc.png; a folder that "
-    "holds a run needs --resume (default %(default)s)",
+    "holds a run needs --resume, and one that another run is writing to is refused "
+    "(default %(default)s)",
   )
   p.add_argument(
     "--checkpoint-every",
@@ -411,11 +420,18 @@ def _add_train(sub: _Sub) -> None:
 
 def _run_train(args: argparse.Namespace) -> int:
   _init_distributed(args)
-  import jax
-
-  from rnnjax.apps import charlm, data, io, plot
+  from rnnjax.apps import charlm, data
 
   corpus = data.text_corpus(args.text) if args.text else data.python_source_corpus()
+  with charlm.hold(args.out):  # the run folder is this run's until its summary is written
+    return _train(args, corpus)
+
+
+def _train(args: argparse.Namespace, corpus: Any) -> int:
+  import jax
+
+  from rnnjax.apps import charlm, io, plot
+
   run = charlm.train_char_lm(
     corpus,
     _model_config(args, layers=args.layers, cell=args.cell, a_max=args.a_max, a_steps=args.a_steps),
@@ -504,13 +520,19 @@ def _add_generate(sub: _Sub) -> None:
   p.add_argument(
     "--seed", type=int, default=0, help="random seed of the sampling (default %(default)s)"
   )
+  p.add_argument(
+    "--step",
+    type=int,
+    default=None,
+    help="read the checkpoint of this step, one Orbax kept (default: the newest)",
+  )
   p.set_defaults(func=_run_generate)
 
 
 def _run_generate(args: argparse.Namespace) -> int:
   from rnnjax.apps import charlm
 
-  model, params, vocab, _ = charlm.restore_model(args.run)
+  model, params, vocab, _ = charlm.restore_model(args.run, args.step)
   prime = charlm.default_prime(vocab) if args.prime is None else args.prime
   print(charlm.generate(model, params, vocab, prime, args.chars, args.temperature, args.seed))
   return 0
@@ -965,6 +987,7 @@ def build_parser() -> argparse.ArgumentParser:
           rnnjax demo --minutes 3
           rnnjax demo --text my_corpus.txt --out runs/mine"""),
   )
+  _add_debug(parser, "debug")
   sub = parser.add_subparsers(dest="command", metavar="COMMAND")
   sub.required = True
   _add_demo(sub)
@@ -974,16 +997,64 @@ def build_parser() -> argparse.ArgumentParser:
   _add_explore(sub)
   _add_visualize(sub)
   _add_jacobian(sub)
+  for command in sub.choices.values():  # --debug after the command too
+    _add_debug(command, "debug_command")
   return parser
 
 
+def _add_debug(parser: argparse.ArgumentParser, dest: str) -> None:
+  parser.add_argument(
+    "--debug",
+    dest=dest,
+    action="store_true",
+    help="on an error, print the Python traceback before the one-line message (default: "
+    "the message only)",
+  )
+
+
+def error_line(e: BaseException) -> str:
+  """The one line that reports ``e``: a ValueError's message (the library's
+  errors say what is wrong and the fix), an OSError's file and reason, and for
+  anything else its type and message with a pointer to ``--debug``.
+
+  >>> error_line(PermissionError(13, "Permission denied", "runs/x"))
+  'runs/x: permission denied'
+  >>> error_line(ValueError("bad\\nvalue"))
+  'bad value'
+  """
+  if isinstance(e, OSError) and e.strerror:
+    where = e.filename if e.filename is not None else ""
+    text = f"{where}: {e.strerror[:1].lower()}{e.strerror[1:]}" if where else e.strerror
+    if e.filename2 is not None:
+      text += f" ({e.filename2})"
+  elif isinstance(e, ValueError | OSError) or type(e).__module__.startswith("rnnjax"):
+    text = str(e) or type(e).__name__
+  else:
+    text = f"{type(e).__name__}: {e} (rnnjax --debug shows where)"
+  return " ".join(text.split())
+
+
 def main(argv: list[str] | None = None) -> int:
+  """Run the ``rnnjax`` command line ``argv`` (default: ``sys.argv[1:]``).
+
+  Every failure ends the same way: one line ``rnnjax <command>: error: ...``
+  on stderr and exit status 2 (`SystemExit`); Ctrl-C ends with ``rnnjax
+  <command>: interrupted`` and status 130. ``--debug`` (before or after the
+  command) prints the traceback first.
+  """
   parser = build_parser()
   args = parser.parse_args(argv)
+  debug = args.debug or getattr(args, "debug_command", False)
   try:
     return args.func(args)
-  except ValueError as e:
-    parser.exit(2, f"rnnjax {args.command}: error: {e}\n")
+  except KeyboardInterrupt:  # Ctrl-C: the checkpoints already saved stay
+    if debug:
+      traceback.print_exc()
+    parser.exit(130, f"rnnjax {args.command}: interrupted\n")
+  except Exception as e:  # every failure is one line
+    if debug:
+      traceback.print_exc()
+    parser.exit(2, f"rnnjax {args.command}: error: {error_line(e)}\n")
 
 
 def run() -> int:
