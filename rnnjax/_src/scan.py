@@ -420,7 +420,10 @@ def check_params(cell: Cell, params: Params, input_size: int, what: str) -> None
   want = {_path(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(expected)[0]}
   got = {_path(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
   got_type, want_type = type(params).__name__, type(expected).__name__
-  fix = f"pass params from cell.init(key, {input_size}) of this same cell"
+  fix = (
+    f"pass params from cell.init(key, {input_size}) of this same cell ({input_size} is the "
+    f"feature size of xs, its last axis)"
+  )
   for path, w in want.items():
     if path not in got:
       raise ValueError(
