@@ -242,7 +242,8 @@ class RNN(nnx.Module):
     Args:
       inputs: ``[B, T, I]`` (``[T, B, I]`` with ``time_major``), floating.
       initial_carry: the cell's carry for batch ``B`` (default zeros).
-      seq_lengths: optional ``[B]`` ints in ``[0, T]``.
+      seq_lengths: optional ``[B]`` ints in ``[0, T]`` (`rnnjax.scan`'s rule:
+        out of range they raise eagerly and are clipped under ``jit``).
       return_carry: overrides the module's flag for this call; so do
         ``time_major``, ``reverse`` and ``keep_order``.
       time_major: see ``return_carry``.

@@ -25,9 +25,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rnnjax as rj
-import rnnjax.nnx  # noqa: F401
-from rnnjax import jacobian as jac
+import rnnjax.nnx
 from rnnjax import interop
+from rnnjax import jacobian as jac
 from tests.helpers import assert_trees_close, f64
 
 settings.register_profile(
@@ -473,8 +473,16 @@ TOOLS = {
   tool=st.sampled_from(sorted(TOOLS)),
   name=st.sampled_from(["elman", "custom"]),
   bad=st.sampled_from(
-    ["rank 3", "rank 1", "int dtype", "bool dtype", "feature size", "batched carry", "T = 0"]
-    + ["params of another cell"]
+    [
+      "rank 3",
+      "rank 1",
+      "int dtype",
+      "bool dtype",
+      "feature size",
+      "batched carry",
+      "T = 0",
+      "params of another cell",
+    ]
   ),
 )
 def test_jacobian_tools_bad_inputs(tool, name, bad):

@@ -226,7 +226,7 @@ def test_nan_and_inf_padding_never_reach_gradients(name, key):
   leaf NaN under autodiff and checkpoint (a custom cell: NaN in all three). The
   gradients of params, xs and carry0 now equal those with zero padding, exactly."""
   cell = PAD_CELLS[name]()
-  k1, k2, k3 = jax.random.split(key, 3)
+  k1, k2 = jax.random.split(key)
   params = f64(cell.init(k1, 2))
   lengths = jnp.array([5, 2, 0])
   xs = jax.random.normal(k2, (5, 3, 2))

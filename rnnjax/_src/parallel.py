@@ -394,7 +394,9 @@ def parallel_scan(
       ELK form it (``jax.jacfwd``); ``quasi`` and ``quasi-elk`` keep only unit
       j of the j-th JVP, so their iterations hold ``[T, B, S]``, never
       ``[T, B, S, S]``.
-    lengths: ``[B]`` valid lengths, as in `rnnjax.scan`.
+    lengths: ``[B]`` valid lengths, as in `rnnjax.scan` (the same rule: the
+      padding is masked before the cell; concrete lengths outside ``[0, T]``
+      raise, traced ones are clipped).
     reverse: process each sequence backwards inside its length.
     max_iters: the iteration budget (default 100; DEER is exact after T).
     tol: the largest ``|s_t − f(s_{t-1}, x_t)|`` accepted (default 1e-5 in
@@ -430,10 +432,15 @@ def parallel_scan(
     `rnnjax.scan`'s own when it fell back); with ``fallback="none"`` and no
     convergence they treat the last iterate as if it were the fixed point.
 
+    Empty inputs (``T = 0`` or ``B = 0``) give `rnnjax.scan`'s result (the
+    initial carry, unchanged, and empty ``ys``) with ``info.iterations`` 0,
+    ``info.converged`` True and an empty trajectory ``[T, B, ...]``.
+
   Raises:
+    TypeError: inputs `rnnjax.scan` would refuse by dtype.
     ValueError: an unknown ``method`` or ``fallback``, a ``max_iters`` that is
       not a positive int, a ``tol`` that is not positive, or inputs
-      `rnnjax.scan` would refuse.
+      (``xs``, ``params``, ``carry``, ``lengths``) `rnnjax.scan` would refuse.
 
   Examples:
     >>> import jax, jax.numpy as jnp, rnnjax as rj

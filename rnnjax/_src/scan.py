@@ -77,7 +77,12 @@ def scan(
     carry: the initial carry for batch ``B`` (default zeros).
     lengths: optional ``[B]`` ints in ``[0, T]``. Outputs past a length are
       zeros and the returned carry is the carry after each sequence's last
-      valid step.
+      valid step. Inputs past a length (the padding) are replaced by zeros
+      before the cell sees them, so a NaN or Inf there reaches neither a value
+      nor a gradient (``xs``' gradient is zero there). Concrete lengths
+      outside ``[0, T]`` raise; traced ones (under ``jit``) are clipped to
+      ``[0, T]``, or reported under ``jax.experimental.checkify`` with
+      ``errors=checkify.user_checks`` (docs/reliability.md).
     resets: optional ``[T, B]`` bool (``[B, T]`` with ``time_major=False``),
       True where an episode starts, as haiku's ``ResetCore``: ``resets[t, b]``
       resets sequence b's carry to its initial carry (``carry``, or zeros)
@@ -122,7 +127,7 @@ def scan(
   Raises:
     TypeError: ``cell`` is not a `rnnjax.Cell`, ``xs`` is not floating
       point, ``lengths`` are not integers, or ``resets`` are not bool.
-    ValueError: a shape, an option or a length does not fit (``kernel="pallas"``
+    ValueError: a shape, an option or a concrete length does not fit (``kernel="pallas"``
       with a cell, ``backward`` or ``resets`` it does not support), or ``params``
       do not fit the cell (a leaf of ``cell.init(key, I)`` is missing or has
       another shape); the message names the argument and the fix.
