@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test lint typecheck docs check bench notebooks clean
+.PHONY: demo test fuzz lint typecheck docs check bench notebooks clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,14 @@ demo: $(VENV)/.core
 # The tests, the docstrings' examples and the README's code blocks (doctests).
 test: $(VENV)/.test
 	$(PY) -m pytest -q -n 2 --durations=15 $(ARGS)
+
+# The property-based bad-input suite with a large hypothesis budget (make test runs
+# it with a small one).
+# Large budgets: the bad-input properties (300 examples each) and every file of a saved
+# step flipped, truncated and deleted (the suite runs a small sample of both).
+fuzz: $(VENV)/.test
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/test_bad_inputs.py $(ARGS)
+	RNNJAX_FUZZ=1 $(PY) -m pytest -q tests/test_faults.py $(ARGS)
 
 # ruff's lint rules and formatting, as configured in pyproject.toml.
 lint: $(VENV)/.dev

@@ -36,6 +36,7 @@ import numpy as np
 from jax import lax
 
 from rnnjax._src import checks
+from rnnjax._src import scan as scan_mod
 from rnnjax._src.activations import Activation
 from rnnjax._src.cells.base import Cell
 from rnnjax._src.typing import Array, Carry, Params
@@ -103,9 +104,18 @@ def unflatten_state(cell: Cell, s: Array, like: Carry) -> Carry:
 def _check(
   cell: Cell, params: Params, xs: Any, carry: Carry | None, what: str
 ) -> tuple[Array, Carry]:
+  """The tools' shared checks, at trace time: ``xs`` one floating sequence
+  ``[T, I]`` with ``T >= 1``, ``params`` that fit ``cell`` at input size I (as
+  `rnnjax.scan` checks them), and an unbatched ``carry`` (default zeros)."""
   if not isinstance(cell, Cell):
     raise TypeError(f"{what}: cell must be an rnnjax Cell, got {type(cell).__name__}")
   xs = jnp.asarray(xs)
+  if not jnp.issubdtype(xs.dtype, jnp.floating):
+    raise TypeError(
+      f"{what}: xs must be floating point, got dtype {xs.dtype} (xs.shape="
+      f"{tuple(xs.shape)}); token ids go through rj.embedding first, other data "
+      f"through xs.astype(jnp.float32)"
+    )
   if xs.ndim != 2:
     raise ValueError(
       f"{what}: xs must be one sequence [T, I], got shape {tuple(xs.shape)}; "
@@ -118,8 +128,25 @@ def _check(
     )
   if xs.shape[0] < 1:
     raise ValueError(f"{what}: xs has no steps (T=0)")
+  scan_mod.check_params(cell, params, xs.shape[-1], what)
+  want = jax.eval_shape(lambda: cell.initial_carry((), _dtype(xs, params)))
   if carry is None:
-    carry = cell.initial_carry((), _dtype(xs, params))
+    return xs, cell.initial_carry((), _dtype(xs, params))
+  got_struct: Any = jax.tree.structure(carry)
+  want_struct: Any = jax.tree.structure(want)
+  if got_struct != want_struct:
+    raise ValueError(
+      f"{what}: carry has structure {got_struct} but {cell!r} expects {want_struct}; "
+      f"pass cell.initial_carry(()) (one sequence, unbatched) or None for zeros"
+    )
+  for got, w in zip(jax.tree.leaves(carry), jax.tree.leaves(want), strict=True):
+    if tuple(jnp.shape(got)) != tuple(w.shape):
+      raise ValueError(
+        f"{what}: carry leaf has shape {tuple(jnp.shape(got))} but one unbatched "
+        f"sequence of {cell!r} needs {tuple(w.shape)}; the Jacobian tools take one "
+        f"sequence: pass carry[b] (each leaf's row b) for sequence b, or jax.vmap "
+        f"the tool over the batch"
+      )
   return xs, carry
 
 
@@ -199,9 +226,10 @@ def step_jacobians(
     flattened state (`flatten_state`).
 
   Raises:
-    TypeError: ``cell`` is not a `rnnjax.Cell`.
-    ValueError: ``method`` is unknown, or ``xs`` is not one sequence ``[T, I]``
-      with the params' input size.
+    TypeError: ``cell`` is not a `rnnjax.Cell`, or ``xs`` is not floating point.
+    ValueError: ``method`` is unknown, ``xs`` is not one sequence ``[T, I]``
+      with the params' input size, ``params`` do not fit the cell, or
+      ``carry`` is not one unbatched carry of the cell.
 
   Examples:
     >>> import jax, jax.numpy as jnp, rnnjax as rj
@@ -253,8 +281,10 @@ def _activation(cell: Cell, what: str) -> Activation:
   if cell.activation is None:
     raise ValueError(
       f"{what}: the lecture's bound ‖diag f'‖·‖W‖ is for the vanilla RNN, whose step "
-      f"Jacobian is diag(f'(z)) W; {cell!r} declares no activation (a gated cell), so use "
-      f"step_jacobians and norms, or diagnose, which measure the Jacobians instead"
+      f"Jacobian is diag(f'(z)) W; {cell!r} declares no activation (cell.activation is "
+      f"None: its step is not h_t = f(x_t w_x + h_(t-1) w_h + b), as for gated, "
+      f"antisymmetric, orthogonal or custom cells), so use step_jacobians and norms, or "
+      f"diagnose, which measure the Jacobians instead"
     )
   return cell.activation
 
@@ -274,7 +304,8 @@ def lecture_bound(cell: Cell, params: Params, xs: Array, carry: Carry | None = N
     ``[T]``, an upper bound of ``‖∂h_t/∂h_{t-1}‖₂`` at every step.
 
   Raises:
-    ValueError: the cell declares no activation (a gated cell).
+    ValueError: the cell declares no activation (``cell.activation`` is None:
+      its step is not the vanilla ``f(x w_x + h w_h + b)``, e.g. a gated cell).
   """
   act = _activation(cell, "rnnjax.jacobian.lecture_bound")
   xs, carry = _check(cell, params, xs, carry, "rnnjax.jacobian.lecture_bound")
@@ -319,7 +350,8 @@ def pascanu_conditions(cell: Cell, params: Params) -> PascanuConditions:
     `PascanuConditions`.
 
   Raises:
-    ValueError: the cell declares no activation (a gated cell).
+    ValueError: the cell declares no activation (``cell.activation`` is None:
+      its step is not the vanilla ``f(x w_x + h w_h + b)``, e.g. a gated cell).
 
   Examples:
     An orthogonal ``W`` with tanh sits on the threshold, neither condition:
@@ -691,8 +723,11 @@ def lyapunov_spectrum(
     ``[k]``, the exponents in descending order.
 
   Raises:
+    TypeError: ``xs`` is not floating point (as in `rnnjax.scan`).
     ValueError: ``k`` lies outside ``[1, S]``, ``qr_every`` is not a
-      positive int, ``qr`` is unknown, or the transient leaves no steps.
+      positive int, ``qr`` is unknown, the transient leaves no steps, ``xs``
+      is not one sequence ``[T, I]`` with the params' input size, ``params``
+      do not fit the cell, or ``carry`` is not one unbatched carry.
 
   References:
     Benettin, Galgani, Giorgilli & Strelcyn (1980), Lyapunov characteristic

@@ -618,7 +618,8 @@ class RNN(nnx.Module):
         promoted with the params' dtype.
       initial_carry: the carry in flax's layout (``(c, h)`` for the LSTM, or
         an ``rj.LSTMCarry``), leaves ``[*batch, ·]``; default zeros.
-      seq_lengths: optional ints of the batch shape, in ``[0, T]``.
+      seq_lengths: optional ints of the batch shape, in ``[0, T]`` (`rnnjax.scan`'s
+        rule: out of range they raise eagerly and are clipped under ``jit``).
       return_carry: overrides the module's flag for this call; so do
         ``time_major``, ``reverse``, ``keep_order`` and ``deterministic``.
       time_major: see ``return_carry``.

@@ -112,7 +112,7 @@ def test_tools_on_a_cell_without_a_declared_activation():
   bare = cell._replace(activation=None)
   xs = jax.random.normal(jax.random.key(1), (6, 3))
   with pytest.raises(
-    ValueError, match=r"lecture_bound: .* declares no activation \(a gated cell\), so use"
+    ValueError, match=r"lecture_bound: .* declares no activation \(cell.activation is None"
   ):
     jac.lecture_bound(bare, p, xs)
   with pytest.raises(ValueError, match=r"pascanu_conditions: .* declares no activation"):
@@ -255,6 +255,54 @@ def test_bad_input():
     jac.lecture_bound(rj.lstm(4), rj.lstm(4).init(jax.random.key(0), 3), xs)
   with pytest.raises(ValueError, match=r"window must lie in \[1, T=10\], got 11"):
     jac.window_spectra(jnp.zeros((10, 4, 4)), 11)
+
+
+def _custom_tanh(H=4):
+  def init(key, i):
+    k1, k2 = jax.random.split(key)
+    return {"w": jax.random.normal(k1, (i, H)), "u": 0.5 * jax.random.normal(k2, (H, H))}
+
+  def step(p, c, x):
+    h = jnp.tanh(x @ p["w"] + c @ p["u"])
+    return h, h
+
+  return rj.custom_cell(init, step, lambda s=(), d=jnp.float32: jnp.zeros((*s, H), d))
+
+
+@pytest.mark.parametrize(
+  "tool",
+  [jac.trajectory, jac.step_jacobians, jac.lyapunov_spectrum, jac.gradient_norms_vs_lag],
+  ids=lambda f: f.__name__,
+)
+def test_custom_cell_bad_input_is_a_clear_error(tool):
+  """Issue 20: a custom cell with the wrong input size or a batched carry ended in an
+  internal dot_general TypeError, and integer xs were accepted (rj.scan refuses them)."""
+  cell = _custom_tanh()
+  p = cell.init(jax.random.key(0), 3)
+  name = tool.__name__
+  with pytest.raises(
+    ValueError,
+    match=name + r": params do not fit .* with input_size 2: leaf \['w'\] of the given dict has "
+    r"shape \(3, 4\), but the cell's dict needs \(2, 4\); pass params from cell.init\(key, 2\)",
+  ):
+    tool(cell, p, jnp.zeros((5, 2)))
+  with pytest.raises(
+    ValueError,
+    match=name + r": carry leaf has shape \(2, 4\) but one unbatched sequence .* needs \(4,\); "
+    r".* pass carry\[b\]",
+  ):
+    tool(cell, p, jnp.zeros((5, 3)), jnp.zeros((2, 4)))
+  with pytest.raises(TypeError, match=name + r": xs must be floating point, got dtype int"):
+    tool(cell, p, jnp.zeros((5, 3), jnp.int32))
+
+
+def test_lecture_bound_names_what_it_checks_not_gated():
+  """Issue 20: an orthogonal (skew-symmetric) RNN was called "a gated cell"."""
+  cell = rj.orthogonal_rnn(4)
+  p = cell.init(jax.random.key(0), 3)
+  with pytest.raises(ValueError, match=r"declares no activation") as e:
+    jac.lecture_bound(cell, p, jnp.zeros((5, 3)))
+  assert "(a gated cell)" not in str(e.value) and "antisymmetric" in str(e.value)
 
 
 def test_jacobian_cli_writes_report_and_plots(tmp_path, capsys):

@@ -250,3 +250,18 @@ def test_warm_start_from_the_trajectory_of_a_two_part_carry():
     rj.parallel_scan(cell, params, xs, carry, init=rj.LSTMCarry(ys[:5], ys[:5]))
   with pytest.raises(ValueError, match="init must be a carry of every step"):
     rj.parallel_scan(cell, params, xs, carry, init=ys)
+
+
+@pytest.mark.parametrize(("T_", "B_"), [(0, 2), (4, 0)])
+def test_empty_inputs_return_what_scan_returns(T_, B_):
+  """Issue 20: T = 0 gave an internal vmap size error and B = 0 a ZeroDivisionError."""
+  cell, params, _, _ = _setup(CELLS["gru"])
+  xs = jnp.ones((T_, B_, I))
+  carry = 0.5 + cell.initial_carry((B_,), jnp.float64)
+  for kw in ({}, {"lengths": jnp.zeros(B_, jnp.int32), "reverse": True}):
+    got_c, got_ys, info = rj.parallel_scan(cell, params, xs, carry, max_iters=7, **kw)
+    want = rj.scan(cell, params, xs, carry, **kw)
+    assert_trees_close((got_c, got_ys), want, 0, 0)
+    assert_trees_close(got_c, carry, 0, 0)  # unchanged
+    assert (int(info.iterations), bool(info.converged), bool(info.fell_back)) == (0, True, False)
+    assert info.residual_history.shape == (7,) and info.trajectory.shape == (T_, B_, 4)

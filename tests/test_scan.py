@@ -187,3 +187,161 @@ def test_hoisted_projection_leaves_one_matmul_per_step(key):
   dots = [e for e in body.eqns if e.primitive.name == "dot_general"]
   assert len(dots) == 1
   assert dots[0].invars[1].aval.shape == (H, 4 * H)
+
+
+# ---------------------------------------------------------------- padding and lengths (issue 20)
+
+
+def _tanh_cell():
+  """A custom cell without hints (the generic per-step VJP in every mode)."""
+
+  def init(key, i):
+    k1, k2 = jax.random.split(key)
+    return {"w": 0.5 * jax.random.normal(k1, (i, 3)), "u": 0.5 * jax.random.normal(k2, (3, 3))}
+
+  def step(p, c, x):
+    h = jnp.tanh(x @ p["w"] + c @ p["u"])
+    return h, h
+
+  return rj.custom_cell(init, step, lambda s=(), d=jnp.float32: jnp.zeros((*s, 3), d))
+
+
+PAD_CELLS = {"lstm": lambda: rj.lstm(3), "gru": lambda: rj.gru(3), "custom": _tanh_cell}
+
+
+def _padded(xs, lengths, value):
+  """``xs`` with ``value`` (a scalar, or "bad": NaN, +Inf, -Inf in turn) past each length."""
+  T, B, I = xs.shape
+  pad = (jnp.arange(T)[:, None] >= lengths[None, :])[..., None]
+  if value == "bad":
+    junk = jnp.array([jnp.nan, jnp.inf, -jnp.inf])[jnp.arange(T * B * I) % 3].reshape(xs.shape)
+  else:
+    junk = jnp.full(xs.shape, value)
+  return jnp.where(pad, junk, xs), pad
+
+
+@pytest.mark.parametrize("name", list(PAD_CELLS))
+def test_nan_and_inf_padding_never_reach_gradients(name, key):
+  """Issue 20: NaN/Inf past the lengths made w_x's gradient NaN under bptt and every
+  leaf NaN under autodiff and checkpoint (a custom cell: NaN in all three). The
+  gradients of params, xs and carry0 now equal those with zero padding, exactly."""
+  cell = PAD_CELLS[name]()
+  k1, k2 = jax.random.split(key)
+  params = f64(cell.init(k1, 2))
+  lengths = jnp.array([5, 2, 0])
+  xs = jax.random.normal(k2, (5, 3, 2))
+  carry0 = jax.tree.map(lambda c: 0.3 + c, cell.initial_carry((3,), jnp.float64))
+  bad, pad = _padded(xs, lengths, "bad")
+  zero, _ = _padded(xs, lengths, 0.0)
+  for backward, reverse in (("bptt", False), ("autodiff", True), ("checkpoint", False)):
+
+    def loss(p, x, c, backward=backward, reverse=reverse):
+      carry, ys = rj.scan(cell, p, x, c, lengths=lengths, backward=backward, reverse=reverse)
+      return jnp.sum(ys**2) + sum(jnp.sum(jnp.sin(l)) for l in jax.tree.leaves(carry))
+
+    grad = jax.jit(jax.grad(loss, (0, 1, 2)))
+    got, want = grad(params, bad, carry0), grad(params, zero, carry0)
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(got)), backward
+    assert_trees_close(got, want, rtol=0, atol=0)
+    assert bool(jnp.all(jnp.where(pad, got[1], 0) == 0))  # zero on the padding
+
+
+def test_padding_mask_is_one_select_and_absent_without_lengths(key):
+  """The mask costs one select over xs, before the scan; without lengths there is none."""
+  cell = rj.lstm(3)
+  params = cell.init(key, 2)
+  xs = jnp.ones((4, 2, 2))
+
+  def selects_over_xs(**kw):
+    jaxpr = jax.make_jaxpr(lambda x: rj.scan(cell, params, x, **kw))(xs).jaxpr
+    return [
+      e
+      for e in jaxpr.eqns
+      if (e.primitive.name == "select_n" or e.params.get("name") == "_where")
+      and e.outvars[0].aval.shape == xs.shape
+    ]
+
+  assert len(selects_over_xs(lengths=np.array([4, 1]))) == 1
+  assert selects_over_xs() == []
+
+
+def _clip_cases():
+  return jnp.array([9, -3, 2]), jnp.array([5, 0, 2])
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_traced_lengths_are_clipped_identically_in_both_directions(reverse, key):
+  """Issue 20: under jit, L > T ran as T forwards but gave NaN in reverse; the rule is
+  now clip to [0, T] everywhere: scan, flip, bidirectional, nnx.RNN, parallel_scan."""
+  cell = rj.gru(3)
+  params = f64(cell.init(key, 2))
+  xs = jax.random.normal(key, (5, 3, 2))
+  raw, clipped = _clip_cases()
+  got = jax.jit(lambda L: rj.scan(cell, params, xs, lengths=L, reverse=reverse))(raw)
+  assert_trees_close(got, rj.scan(cell, params, xs, lengths=clipped, reverse=reverse), 0, 0)
+  got = jax.jit(lambda L: rj.parallel_scan(cell, params, xs, lengths=L, reverse=reverse)[:2])(raw)
+  want = rj.parallel_scan(cell, params, xs, lengths=clipped, reverse=reverse)[:2]
+  assert_trees_close(got, want, 0, 0)
+  assert bool(jnp.all(jnp.isfinite(got[1])))
+
+
+def test_traced_lengths_are_clipped_in_flip_layers_and_nnx(key):
+  from flax import nnx
+
+  import rnnjax.nnx  # noqa: F401
+
+  cell = rj.lstm(3)
+  params = f64(cell.init(key, 2))
+  xs = jax.random.normal(key, (5, 3, 2))
+  raw, clipped = _clip_cases()
+  assert_trees_close(jax.jit(rj.flip)(xs, raw), rj.flip(xs, clipped), 0, 0)
+  bi = jax.jit(lambda L: rj.bidirectional((cell, params), (cell, params), xs, lengths=L))
+  want = rj.bidirectional((cell, params), (cell, params), xs, lengths=clipped)
+  assert_trees_close(bi(raw), want, 0, 0)
+  st = jax.jit(lambda L: rj.stacked([(cell, params)], xs, lengths=L))
+  assert_trees_close(st(raw), rj.stacked([(cell, params)], xs, lengths=clipped), 0, 0)
+  rnn = rj.nnx.RNN(cell, 2, reverse=True, rngs=nnx.Rngs(0))
+  xb = jnp.swapaxes(xs, 0, 1).astype(jnp.float32)
+  got = nnx.jit(lambda m, L: m(xb, seq_lengths=L))(rnn, raw)
+  assert_trees_close(got, rnn(xb, seq_lengths=clipped), 0, 0)
+  assert bool(jnp.all(jnp.isfinite(got)))
+
+
+def test_out_of_range_lengths_raise_eagerly_everywhere(key):
+  """Concrete lengths outside [0, T] raise (rj.flip returned NaN for L > T)."""
+  cell = rj.gru(3)
+  params = cell.init(key, 2)
+  xs = jnp.ones((5, 3, 2))
+  raw, _ = _clip_cases()
+  match = r"lengths must lie in \[0, T=5\], got min -3 and max 9"
+  calls = {
+    "rnnjax.flip": lambda: rj.flip(xs, raw),
+    "rnnjax.scan": lambda: rj.scan(cell, params, xs, lengths=raw, reverse=True),
+    "rnnjax.parallel_scan": lambda: rj.parallel_scan(cell, params, xs, lengths=raw),
+  }
+  for what, call in calls.items():
+    with pytest.raises(ValueError, match=what + ": " + match):
+      call()
+
+
+def test_checkify_turns_clipped_lengths_into_an_error(key):
+  """The checked mode: under checkify(errors=user_checks) a traced out-of-range length
+  is an error naming the call; without checkify the check compiles to nothing."""
+  from jax.experimental import checkify
+
+  cell = rj.gru(3)
+  params = cell.init(key, 2)
+  xs = jnp.ones((5, 3, 2))
+  raw, clipped = _clip_cases()
+
+  def f(L):
+    return rj.scan(cell, params, xs, lengths=L, reverse=True)[1]
+
+  checked = checkify.checkify(jax.jit(f), errors=checkify.user_checks)
+  err, _ = checked(raw)
+  assert "rnnjax.scan: lengths must lie in [0, T=5], got [ 9 -3  2]" in err.get()
+  err, ys = checked(clipped)
+  assert err.get() is None
+  assert_trees_close(ys, f(clipped), 0, 0)
+  hlo = jax.jit(f).lower(raw).as_text()
+  assert "check" not in hlo.lower().replace("checkpoint", "")

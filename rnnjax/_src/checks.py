@@ -10,6 +10,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import checkify
 
 
 def positive_int(name: str, value: Any, what: str) -> int:
@@ -95,7 +96,17 @@ def concrete(x: Any) -> np.ndarray | None:
 
 
 def lengths(lengths: Any, T: int, B: int, what: str) -> jax.Array:
-  """``lengths: [B]`` integers in ``[0, T]`` (values checked when concrete)."""
+  """``lengths: [B]`` integers in ``[0, T]``: the one rule every function that
+  takes lengths follows.
+
+  Concrete lengths (eager calls, constants under ``jit``) outside ``[0, T]``
+  raise a ValueError. Traced lengths (under ``jit``) cannot be read at trace
+  time: they are clipped to ``[0, T]`` (a length above T means the whole
+  sequence, a negative one none of it), the same in both directions. Under
+  ``jax.experimental.checkify`` with ``errors=checkify.user_checks`` an
+  out-of-range traced length is an error instead (a ``checkify.debug_check``,
+  which compiles to nothing when the function is not checkified).
+  """
   if not hasattr(lengths, "shape"):
     lengths = jnp.asarray(lengths)
   if not jnp.issubdtype(lengths.dtype, jnp.integer):
@@ -107,11 +118,19 @@ def lengths(lengths: Any, T: int, B: int, what: str) -> jax.Array:
       f"{what}: lengths must have shape (B,) = ({B},), got "
       f"{tuple(lengths.shape)}; one length per sequence in the batch"
     )
+  fix = "clip them or pad xs to the longest sequence"
   values = concrete(lengths)
-  if values is not None and values.size and (values.min() < 0 or values.max() > T):
-    raise ValueError(
-      f"{what}: lengths must lie in [0, T={T}], got min "
-      f"{values.min()} and max {values.max()}; clip them or pad "
-      f"xs to the longest sequence"
-    )
-  return jnp.asarray(lengths)
+  if values is not None:
+    if values.size and (values.min() < 0 or values.max() > T):
+      raise ValueError(
+        f"{what}: lengths must lie in [0, T={T}], got min "
+        f"{values.min()} and max {values.max()}; {fix}"
+      )
+    return jnp.asarray(lengths)
+  lengths = jnp.asarray(lengths)
+  checkify.debug_check(
+    jnp.all((lengths >= 0) & (lengths <= T)),
+    f"{what}: lengths must lie in [0, T={T}], got {{}}; {fix}",
+    lengths,
+  )
+  return jnp.clip(lengths, 0, T)

@@ -50,7 +50,9 @@ def bidirectional(
     xs: ``[T, B, I]`` (or ``[B, T, I]`` with ``time_major=False``).
     carries: optional ``(carry_fwd, carry_bwd)``.
     lengths: ``[B]``; the backward direction starts at each sequence's last
-      valid step, so padding never leaks into it.
+      valid step, so padding never leaks into it. `rnnjax.scan`'s rule: out
+      of ``[0, T]`` they raise when concrete and are clipped under ``jit``,
+      the same in both directions.
     merge: ``"concat"`` (``[..., 2H]``) or ``"sum"`` (``[..., H]``).
     time_major: ``xs`` and ``ys`` are ``[T, B, ·]`` (default) or ``[B, T, ·]``.
     **scan_kw: passed to both scans (`rnnjax.scan`: ``unroll``, ``backward``
@@ -143,7 +145,8 @@ def stacked(
       ``((cell_f, params_f), (cell_b, params_b))`` pairs.
     xs: ``[T, B, I]`` (or ``[B, T, I]`` with ``time_major=False``).
     carries: optional list of initial carries, one per layer.
-    lengths: ``[B]`` valid lengths, used by every layer.
+    lengths: ``[B]`` valid lengths, used by every layer (`rnnjax.scan`'s
+      rule: padding masked, traced lengths clipped to ``[0, T]``).
     residual: add each layer's input to its output where the sizes agree
       (from the second layer on); a mismatch is an error.
     dropout_rate: dropout on the outputs of every layer but the last

@@ -394,7 +394,9 @@ def parallel_scan(
       ELK form it (``jax.jacfwd``); ``quasi`` and ``quasi-elk`` keep only unit
       j of the j-th JVP, so their iterations hold ``[T, B, S]``, never
       ``[T, B, S, S]``.
-    lengths: ``[B]`` valid lengths, as in `rnnjax.scan`.
+    lengths: ``[B]`` valid lengths, as in `rnnjax.scan` (the same rule: the
+      padding is masked before the cell; concrete lengths outside ``[0, T]``
+      raise, traced ones are clipped).
     reverse: process each sequence backwards inside its length.
     max_iters: the iteration budget (default 100; DEER is exact after T).
     tol: the largest ``|s_t − f(s_{t-1}, x_t)|`` accepted (default 1e-5 in
@@ -430,10 +432,15 @@ def parallel_scan(
     `rnnjax.scan`'s own when it fell back); with ``fallback="none"`` and no
     convergence they treat the last iterate as if it were the fixed point.
 
+    Empty inputs (``T = 0`` or ``B = 0``) give `rnnjax.scan`'s result (the
+    initial carry, unchanged, and empty ``ys``) with ``info.iterations`` 0,
+    ``info.converged`` True and an empty trajectory ``[T, B, ...]``.
+
   Raises:
+    TypeError: inputs `rnnjax.scan` would refuse by dtype.
     ValueError: an unknown ``method`` or ``fallback``, a ``max_iters`` that is
       not a positive int, a ``tol`` that is not positive, or inputs
-      `rnnjax.scan` would refuse.
+      (``xs``, ``params``, ``carry``, ``lengths``) `rnnjax.scan` would refuse.
 
   Examples:
     >>> import jax, jax.numpy as jnp, rnnjax as rj
@@ -461,12 +468,17 @@ def parallel_scan(
   scan_mod.check_params(cell, params, xs.shape[-1], what)
   if carry is None:
     carry = cell.initial_carry((B,), jnp.result_type(xs, *jax.tree.leaves(params)))
+  else:
+    scan_mod.check_carry(cell, params, xs, carry, B, what)
   mask = None
   if lengths is not None:
     lengths = checks.lengths(lengths, T, B, what)
     mask = jnp.arange(T)[:, None] < lengths[None, :]  # [T, B]
+    xs = scan_mod.mask_padding(xs, mask)
+  if T == 0 or B == 0:
+    return _empty(cell, params, xs, carry, lengths, max_iters)
   if reverse:
-    xs = scan_mod.flip(xs, lengths)
+    xs = scan_mod._flip(xs, lengths)
   leaves, tree = jax.tree.flatten(carry)
   prob = _Problem(cell, tree, tuple(tuple(int(n) for n in leaf.shape[1:]) for leaf in leaves))
   s0 = prob.flat(carry)
@@ -521,6 +533,35 @@ def parallel_scan(
     fell_back = jnp.asarray(False)
     out_carry, ys = par_carry, par_ys
   if reverse:
-    ys = scan_mod.flip(ys, lengths)
+    ys = scan_mod._flip(ys, lengths)
   info = ParallelInfo(k, converged, res, hist, bad, fell_back, prob.unflat(traj))
+  return out_carry, ys, info
+
+
+def _empty(
+  cell: Cell,
+  params: Params,
+  xs: Array,
+  carry: Carry,
+  lengths: Array | None,
+  max_iters: int | None,
+) -> tuple[Carry, Array, ParallelInfo]:
+  """``T = 0`` or ``B = 0``: `rnnjax.scan`'s result (the initial carry, empty
+  outputs) in the carry's dtype, with nothing to iterate: converged after 0
+  iterations at residual 0, and an empty trajectory ``[T, B, ...]``."""
+  T = xs.shape[0]
+  out_carry, ys = scan_mod.scan(cell, params, xs, carry, lengths=lengths)
+  out_carry = jax.tree.map(lambda a, c: a.astype(c.dtype), out_carry, carry)
+  dtype = jnp.result_type(*jax.tree.leaves(carry))
+  traj = jax.tree.map(lambda c: jnp.zeros((T, *c.shape), c.dtype), carry)
+  n = 100 if max_iters is None else max_iters
+  info = ParallelInfo(
+    jnp.asarray(0),
+    jnp.asarray(True),
+    jnp.zeros((), dtype),
+    jnp.full((n,), jnp.nan, dtype),
+    jnp.asarray(False),
+    jnp.asarray(False),
+    traj,
+  )
   return out_carry, ys, info

@@ -79,7 +79,12 @@ def scan(
     carry: the initial carry for batch ``B`` (default zeros).
     lengths: optional ``[B]`` ints in ``[0, T]``. Outputs past a length are
       zeros and the returned carry is the carry after each sequence's last
-      valid step.
+      valid step. Inputs past a length (the padding) are replaced by zeros
+      before the cell sees them, so a NaN or Inf there reaches neither a value
+      nor a gradient (``xs``' gradient is zero there). Concrete lengths
+      outside ``[0, T]`` raise; traced ones (under ``jit``) are clipped to
+      ``[0, T]``, or reported under ``jax.experimental.checkify`` with
+      ``errors=checkify.user_checks`` (docs/reliability.md).
     resets: optional ``[T, B]`` bool (``[B, T]`` with ``time_major=False``),
       True where an episode starts, as haiku's ``ResetCore``: ``resets[t, b]``
       restarts sequence b before step t from the cell's initial carry
@@ -135,7 +140,7 @@ def scan(
   Raises:
     TypeError: ``cell`` is not a `rnnjax.Cell`, ``xs`` is not floating
       point, ``lengths`` are not integers, or ``resets`` are not bool.
-    ValueError: a shape, an option or a length does not fit (``kernel="pallas"``
+    ValueError: a shape, an option or a concrete length does not fit (``kernel="pallas"``
       with a cell, ``backward`` or ``resets`` it does not support), or ``params``
       do not fit the cell (a leaf of ``cell.init(key, I)`` is missing or has
       another shape); the message names the argument and the fix.
@@ -183,6 +188,7 @@ def scan(
   if lengths is not None:
     lengths = checks.lengths(lengths, T, B, "rnnjax.scan")
     mask = jnp.arange(T)[:, None] < lengths[None, :]  # [T, B]
+    xs = mask_padding(xs, mask)
   if resets is not None:
     resets = check_resets(resets, T, B, time_major, "rnnjax.scan")
     reset_carry = check_reset_carry(cell, params, xs, carry, reset_carry, B, "rnnjax.scan")
@@ -195,7 +201,7 @@ def scan(
   if T == 0 or B == 0:
     return _empty(cell, params, xs, carry, time_major)
   if reverse:
-    xs = flip(xs, lengths)
+    xs = _flip(xs, lengths)
   if resets is not None:
     resets = processing_resets(resets, mask, lengths, reverse)
 
@@ -214,16 +220,33 @@ def scan(
     carry, ys = _checkpointed(cell, params, xs, carry, mask, unroll, k, resets, reset_carry)
 
   if reverse:
-    ys = flip(ys, lengths)
+    ys = _flip(ys, lengths)
   if not time_major:
     ys = jnp.swapaxes(ys, 0, 1)
   return carry, ys
+
+
+def mask_padding(xs: Array, mask: Array) -> Array:
+  """``xs: [T, B, ...]`` with zeros past each length (``mask: [T, B]``, True on
+  valid steps).
+
+  The first half of the double-``where`` rule: the padding never reaches the
+  cell, so a NaN or Inf there (uninitialised memory, a NaN marker) cannot
+  reach a gradient through ``0 * NaN`` in a step's backward; the kernel's
+  ``where`` on the carry and the outputs is the second half. The gradient of
+  ``xs`` is zero on padding. One select over ``xs``, before the hoisted input
+  projection; not called without ``lengths``.
+  """
+  return jnp.where(xla_kernel.rows(mask, xs), xs, jnp.zeros((), xs.dtype))
 
 
 def flip(xs: Array, lengths: Array | None = None) -> Array:
   """Reverse ``xs: [T, B, ...]`` in time, each sequence inside its length.
 
   Positions past a length stay where they are. The map is its own inverse.
+  ``lengths`` follow `rnnjax.scan`'s rule: outside ``[0, T]`` they raise when
+  concrete and are clipped to ``[0, T]`` under ``jit`` (a length above T
+  flips the whole sequence, a negative one leaves it in place).
 
   Args:
     xs: ``[T, B, ...]``.
@@ -232,12 +255,30 @@ def flip(xs: Array, lengths: Array | None = None) -> Array:
   Returns:
     The flipped ``[T, B, ...]`` array.
 
+  Raises:
+    TypeError: ``lengths`` are not integers.
+    ValueError: ``lengths`` given with ``xs`` of rank below 2, ``lengths`` not
+      of shape ``[B]``, or concrete ``lengths`` outside ``[0, T]``.
+
   Examples:
     >>> import jax.numpy as jnp, rnnjax as rj
     >>> xs = jnp.arange(4.0).reshape(4, 1, 1) * jnp.ones((1, 2, 1))
     >>> rj.flip(xs, jnp.array([4, 2]))[:, :, 0].T.tolist()
     [[3.0, 2.0, 1.0, 0.0], [1.0, 0.0, 2.0, 3.0]]
   """
+  if lengths is None:
+    return xs[::-1]
+  if jnp.ndim(xs) < 2:
+    raise ValueError(
+      f"rnnjax.flip: with lengths, xs must be [T, B, ...] (rank >= 2), got shape "
+      f"{tuple(jnp.shape(xs))}; add a batch axis (xs[:, None]) and one length per sequence"
+    )
+  T, B = jnp.shape(xs)[:2]
+  return _flip(xs, checks.lengths(lengths, T, B, "rnnjax.flip"))
+
+
+def _flip(xs: Array, lengths: Array | None) -> Array:
+  """`flip` for lengths already checked (and clipped) by ``checks.lengths``."""
   if lengths is None:
     return xs[::-1]
   T = xs.shape[0]
@@ -412,7 +453,10 @@ def check_params(cell: Cell, params: Params, input_size: int, what: str) -> None
   want = {_path(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(expected)[0]}
   got = {_path(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
   got_type, want_type = type(params).__name__, type(expected).__name__
-  fix = f"pass params from cell.init(key, {input_size}) of this same cell"
+  fix = (
+    f"pass params from cell.init(key, {input_size}) of this same cell ({input_size} is the "
+    f"feature size of xs, its last axis)"
+  )
   for path, w in want.items():
     if path not in got:
       raise ValueError(
