@@ -64,7 +64,9 @@ OTHER = {"lstm": "gru", "gru": "elman", "elman": "lstm", "custom": "lstm"}
 
 @cache
 def _params(name, i=I):
-  return f64(CELLS[name].init(jax.random.key(0), i))
+  # Concrete even when first asked for inside a jitted probe: a cached tracer would leak.
+  with jax.ensure_compile_time_eval():
+    return f64(CELLS[name].init(jax.random.key(0), i))
 
 
 def _xs(t=T, b=B, i=I, dtype=jnp.float64):
@@ -139,6 +141,8 @@ def _bad_call(fn, name, bad, t, b):
   xs = _xs(t, b)
   cell = CELLS[name]
   carry = cell.initial_carry((b,), jnp.float64)
+  if bad == "rank 2" and fn == "nnx.RNN":  # flax's [T, I] is valid there; rank 1 is not
+    return partial(f, name, xs[:, 0, 0]), ["inputs", "rank 1", "[T, I]"]
   if bad == "rank 2":
     return partial(f, name, xs[:, 0]), ["xs", "rank 3"]
   if bad == "rank 4":
@@ -178,6 +182,8 @@ def _bad_call(fn, name, bad, t, b):
 
 
 def _applies(fn, bad):
+  if fn == "nnx.RNN" and bad in ("rank 4", "int dtype"):
+    return False  # flax's conventions: [*batch, T, I] with any batch axes; ints promoted
   if fn in ("parallel_scan", "nnx.RNN", "stacked", "bidirectional") and bad.startswith("resets"):
     return fn in ("stacked", "bidirectional")  # they pass resets on to rj.scan
   return not (fn == "nnx.RNN" and bad == "params of another cell")
