@@ -239,6 +239,37 @@ def test_a_step_that_returns_integers_or_a_wrong_y():
   ):
     _traced(_tiny(one_row), B=3)
 
+
+@pytest.mark.parametrize("backward", ["bptt", "autodiff"])
+def test_a_step_that_changes_the_carry_dtype_gets_rnnjax_error(backward):
+  """Not lax.scan's "carry input and carry output must have equal types": the leaf, both
+  dtypes and the fix (issue 20)."""
+
+  def half_carry(p, h, x):
+    h, _ = _tiny_step(p, h, x)
+    return h.astype(jnp.float16), h
+
+  with pytest.raises(
+    TypeError,
+    match=r"'tiny'.*returned the carry leaf <root> as \(2, 4\) float16, but it was given "
+    r"\(2, 4\) float32: .*keep each carry leaf's dtype \(float32 here, not float16\).*"
+    r"astype",
+  ):
+    _traced(_tiny(half_carry), backward=backward)
+
+
+def test_a_step_returning_y_of_rank_3_is_refused_by_scan():
+  """``y: [B, O, 2]`` for a ``[B, H]`` carry used to run through rj.scan (issue 20)."""
+
+  def rank3(p, h, x):
+    h, _ = _tiny_step(p, h, x)
+    return h, jnp.stack([h, h], -1)
+
+  with pytest.raises(
+    ValueError, match=r"'tiny'.*returned y of shape \(2, 4, 2\) \(rank 3\).*one vector per"
+  ):
+    _traced(_tiny(rank3))
+
   def wide_y(p, h, x):
     h, _ = _tiny_step(p, h, x)
     return h, jnp.concatenate([h, h], -1)

@@ -685,6 +685,13 @@ def _check_step(
         f"{call} returned the carry leaf {_path(p)} as {_leaf(leaf)}, given {_leaf(old)}; "
         f"every carry leaf must stay a floating array (cast it to the given carry's dtype)"
       )
+    if _dtype(old) is not None and _dtype(leaf) != _dtype(old):
+      raise TypeError(
+        f"{call} returned the carry leaf {_path(p)} as {_leaf(leaf)}, but it was given "
+        f"{_leaf(old)}: a step must keep each carry leaf's dtype ({_dtype(old)} here, not "
+        f"{_dtype(leaf)}), which lax.scan needs; cast it back (new.astype(old.dtype)) or "
+        f"compute in the carry's dtype"
+      )
     if _shape(leaf) != _shape(old):
       shape = _shape(leaf)
       given = (
@@ -711,7 +718,14 @@ def _check_step(
       f"{call} returned y of shape {_shape(y)} for the carry {_describe(carry)}, of batch "
       f"shape {batch}; y must have the carry's batch shape in front: {(*batch, hidden)}"
     )
-  if len(_shape(y)) == n + 1 and _shape(y)[-1] != hidden:
+  if len(_shape(y)) != n + 1:
+    raise ValueError(
+      f"{call} returned y of shape {_shape(y)} (rank {len(_shape(y))}) for the carry "
+      f"{_describe(carry)}, of batch shape {batch}; y must be one vector per example, "
+      f"[*batch_shape, O] = {(*batch, hidden)}: flatten the extra axes "
+      f"(y.reshape(*batch_shape, -1))"
+    )
+  if _shape(y)[-1] != hidden:
     raise ValueError(
       f"{call} returned y of shape {_shape(y)}, of size {_shape(y)[-1]}, but the cell's "
       f"output size (what a stacked layer above it sees) is {hidden}; pass "
