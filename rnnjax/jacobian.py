@@ -376,7 +376,7 @@ def gradient_norms_vs_lag(
   S = cell.state_size
   dtype = _dtype(xs, params)
   if dL_dsT is None:
-    H = cell.hidden_size
+    H = int(jnp.size(jax.tree.leaves(carry)[0]))  # h, the carry's first leaf (not O)
     dL_dsT = jnp.concatenate([jnp.ones(H), jnp.zeros(S - H)]).astype(dtype) / math.sqrt(H)
 
   def run(eps: Array) -> Array:  # s_t + eps_t: ∂L/∂eps_t = ∂L/∂s_t

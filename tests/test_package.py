@@ -192,3 +192,34 @@ def test_py_typed_is_shipped():
   tomllib = pytest.importorskip("tomllib")  # Python 3.11+
   config = tomllib.loads((ROOT / "pyproject.toml").read_text())
   assert "py.typed" in config["tool"]["setuptools"]["package-data"]["rnnjax"]
+
+
+def test_pip_install_brings_jax_and_numpy_only():
+  """Packaging like optax: the applications' and flax's dependencies are extras, and the
+  test extra brings both so that `make test` runs the whole suite."""
+  tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+  project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+  def names(reqs):
+    return {r.split(";")[0].split("[")[0].split(">")[0].split("=")[0].strip() for r in reqs}
+
+  assert names(project["dependencies"]) == {"jax", "jaxlib", "numpy"}
+  extras = project["optional-dependencies"]
+  assert {"optax", "orbax-checkpoint", "tqdm", "matplotlib"} <= names(extras["apps"])
+  assert names(extras["flax"]) == {"flax"}
+  assert "rnnjax[apps,flax]" in extras["test"]
+  makefile = (ROOT / "Makefile").read_text()
+  assert "pip install -q -e '.[apps]'" in makefile and "pip install -q -e '.[test]'" in makefile
+
+
+def test_apps_without_their_extra_fail_with_one_line_naming_it(monkeypatch):
+  monkeypatch.delitem(sys.modules, "rnnjax.apps", raising=False)
+  monkeypatch.setitem(sys.modules, "optax", None)  # as if not installed
+  monkeypatch.setitem(sys.modules, "tqdm", None)
+  with pytest.raises(ImportError) as e:
+    importlib.import_module("rnnjax.apps")
+  assert str(e.value) == (
+    "rnnjax.apps needs optax, tqdm, which the core does not install: "
+    "pip install 'rnnjax[apps]'"
+  )
+  assert e.value.__cause__ is None and e.value.__suppress_context__

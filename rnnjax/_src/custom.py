@@ -137,7 +137,10 @@ def custom_cell(
     initial_carry: ``initial_carry(batch_shape, dtype) -> carry`` (zeros).
     name: shown in the cell's repr and in error messages.
     output_size: O, the size of ``y`` (what the next stacked layer sees);
-      default the last axis of the carry's first leaf (``h``).
+      default found by ``jax.eval_shape`` of the three functions (``step`` on
+      ``init(key, 1)``, ``initial_carry((1,))`` and ``x: [1, 1]``; no compute),
+      or, where that does not trace, the last axis of the carry's first leaf.
+      Pass it for a cell whose ``y`` has another size at other input sizes.
     project: hint: the part of the step that does not read the carry,
       ``zx = project(params, x)`` (e.g. ``x @ w_x + b``). `rnnjax.scan` then
       computes it for all ``T·B`` rows in one matmul, and its gradient
@@ -272,7 +275,9 @@ def build(
   leaves = jax.tree.leaves(unbatched)
   state_size = sum(int(leaf.shape[-1]) if leaf.ndim else 1 for leaf in leaves)
   first = leaves[0]
-  hidden = output_size if output_size is not None else (int(first.shape[-1]) if first.ndim else 1)
+  hidden = output_size if output_size is not None else _output_size(init, step, initial_carry)
+  if hidden is None:
+    hidden = int(first.shape[-1]) if first.ndim else 1
 
   def checked_init(key: Array, input_size: int) -> Params:
     checks.prng_key(key, what + ".init")
@@ -635,6 +640,28 @@ def _check_params(what: str, params: Params, input_size: int) -> None:
       f"array, which gradients and dtype casts apply to: cast it (jnp.asarray(v, "
       f"jnp.float32)), or keep integer settings out of params, in the step's closure"
     )
+
+
+def _output_size(init: InitFn, step: StepFn, initial_carry: InitialCarryFn) -> int | None:
+  """O, the size of ``y``, by ``jax.eval_shape`` of the three functions (no compute):
+  ``step(init(key, 1), initial_carry((1,)), x: [1, 1])``. None when that does not
+  trace or ``y`` is not ``[1, O]`` (the step's own checks then report it where it runs)."""
+
+  def one_step() -> Any:
+    params = init(jax.random.key(0), 1)
+    return step(params, initial_carry((1,), jnp.float32), jnp.zeros((1, 1), jnp.float32))
+
+  try:
+    out = jax.eval_shape(one_step)
+  except Exception:  # e.g. a cell needing another input size: the carry's first leaf
+    return None
+  if not isinstance(out, (tuple, list)) or len(out) != 2:
+    return None
+  y = out[1]
+  shape = getattr(y, "shape", None)
+  if shape is None or len(shape) != 2 or shape[0] != 1:
+    return None
+  return int(shape[1])
 
 
 def _batch_shape(carry: Carry, unbatched: Any) -> tuple[int, ...] | None:

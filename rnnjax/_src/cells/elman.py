@@ -140,6 +140,7 @@ def elman(
     step,
     initial_carry,
     name="elman",
+    output_size=H,
     what=what,
     project=project,
     backward=LocalBackward(forward, backward, recurrent_grads),

@@ -219,6 +219,7 @@ def gru(
     step,
     initial_carry,
     name="gru",
+    output_size=H,
     what=what,
     project=project,
     backward=LocalBackward(forward, backward, recurrent_grads),

@@ -189,6 +189,7 @@ def lstm(
     base.step_from(project, forward),
     initial_carry,
     name="lstm",
+    output_size=H,
     what=what,
     project=project,
     backward=LocalBackward(forward, backward, recurrent_grads),
