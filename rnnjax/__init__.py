@@ -11,7 +11,9 @@ command) live in `rnnjax.apps`, and nothing here imports from there.
   `init_stacked`, `dropout`, `embedding`.
 * Modules: `rnnjax.init` (initialisers), `rnnjax.jacobian` (gradient-flow
   measurements), `rnnjax.tbptt` (truncated BPTT), `rnnjax.tasks` (synthetic
-  long-range tasks), `rnnjax.interop` (weights from PyTorch and flax).
+  long-range tasks), `rnnjax.interop` (weights from PyTorch and flax),
+  `rnnjax.reference` (the lecture's formulas, literally), `rnnjax.host`
+  (process-wide switches of the CPU runtime).
 
 The implementation lives in the private ``rnnjax._src``; import from here.
 Shapes use ``T`` time, ``B`` batch, ``I`` input, ``H`` hidden, ``S`` flattened
@@ -23,9 +25,10 @@ from rnnjax import interop as interop
 from rnnjax import jacobian as jacobian
 from rnnjax import tasks as tasks
 from rnnjax import tbptt as tbptt
+from rnnjax import host as host
+from rnnjax import reference as reference
 from rnnjax._src.activations import Activation as Activation
 from rnnjax._src.bptt import bptt_scan as bptt_scan
-from rnnjax._src.bptt import reference_elman_grads as reference_elman_grads
 from rnnjax._src.cells.base import Cell as Cell
 from rnnjax._src.cells.conv_lstm import ConvLSTMParams as ConvLSTMParams
 from rnnjax._src.cells.conv_lstm import conv_lstm as conv_lstm
@@ -72,7 +75,8 @@ from rnnjax._src.check import check_cell as check_cell
 from rnnjax._src.custom import LocalBackward as LocalBackward
 from rnnjax._src.custom import RecurrentMatmul as RecurrentMatmul
 from rnnjax._src.custom import custom_cell as custom_cell
-from rnnjax._src.host import tune_host_allocator as tune_host_allocator
+from rnnjax._src.deprecated import reference_elman_grads as reference_elman_grads
+from rnnjax._src.deprecated import tune_host_allocator as tune_host_allocator
 from rnnjax._src.layers import Embedding as Embedding
 from rnnjax._src.layers import EmbeddingParams as EmbeddingParams
 from rnnjax._src.layers import bidirectional as bidirectional
@@ -149,6 +153,7 @@ __all__ = [
   "gru",
   "hmlstm",
   "hmlstm_output",
+  "host",
   "indrnn",
   "init",
   "init_hmlstm_output",
@@ -167,7 +172,7 @@ __all__ = [
   "orthogonal_rnn",
   "parallel_scan",
   "peephole_lstm",
-  "reference_elman_grads",
+  "reference",
   "register_cell",
   "scan",
   "set_slope",
@@ -176,7 +181,6 @@ __all__ = [
   "stacked_step",
   "tasks",
   "tbptt",
-  "tune_host_allocator",
   "weight_drop",
   "zoneout",
   "zoneout_inputs",

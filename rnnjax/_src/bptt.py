@@ -315,7 +315,7 @@ def reference_elman_grads(
     >>> xs, dys = jax.random.normal(jax.random.key(1), (4, 2)), jnp.ones((4, 3))
     >>> loss = lambda p: jnp.sum(rj.scan(cell, p, xs[:, None])[1][:, 0] * dys)
     >>> want = jax.grad(loss)(params)
-    >>> got = rj.reference_elman_grads(params, xs, jnp.zeros(3), dys)
+    >>> got = rj.reference.reference_elman_grads(params, xs, jnp.zeros(3), dys)
     >>> all(bool(jnp.allclose(g, w, atol=1e-5)) for g, w in zip(got, want))
     True
   """
