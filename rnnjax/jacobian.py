@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from rnnjax._src import checks
+from rnnjax._src import checks, state
 from rnnjax._src.activations import Activation
 from rnnjax._src.cells.base import Cell
 from rnnjax._src.typing import Array, Carry, Params
@@ -80,8 +80,7 @@ def flatten_state(cell: Cell, carry: Carry) -> Array:
     ``s: [..., S]``, the leaves concatenated in order (``[h; c]`` for the
     LSTM).
   """
-  leaves = jax.tree.leaves(carry)
-  return leaves[0] if len(leaves) == 1 else jnp.concatenate(leaves, axis=-1)
+  return state.flatten(carry)
 
 
 def unflatten_state(cell: Cell, s: Array, like: Carry) -> Carry:
@@ -95,9 +94,7 @@ def unflatten_state(cell: Cell, s: Array, like: Carry) -> Carry:
   Returns:
     A carry of the structure of ``like``.
   """
-  leaves, tree = jax.tree.flatten(like)
-  sizes = np.cumsum([l.shape[-1] for l in leaves])[:-1]
-  return jax.tree.unflatten(tree, jnp.split(s, sizes, axis=-1))
+  return state.unflatten(s, like)
 
 
 def _check(

@@ -219,11 +219,9 @@ def test_apps_without_their_extra_fail_with_one_line_naming_it(monkeypatch):
   with pytest.raises(ImportError) as e:
     importlib.import_module("rnnjax.apps")
   assert str(e.value) == (
-    "rnnjax.apps needs optax, tqdm, which the core does not install: "
-    "pip install 'rnnjax[apps]'"
+    "rnnjax.apps needs optax, tqdm, which the core does not install: pip install 'rnnjax[apps]'"
   )
   assert e.value.__cause__ is None and e.value.__suppress_context__
-
 
 
 @pytest.mark.parametrize(

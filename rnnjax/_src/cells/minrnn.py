@@ -147,7 +147,14 @@ def mingru(hidden_size: int, *, param_dtype: DType = jnp.float32) -> base.Cell:
     return update(params, h, _project(params, x))
 
   return build(
-    init, step, _zeros(H, what), name="mingru", what=what, output_size=H, project=_project, update=update
+    init,
+    step,
+    _zeros(H, what),
+    name="mingru",
+    what=what,
+    output_size=H,
+    project=_project,
+    update=update,
   )
 
 
@@ -240,7 +247,14 @@ def minlstm(hidden_size: int, *, param_dtype: DType = jnp.float32) -> base.Cell:
     return update(params, h, _project(params, x))
 
   return build(
-    init, step, _zeros(H, what), name="minlstm", what=what, output_size=H, project=_project, update=update
+    init,
+    step,
+    _zeros(H, what),
+    name="minlstm",
+    what=what,
+    output_size=H,
+    project=_project,
+    update=update,
   )
 
 
