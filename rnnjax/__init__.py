@@ -69,14 +69,19 @@ from rnnjax._src.cells.zoo import lstm_projected as lstm_projected
 from rnnjax._src.cells.zoo import mgu as mgu
 from rnnjax._src.cells.zoo import orthogonal_rnn as orthogonal_rnn
 from rnnjax._src.cells.zoo import peephole_lstm as peephole_lstm
-from rnnjax._src.check import CellCheck as CellCheck
-from rnnjax._src.check import CellCheckError as CellCheckError
-from rnnjax._src.check import check_cell as check_cell
-from rnnjax._src.custom import LocalBackward as LocalBackward
-from rnnjax._src.custom import RecurrentMatmul as RecurrentMatmul
+from rnnjax._src.conformance import CellCheck as CellCheck
+from rnnjax._src.conformance import CellCheckError as CellCheckError
+from rnnjax._src.conformance import check_cell as check_cell
 from rnnjax._src.custom import custom_cell as custom_cell
 from rnnjax._src.deprecated import reference_elman_grads as reference_elman_grads
 from rnnjax._src.deprecated import tune_host_allocator as tune_host_allocator
+from rnnjax._src.hints import BackwardRows as BackwardRows
+from rnnjax._src.hints import BackwardStep as BackwardStep
+from rnnjax._src.hints import ClosedJacobian as ClosedJacobian
+from rnnjax._src.hints import LocalBackward as LocalBackward
+from rnnjax._src.hints import MatmulStep as MatmulStep
+from rnnjax._src.hints import ProjectedStep as ProjectedStep
+from rnnjax._src.hints import RecurrentMatmul as RecurrentMatmul
 from rnnjax._src.layers import Embedding as Embedding
 from rnnjax._src.layers import EmbeddingParams as EmbeddingParams
 from rnnjax._src.layers import bidirectional as bidirectional
@@ -107,11 +112,14 @@ __version__ = "0.1.0"
 __all__ = [
   "Activation",
   "Array",
+  "BackwardRows",
+  "BackwardStep",
   "CIFGParams",
   "Carry",
   "Cell",
   "CellCheck",
   "CellCheckError",
+  "ClosedJacobian",
   "ConvLSTMParams",
   "ElmanParams",
   "Embedding",
@@ -129,12 +137,14 @@ __all__ = [
   "LayerNormLSTMParams",
   "LocalBackward",
   "MGUParams",
+  "MatmulStep",
   "MinGRUParams",
   "MinLSTMParams",
   "OrthogonalRNNParams",
   "ParallelInfo",
   "Params",
   "PeepholeLSTMParams",
+  "ProjectedStep",
   "PyTree",
   "RecurrentMatmul",
   "SlopeAnnealing",

@@ -37,6 +37,7 @@ from jax import lax
 
 from rnnjax._src import checks, state
 from rnnjax._src.activations import Activation
+from rnnjax._src.cells import base
 from rnnjax._src.cells.base import Cell
 from rnnjax._src.typing import Array, Carry, Params
 
@@ -108,10 +109,10 @@ def _check(
       f"{what}: xs must be one sequence [T, I], got shape {tuple(xs.shape)}; "
       f"use jax.vmap over the batch axis (in_axes=1)"
     )
-  w_x = getattr(params, "w_x", None)  # cells with an affine input projection
-  if w_x is not None and xs.shape[-1] != w_x.shape[0]:
+  input_size = base.input_size(cell, params, what)  # declared by the cell, or None
+  if input_size is not None and xs.shape[-1] != input_size:
     raise ValueError(
-      f"{what}: xs has feature size {xs.shape[-1]} but params expect input_size {w_x.shape[0]}"
+      f"{what}: xs has feature size {xs.shape[-1]} but params expect input_size {input_size}"
     )
   if xs.shape[0] < 1:
     raise ValueError(f"{what}: xs has no steps (T=0)")
@@ -278,7 +279,8 @@ def lecture_bound(cell: Cell, params: Params, xs: Array, carry: Carry | None = N
   prevs, final = trajectory(cell, params, xs, carry)
   hs = jnp.concatenate([prevs[1:], final[None]])  # h_t, t = 1..T
   fprime = act.grad_from_output(hs)  # f'(z_t) from h_t
-  return jnp.max(jnp.abs(fprime), axis=-1) * jnp.linalg.norm(params.w_h, ord=2)
+  W = base.recurrent_weight(cell, params, "rnnjax.jacobian.lecture_bound")
+  return jnp.max(jnp.abs(fprime), axis=-1) * jnp.linalg.norm(W, ord=2)
 
 
 class PascanuConditions(NamedTuple):
@@ -328,7 +330,8 @@ def pascanu_conditions(cell: Cell, params: Params) -> PascanuConditions:
     (1.0, False, False)
   """
   act = _activation(cell, "rnnjax.jacobian.pascanu_conditions")
-  sigma = float(jnp.linalg.norm(params.w_h, ord=2))
+  W = base.recurrent_weight(cell, params, "rnnjax.jacobian.pascanu_conditions")
+  sigma = float(jnp.linalg.norm(W, ord=2))
   threshold = 1 / act.gamma
   return PascanuConditions(
     sigma,
@@ -726,6 +729,7 @@ def lyapunov_spectrum(
   key = jax.random.key(0) if key is None else key
   state_jacobian = _state_jacobian(cell)
   act = cell.activation
+  W = None if act is None else base.recurrent_weight(cell, params, "lyapunov_spectrum")
   Q0, _ = jnp.linalg.qr(jax.random.normal(key, (S, k), dtype))
 
   # The tangent basis Z is carried as columns [S, k] by the reference and as
@@ -746,7 +750,7 @@ def lyapunov_spectrum(
       new, _ = cell.step(params, c, x)
       if act is not None:  # J_tᵀ = w_h diag(f'(z_t)): no [S, S] matrix
         fprime = act.grad_from_output(flatten_state(cell, new))  # [S]
-        return new, (Z @ params.w_h) * fprime[None, :]  # (J_t Z)ᵀ = Zᵀ J_tᵀ: [k, S]
+        return new, (Z @ W) * fprime[None, :]  # (J_t Z)ᵀ = Zᵀ J_tᵀ: [k, S]
       return new, Z @ state_jacobian(params, c, x).T  # (J_t Z)ᵀ = Zᵀ J_tᵀ
 
     def factor(Z: Array, end: Array) -> tuple[Array, Array]:  # Z: rows [k, S]

@@ -92,7 +92,7 @@ def _check_rules_cover_params(cell: Cell, params: Params, carry0: Carry, zx: Arr
   read = dataflow.params_read(cell.fast_step, params, carry, zx_t)
   _, res = jax.eval_shape(cell.fast_step, params, carry, zx_t)
   _, _, rows, dleaves = jax.eval_shape(
-    lambda p, c, r: cell.backward_step(p, c, c, r, cell.add_output_grad(c, _output(cell, c, r))),
+    lambda p, c, r: cell.backward_step(p, c, c, r, (c, _output(cell, c, r))),
     params,
     carry,
     res,
@@ -211,7 +211,7 @@ def _bwd(
   treedef = jax.tree.structure(params)
 
   def local(prev: Carry, cur: Carry, r: Any, d: Carry, dy: Array) -> Any:
-    return cell.backward_step(params, prev, cur, r, cell.add_output_grad(d, dy))
+    return cell.backward_step(params, prev, cur, r, (d, dy))
 
   one = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), (prevs, carries, res))
   dleaves0 = jax.eval_shape(local, *one, dataflow.abstract(dcarry_T), _one_step(dys))[3]
@@ -225,7 +225,7 @@ def _bwd(
       d_in = kernel.hold(m, d, jax.tree.map(jnp.zeros_like, d))
       dy_in = jnp.where(m[:, None], dy, jnp.zeros((), dy.dtype))
     d_prev, dzx, rows, dleaves = local(prev, cur, r, d_in, dy_in)
-    same = rows is dzx
+    same = cell.compiled.rows_are_dzx  # declared: the rows for recurrent_grads are dzx
     if m is not None:  # padding: pass ∂L/∂carry through, no gradient from the step
       d_prev = kernel.hold(m, d_prev, d)
       dzx = jnp.where(m[:, None], dzx, jnp.zeros((), dzx.dtype))

@@ -235,7 +235,7 @@ GRU_BEFORE, GRU_AFTER = _gru(False), _gru(True)
 
 
 @functools.lru_cache(maxsize=16)
-def _elman(act: Activation) -> Rule:
+def elman_rule(act: Activation) -> Rule:
   """The Elman RNN's rule, ``h_t = f(zx_t + h_{t-1} w_h)``."""
 
   def forward(
@@ -262,20 +262,10 @@ def _elman(act: Activation) -> Rule:
 
 
 def rule_for(cell: Cell) -> Rule | None:
-  """The kernels' rule for a built-in ``cell``, or None for any other.
-
-  The cells are told apart by the name their factory gives them (a `Cell`'s
-  functions are opaque closures); the caller has already checked the params'
-  shapes against ``cell.init``.
-  """
-  options = dict(cell.options)
-  if cell.name == "lstm" and cell.gates == 4:
-    return LSTM
-  if cell.name == "gru" and cell.gates == 3:
-    return GRU_AFTER if options.get("reset") == "after" else GRU_BEFORE
-  if cell.name == "elman" and cell.activation is not None:
-    return _elman(cell.activation)
-  return None
+  """The kernels' rule for ``cell``: the one its factory declared in its compiled
+  form (`rnnjax.elman`, `rnnjax.gru` and `rnnjax.lstm` do), or None."""
+  rule = cell.compiled.pallas
+  return rule if isinstance(rule, Rule) else None
 
 
 # ----------------------------------------------------------------- the kernels

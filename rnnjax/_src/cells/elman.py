@@ -29,7 +29,9 @@ from rnnjax import init as inits
 from rnnjax._src import checks
 from rnnjax._src.activations import ACTIVATIONS
 from rnnjax._src.cells import base
-from rnnjax._src.custom import LocalBackward, build
+from rnnjax._src import pallas_rnn
+from rnnjax._src.custom import build
+from rnnjax._src.hints import BackwardRows, ClosedJacobian
 from rnnjax._src.typing import Array, DType
 
 
@@ -135,15 +137,20 @@ def elman(
     h_new, _ = step(params, h, x)
     return fprime(h_new)[:, None] * params.w_h.T  # diag(f'(z)) W
 
-  cell = build(
+  return build(
     init,
     step,
     initial_carry,
     name="elman",
     output_size=H,
     what=what,
-    project=project,
-    backward=LocalBackward(forward, backward, recurrent_grads),
-    state_jacobian=state_jacobian,
+    fast=BackwardRows(forward, backward, recurrent_grads, project, rows_are_dzx=True),
+    jacobian=ClosedJacobian(state_jacobian),
+    options=(("activation", activation),),
+    dtype=dtype,
+    activation=act,
+    recurrent_weight="w_h",
+    input_weight="w_x",
+    pallas=pallas_rnn.elman_rule(act),
+    gates=1,
   )
-  return cell._replace(options=(("activation", activation),), dtype=dtype, activation=act)

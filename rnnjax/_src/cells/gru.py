@@ -33,7 +33,9 @@ import jax.numpy as jnp
 from rnnjax import init as inits
 from rnnjax._src import checks
 from rnnjax._src.cells import base
-from rnnjax._src.custom import LocalBackward, build
+from rnnjax._src import pallas_rnn
+from rnnjax._src.custom import build
+from rnnjax._src.hints import BackwardRows, ClosedJacobian
 from rnnjax._src.typing import Array, DType
 
 Residuals = tuple[Array, Array, Array, Array | None]
@@ -214,15 +216,20 @@ def gru(
     dn = (1 - n * n)[:, None] * dn_pre
     return jnp.diag(z) + (h - n)[:, None] * dz + (1 - z)[:, None] * dn
 
-  cell = build(
+  return build(
     init,
     step,
     initial_carry,
     name="gru",
     output_size=H,
     what=what,
-    project=project,
-    backward=LocalBackward(forward, backward, recurrent_grads),
-    state_jacobian=state_jacobian,
+    fast=BackwardRows(forward, backward, recurrent_grads, project, rows_are_dzx=not after),
+    jacobian=ClosedJacobian(state_jacobian),
+    options=(("reset", reset),),
+    dtype=dtype,
+    activation=None,
+    recurrent_weight="w_h",
+    input_weight="w_x",
+    pallas=pallas_rnn.GRU_AFTER if after else pallas_rnn.GRU_BEFORE,
+    gates=3,
   )
-  return cell._replace(gates=3, options=(("reset", reset),), dtype=dtype)

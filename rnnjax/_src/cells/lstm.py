@@ -32,7 +32,9 @@ import jax.numpy as jnp
 from rnnjax import init as inits
 from rnnjax._src import checks
 from rnnjax._src.cells import base
-from rnnjax._src.custom import LocalBackward, build
+from rnnjax._src import pallas_rnn
+from rnnjax._src.custom import build
+from rnnjax._src.hints import BackwardRows, ClosedJacobian
 from rnnjax._src.typing import Array, DType
 
 
@@ -184,18 +186,23 @@ def lstm(
     dh_dc = (o * (1 - tc * tc))[:, None] * dc_dc
     return jnp.block([[dh_dh, dh_dc], [dc_dh, dc_dc]])
 
-  cell = build(
+  options = (
+    (("forget_bias", forget_bias),) if chrono_t_max is None else (("chrono_t_max", chrono_t_max),)
+  )
+  return build(
     init,
     base.step_from(project, forward),
     initial_carry,
     name="lstm",
     output_size=H,
     what=what,
-    project=project,
-    backward=LocalBackward(forward, backward, recurrent_grads),
-    state_jacobian=state_jacobian,
+    fast=BackwardRows(forward, backward, recurrent_grads, project, rows_are_dzx=True),
+    jacobian=ClosedJacobian(state_jacobian),
+    options=options,
+    dtype=dtype,
+    activation=None,
+    recurrent_weight="w_h",
+    input_weight="w_x",
+    pallas=pallas_rnn.LSTM,
+    gates=4,
   )
-  options = (
-    (("forget_bias", forget_bias),) if chrono_t_max is None else (("chrono_t_max", chrono_t_max),)
-  )
-  return cell._replace(gates=4, options=options, dtype=dtype)

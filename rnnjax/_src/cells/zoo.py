@@ -201,7 +201,7 @@ def mgu(hidden_size: int, *, param_dtype: DType = jnp.float32) -> base.Cell:
     new = ((1.0 - f) * n + f * h).astype(h.dtype)
     return new, new
 
-  return custom_cell(init, step, _zeros(H, what), name="mgu")
+  return custom_cell(init, step, _zeros(H, what), name="mgu", input_weight="w_x")
 
 
 # ----------------------------------------------------------------- IndRNN
@@ -301,7 +301,7 @@ def indrnn(
     new = fn(_affine(x, params.w_x, params.b) + _row(u, h) * h).astype(h.dtype)
     return new, new
 
-  cell = custom_cell(init, step, _zeros(H, what), name="indrnn")
+  cell = custom_cell(init, step, _zeros(H, what), name="indrnn", input_weight="w_x")
   return cell._replace(options=(("activation", activation), ("recurrent_max", recurrent_max)))
 
 
@@ -388,7 +388,9 @@ def peephole_lstm(
     h_new = (o * jnp.tanh(c_new)).astype(h.dtype)
     return LSTMCarry(h_new, c_new.astype(c.dtype)), h_new
 
-  cell = custom_cell(init, step, _lstm_zeros(H, what), name="peephole_lstm", output_size=H)
+  cell = custom_cell(
+    init, step, _lstm_zeros(H, what), name="peephole_lstm", input_weight="w_x", output_size=H
+  )
   return cell._replace(options=(("forget_bias", forget_bias),))
 
 
@@ -462,7 +464,9 @@ def cifg_lstm(
     h_new = (o * jnp.tanh(c_new)).astype(h.dtype)
     return LSTMCarry(h_new, c_new.astype(c.dtype)), h_new
 
-  cell = custom_cell(init, step, _lstm_zeros(H, what), name="cifg_lstm", output_size=H)
+  cell = custom_cell(
+    init, step, _lstm_zeros(H, what), name="cifg_lstm", input_weight="w_x", output_size=H
+  )
   return cell._replace(options=(("forget_bias", forget_bias),))
 
 
@@ -551,7 +555,9 @@ def lstm_projected(
     h_new = ((o * jnp.tanh(c_new)) @ params.w_r).astype(h.dtype)  # [..., P]
     return LSTMCarry(h_new, c_new.astype(c.dtype)), h_new
 
-  cell = custom_cell(init, step, _lstm_zeros(H, what, P), name="lstm_projected", output_size=P)
+  cell = custom_cell(
+    init, step, _lstm_zeros(H, what, P), name="lstm_projected", input_weight="w_x", output_size=P
+  )
   # the repr shows hidden_size = P (what the next layer sees) and the cell state's H
   return cell._replace(options=(("cell_size", H), ("forget_bias", forget_bias)))
 
@@ -659,7 +665,9 @@ def layer_norm_lstm(
     h_new = (o * jnp.tanh(_layer_norm(c_new, params.g_c, params.b_c, eps))).astype(h.dtype)
     return LSTMCarry(h_new, c_new.astype(c.dtype)), h_new
 
-  cell = custom_cell(init, step, _lstm_zeros(H, what), name="layer_norm_lstm", output_size=H)
+  cell = custom_cell(
+    init, step, _lstm_zeros(H, what), name="layer_norm_lstm", input_weight="w_x", output_size=H
+  )
   return cell._replace(options=(("eps", eps), ("forget_bias", forget_bias)))
 
 
@@ -751,7 +759,7 @@ def layer_norm_gru(
     new = (z * h + (1.0 - z) * n).astype(h.dtype)
     return new, new
 
-  cell = custom_cell(init, step, _zeros(H, what), name="layer_norm_gru")
+  cell = custom_cell(init, step, _zeros(H, what), name="layer_norm_gru", input_weight="w_x")
   return cell._replace(options=(("eps", eps),))
 
 
@@ -840,5 +848,5 @@ def orthogonal_rnn(
     new = fn(_affine(x, params.w_x, params.b) + h @ W).astype(h.dtype)
     return new, new
 
-  cell = custom_cell(init, step, _zeros(H, what), name="orthogonal_rnn")
+  cell = custom_cell(init, step, _zeros(H, what), name="orthogonal_rnn", input_weight="w_x")
   return cell._replace(options=(("activation", activation),))
