@@ -111,6 +111,37 @@ def test_apps_use_only_the_public_api():
   assert any("rnnjax" in _file_imports(p) for p in files)  # they do import the core
 
 
+def test_src_imports_no_public_module():
+  """Imports run one way: the implementations live in rnnjax._src and the public
+  modules re-export them; nothing in _src imports a public module back."""
+  files = sorted((PKG / "_src").rglob("*.py"))
+  assert PKG / "_src" / "jacobian.py" in files and PKG / "_src" / "cells" / "lstm.py" in files
+  public = {f"rnnjax.{p.stem}" for p in PKG.glob("*.py") if p.stem not in ("__init__", "__main__")}
+  public |= {"rnnjax", "rnnjax.apps"}
+  assert {"rnnjax.jacobian", "rnnjax.init", "rnnjax.nnx"} <= public
+  offending = {
+    str(p.relative_to(ROOT)): sorted(
+      m for m in _file_imports(p) if m in public or m.startswith("rnnjax.apps.")
+    )
+    for p in files
+  }
+  assert {k: v for k, v in offending.items() if v} == {}
+
+
+@pytest.mark.parametrize("name", PUBLIC_MODULES)
+def test_public_modules_only_re_export(name):
+  """A public module holds no implementation: its body is its docstring, imports
+  from rnnjax._src, and ``__all__``."""
+  body = ast.parse((PKG / f"{name}.py").read_text()).body
+  kinds = {type(node).__name__ for node in body[1:]}
+  assert isinstance(body[0], ast.Expr) and kinds <= {"ImportFrom", "Assign"}
+  for node in body[1:]:
+    if isinstance(node, ast.ImportFrom):
+      assert node.module.startswith("rnnjax._src."), node.module
+    else:
+      assert [t.id for t in node.targets] == ["__all__"]
+
+
 def test_import_rnnjax_loads_no_application_dependency():
   code = (
     "import json, sys, rnnjax; "

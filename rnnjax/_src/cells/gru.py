@@ -30,7 +30,7 @@ from typing import NamedTuple, cast
 import jax
 import jax.numpy as jnp
 
-from rnnjax import init as inits
+from rnnjax._src import init as inits
 from rnnjax._src import checks
 from rnnjax._src.cells import base
 from rnnjax._src import pallas_rnn

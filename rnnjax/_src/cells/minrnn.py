@@ -31,7 +31,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnnjax import init as inits
+from rnnjax._src import init as inits
 from rnnjax._src import checks
 from rnnjax._src.cells import base
 from rnnjax._src.cells.zoo import _affine, _init_checks, _zeros

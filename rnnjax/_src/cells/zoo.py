@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg
 
-from rnnjax import init as inits
+from rnnjax._src import init as inits
 from rnnjax._src import checks
 from rnnjax._src.activations import ACTIVATIONS
 from rnnjax._src.cells import base
