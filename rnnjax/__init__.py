@@ -20,13 +20,13 @@ Shapes use ``T`` time, ``B`` batch, ``I`` input, ``H`` hidden, ``S`` flattened
 state, ``k`` gate blocks, ``V`` vocabulary.
 """
 
+from rnnjax import host as host
 from rnnjax import init as init
 from rnnjax import interop as interop
 from rnnjax import jacobian as jacobian
+from rnnjax import reference as reference
 from rnnjax import tasks as tasks
 from rnnjax import tbptt as tbptt
-from rnnjax import host as host
-from rnnjax import reference as reference
 from rnnjax._src.activations import Activation as Activation
 from rnnjax._src.bptt import bptt_scan as bptt_scan
 from rnnjax._src.cells.base import Cell as Cell

@@ -31,8 +31,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnnjax._src import init as inits
 from rnnjax._src import checks
+from rnnjax._src import init as inits
 from rnnjax._src.cells import base
 from rnnjax._src.cells.zoo import _affine, _init_checks, _zeros
 from rnnjax._src.custom import build

@@ -34,8 +34,8 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg
 
-from rnnjax._src import init as inits
 from rnnjax._src import checks
+from rnnjax._src import init as inits
 from rnnjax._src.activations import ACTIVATIONS
 from rnnjax._src.cells import base
 from rnnjax._src.cells.lstm import LSTMCarry
