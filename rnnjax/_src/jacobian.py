@@ -748,7 +748,7 @@ def lyapunov_spectrum(
 
     def advance(c: Carry, x: Array, Z: Array) -> tuple[Carry, Array]:  # Z: rows [k, S]
       new, _ = cell.step(params, c, x)
-      if act is not None:  # J_tᵀ = w_h diag(f'(z_t)): no [S, S] matrix
+      if act is not None and W is not None:  # J_tᵀ = w_h diag(f'(z_t)): no [S, S] matrix
         fprime = act.grad_from_output(flatten_state(cell, new))  # [S]
         return new, (Z @ W) * fprime[None, :]  # (J_t Z)ᵀ = Zᵀ J_tᵀ: [k, S]
       return new, Z @ state_jacobian(params, c, x).T  # (J_t Z)ᵀ = Zᵀ J_tᵀ

@@ -268,6 +268,27 @@ def bias(b: t.Array, like: t.Array, acc: Any) -> t.Array:
   return b.astype(acc).reshape((1,) * (like.ndim - 1) + b.shape)
 
 
+def row(v: t.Array, like: t.Array) -> t.Array:
+  """``v: [n]`` shaped to broadcast against ``like: [..., n]`` (no rank promotion)."""
+  return v.reshape((1,) * (like.ndim - 1) + v.shape)
+
+
+def affine(x: t.Array, w: t.Array, b: t.Array) -> t.Array:
+  """``x @ w + b`` for ``x: [..., n]``, ``w: [n, m]``, ``b: [m]``."""
+  z = x @ w
+  return z + row(b, z)
+
+
+def zeros_carry(H: int) -> t.InitialCarryFn:
+  """``initial_carry`` of a cell whose carry is ``h: [..., H]`` (zeros);
+  `rnnjax.custom_cell` checks the ``batch_shape``."""
+
+  def initial_carry(batch_shape: t.Shape = (), dtype: t.DType = jnp.float32) -> t.Array:
+    return jnp.zeros((*batch_shape, H), dtype)
+
+  return initial_carry
+
+
 def affine_projection(dtype: t.DType | None) -> t.ProjectFn:
   """The input projection of every built-in cell: ``zx = x @ w_x + b``.
 

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from rnnjax._src import checks
 from rnnjax._src import init as inits
 from rnnjax._src.cells import base, tiles
+from rnnjax._src.cells.tiles import Blocks
 from rnnjax._src.custom import build
 from rnnjax._src.hints import BackwardRows, ClosedJacobian
 from rnnjax._src.typing import Array, DType
@@ -83,7 +84,6 @@ def sigmoid_backward(d: Array, s: Array) -> Array:
 def pallas_rule(after: bool) -> tiles.Rule:
   """The GRU's step on the Pallas kernel's tiles, reset gate before (lecture) or
   after (cuDNN) ``w_hn``, with `blend`, `blend_backward` and `sigmoid_backward`."""
-  Blocks = tiles.Blocks
   mm, mm_t, mm_t_gates = tiles.mm, tiles.mm_t, tiles.mm_t_gates
 
   def forward(
