@@ -4,8 +4,11 @@ The core library. It imports jax and numpy only; the applications built on
 it (the char-LM, training loops, experiments, reports and the ``rnnjax``
 command) live in `rnnjax.apps`, and nothing here imports from there.
 
-* Cells: `elman`, `gru`, `lstm` (or `make_cell` by name), each a `Cell`, a
-  NamedTuple of pure functions over NamedTuple params and carries.
+* Cells: `elman`, `gru`, `lstm` (or `make_cell` by name), each a `Cell`:
+  three pure functions over NamedTuple params and carries, with declared
+  properties. Your own: `custom_cell`, with optional hints (`ProjectedStep`,
+  `MatmulStep`, `BackwardStep`, `BackwardRows`, `ClosedJacobian`) held to the
+  plain step by `check_cell`.
 * Running: `scan` (with the hand-written BPTT `bptt_scan` as its default
   backward), `flip`; layers: `stacked`, `stacked_step`, `bidirectional`,
   `init_stacked`, `dropout`, `embedding`.

@@ -1,9 +1,15 @@
-"""What every cell supplies: the `Cell` NamedTuple of pure functions.
+"""What every cell supplies: the public `Cell` contract and its private `Compiled` form.
 
-A cell is not an object with state. It is a record of pure functions (optax
-style) that the generic runner (`rnnjax.scan`), the generic hand-written BPTT
-(`rnnjax.bptt_scan`) and the Jacobian tools (`rnnjax.jacobian`) call. Each
-slot's contract is a `typing.Protocol` in `rnnjax._src.typing`.
+A cell is not an object with state. Its public contract is three pure
+functions (``init``, ``step``, ``initial_carry``), its sizes, a name and
+declared properties (the activation, the recurrent and input weights' params
+fields). `rnnjax.custom_cell` compiles its hints into the private `Compiled`
+record (optax style: a record of pure functions), whose slots the generic
+runner (`rnnjax.scan`), the generic hand-written BPTT (`rnnjax.bptt_scan`),
+the Jacobian tools and the Pallas kernel call. Each function's contract is a
+`typing.Protocol` in `rnnjax._src.typing`. The helpers the cells' files share
+(dtypes, matmuls, the affine projection, zero carries, memoized factories)
+live here too.
 
 A cell is static to JAX: `Cell` is registered with
 ``jax.tree_util.register_static``, so it is a pytree with no leaves. It can be
