@@ -280,17 +280,21 @@ def test_hints_that_do_not_combine():
 
 
 def test_the_builtins_are_custom_cells_with_every_hint():
-  """One mechanism: elman, gru and lstm are made by rj.custom_cell's builder with a projection,
-  a LocalBackward with its recurrent rule and a closed-form Jacobian, so the user's
-  LSTM with the same hints runs the same code path and gives identical numbers."""
-  for cell in (rj.elman(H), rj.gru(H), rj.gru(H, reset="after"), rj.lstm(H)):
+  """One mechanism: elman, gru and lstm are made by rj.custom_cell's builder with a
+  BackwardRows hint (a projection, a hand-written backward and its recurrent rule) and a
+  ClosedJacobian, so the user's LSTM with the same hints (here as rnnjax 0.1's
+  LocalBackward keyword, which maps onto BackwardRows) runs the same code path and gives
+  identical numbers."""
+  user = _cell("all hints")
+  for cell in (rj.elman(H), rj.gru(H), rj.gru(H, reset="after"), rj.lstm(H), user):
     assert cell.init.__qualname__ == "build.<locals>.checked_init", cell
-    assert cell.fast_step.__qualname__ == "_hand_written.<locals>.fast_step", cell
-    assert cell.backward_step.__qualname__ == "_hand_written.<locals>.backward_step", cell
-    assert cell.recurrent_grads is not None and cell.state_jacobian is not None, cell
+    assert cell.fast_step.__qualname__ == "_hand_written_rows.<locals>.fast_step", cell
+    assert cell.backward_step.__qualname__ == "_hand_written_rows.<locals>.backward_step", cell
+    assert cell.recurrent_grads is not None, cell
+    assert cell.state_jacobian is not None or cell is user, cell
   p, xs, lengths = _data()
   builtin = rj.LSTMParams(p["w_x"], p["w_h"], p["b"])
-  _, ys = rj.scan(_cell("all hints"), p, xs, lengths=lengths)
+  _, ys = rj.scan(user, p, xs, lengths=lengths)
   _, ref = rj.scan(rj.lstm(H), builtin, xs, lengths=lengths)
   np.testing.assert_allclose(ys, ref, rtol=1e-13, atol=1e-15)
 

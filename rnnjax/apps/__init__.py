@@ -2,14 +2,14 @@
 model and its training loop, long-range experiments, reports, visualisation,
 data, checkpoints and the ``rnnjax`` command.
 
-They need optax, orbax-checkpoint, tqdm and matplotlib, which the core does
+They need optax, orbax-checkpoint, flax, tqdm and matplotlib, which the core does
 not: ``pip install 'rnnjax[apps]'``. Without them this package fails on import
 with one line naming the extra. Nothing in the core imports from here.
 """
 
 import importlib.util as _util
 
-REQUIRES = ("optax", "orbax.checkpoint", "tqdm", "matplotlib")
+REQUIRES = ("optax", "orbax.checkpoint", "flax", "tqdm", "matplotlib")
 """The top-level modules the applications import, from the ``apps`` extra."""
 
 
