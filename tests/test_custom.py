@@ -239,6 +239,21 @@ def test_a_step_that_returns_integers_or_a_wrong_y():
   ):
     _traced(_tiny(one_row), B=3)
 
+  def wide_y(p, h, x):
+    h, _ = _tiny_step(p, h, x)
+    return h, jnp.concatenate([h, h], -1)
+
+  # O is found by jax.eval_shape of the three functions; output_size= overrides it, and a
+  # wrong override is caught where the step runs
+  assert _tiny(wide_y).hidden_size == 2 * H
+  assert _traced(_tiny(wide_y))[1].shape == (5, 2, 2 * H)
+  with pytest.raises(ValueError, match=r"'tiny'.*y of shape \(2, 8\).*pass output_size=8"):
+    _traced(_tiny(wide_y, output_size=H))
+  with pytest.raises(TypeError, match=r"'tiny'.*must return a pair \(carry, y\), got ArrayImpl"):
+    _tiny(lambda p, h, x: h).step(
+      _tiny_init(jax.random.key(0), I), _h_zeros((2,)), jnp.ones((2, I))
+    )
+
 
 @pytest.mark.parametrize("backward", ["bptt", "autodiff"])
 def test_a_step_that_changes_the_carry_dtype_gets_rnnjax_error(backward):
@@ -269,18 +284,6 @@ def test_a_step_returning_y_of_rank_3_is_refused_by_scan():
     ValueError, match=r"'tiny'.*returned y of shape \(2, 4, 2\) \(rank 3\).*one vector per"
   ):
     _traced(_tiny(rank3))
-
-  def wide_y(p, h, x):
-    h, _ = _tiny_step(p, h, x)
-    return h, jnp.concatenate([h, h], -1)
-
-  with pytest.raises(ValueError, match=r"'tiny'.*y of shape \(2, 8\).*pass output_size=8"):
-    _traced(_tiny(wide_y))
-  assert _traced(_tiny(wide_y, output_size=2 * H))[1].shape == (5, 2, 2 * H)
-  with pytest.raises(TypeError, match=r"'tiny'.*must return a pair \(carry, y\), got ArrayImpl"):
-    _tiny(lambda p, h, x: h).step(
-      _tiny_init(jax.random.key(0), I), _h_zeros((2,)), jnp.ones((2, I))
-    )
 
 
 def test_an_init_that_returns_non_floating_leaves():
