@@ -322,7 +322,7 @@ def build(
           f"{what}: {label}(params, carry, x) must return {want}, got "
           f"{type(out).__name__} {shapes.describe(out)}"
         )
-      shapes.check_step(what, unbatched, hidden, carry, x, out[0], out[1])
+      shapes.check_step(what, unbatched, hidden, carry, x, out[0], out[1], params)
       return out
 
     return run

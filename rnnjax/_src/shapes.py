@@ -33,6 +33,16 @@ def _is_floating(leaf: Any) -> bool:
   return dtype is not None and jnp.issubdtype(dtype, jnp.floating)
 
 
+def _promoted(leaf: Any, x: Any, params: Params) -> Any:
+  """The dtype NumPy's promotion gives a step's operands: the carry leaf, ``x`` and
+  the params' floating leaves (None where it cannot be formed)."""
+  dtypes = [_dtype(leaf), _dtype(x), *(_dtype(p) for p in jax.tree.leaves(params))]
+  try:
+    return jnp.result_type(*[d for d in dtypes if d is not None])
+  except TypeError:
+    return None
+
+
 def _shape(leaf: Any) -> tuple[int, ...]:
   return tuple(jnp.shape(leaf))
 
@@ -143,10 +153,22 @@ def _batch_shape(carry: Carry, unbatched: Any) -> tuple[int, ...] | None:
 
 
 def check_step(
-  what: str, unbatched: Any, hidden: int, carry: Carry, x: Any, new: Carry, y: Any
+  what: str,
+  unbatched: Any,
+  hidden: int,
+  carry: Carry,
+  x: Any,
+  new: Carry,
+  y: Any,
+  params: Params = None,
 ) -> None:
   """``step(params, carry, x) -> (new, y)`` kept the carry and returned a floating
-  ``y: [*batch_shape, O]``; shapes only, so at trace time this costs nothing."""
+  ``y: [*batch_shape, O]``; shapes only, so at trace time this costs nothing.
+
+  A carry leaf keeps its dtype, or takes the one NumPy's promotion of the step's
+  operands gives (``jnp.result_type`` of the leaf, ``x`` and the params: a float32
+  carry with float64 params, as the Jacobian and parallel tools call a step); inside
+  `rnnjax.scan` the carry already has that dtype, so any change is refused there."""
   call = f"{what}: step(params, carry, x) with x {describe(x)}"
   batch = _batch_shape(carry, unbatched)
   built = (
@@ -174,7 +196,11 @@ def check_step(
         f"{call} returned the carry leaf {_path(p)} as {_leaf(leaf)}, given {_leaf(old)}; "
         f"every carry leaf must stay a floating array (cast it to the given carry's dtype)"
       )
-    if _dtype(old) is not None and _dtype(leaf) != _dtype(old):
+    if (
+      _dtype(old) is not None
+      and _dtype(leaf) != _dtype(old)
+      and _dtype(leaf) != _promoted(old, x, params)
+    ):
       raise TypeError(
         f"{call} returned the carry leaf {_path(p)} as {_leaf(leaf)}, but it was given "
         f"{_leaf(old)}: a step must keep each carry leaf's dtype ({_dtype(old)} here, not "
