@@ -11,8 +11,10 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-$(VENV)/.core: pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q -e .
+# The core alone is `pip install -e .` (jax and numpy); the demo runs the
+# applications, which need the `apps` extra.
+$(VENV)/.apps: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e '.[apps]'
 	touch $@
 
 $(VENV)/.test: pyproject.toml | $(VENV)/bin/python
@@ -27,7 +29,7 @@ $(VENV)/.bench: pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -e '.[test,bench]'
 	touch $@
 
-demo: $(VENV)/.core
+demo: $(VENV)/.apps
 	$(PY) -m rnnjax demo $(ARGS)
 
 # The tests, the docstrings' examples and the README's code blocks (doctests).

@@ -4,28 +4,34 @@ The core library. It imports jax and numpy only; the applications built on
 it (the char-LM, training loops, experiments, reports and the ``rnnjax``
 command) live in `rnnjax.apps`, and nothing here imports from there.
 
-* Cells: `elman`, `gru`, `lstm` (or `make_cell` by name), each a `Cell`, a
-  NamedTuple of pure functions over NamedTuple params and carries.
+* Cells: `elman`, `gru`, `lstm` (or `make_cell` by name), each a `Cell`:
+  three pure functions over NamedTuple params and carries, with declared
+  properties. Your own: `custom_cell`, with optional hints (`ProjectedStep`,
+  `MatmulStep`, `BackwardStep`, `BackwardRows`, `ClosedJacobian`) held to the
+  plain step by `check_cell`.
 * Running: `scan` (with the hand-written BPTT `bptt_scan` as its default
   backward), `flip`; layers: `stacked`, `stacked_step`, `bidirectional`,
   `init_stacked`, `dropout`, `embedding`.
 * Modules: `rnnjax.init` (initialisers), `rnnjax.jacobian` (gradient-flow
   measurements), `rnnjax.tbptt` (truncated BPTT), `rnnjax.tasks` (synthetic
-  long-range tasks), `rnnjax.interop` (weights from PyTorch and flax).
+  long-range tasks), `rnnjax.interop` (weights from PyTorch and flax),
+  `rnnjax.reference` (the lecture's formulas, literally), `rnnjax.host`
+  (process-wide switches of the CPU runtime).
 
 The implementation lives in the private ``rnnjax._src``; import from here.
 Shapes use ``T`` time, ``B`` batch, ``I`` input, ``H`` hidden, ``S`` flattened
 state, ``k`` gate blocks, ``V`` vocabulary.
 """
 
+from rnnjax import host as host
 from rnnjax import init as init
 from rnnjax import interop as interop
 from rnnjax import jacobian as jacobian
+from rnnjax import reference as reference
 from rnnjax import tasks as tasks
 from rnnjax import tbptt as tbptt
 from rnnjax._src.activations import Activation as Activation
 from rnnjax._src.bptt import bptt_scan as bptt_scan
-from rnnjax._src.bptt import reference_elman_grads as reference_elman_grads
 from rnnjax._src.cells.base import Cell as Cell
 from rnnjax._src.cells.conv_lstm import ConvLSTMParams as ConvLSTMParams
 from rnnjax._src.cells.conv_lstm import conv_lstm as conv_lstm
@@ -66,13 +72,19 @@ from rnnjax._src.cells.zoo import lstm_projected as lstm_projected
 from rnnjax._src.cells.zoo import mgu as mgu
 from rnnjax._src.cells.zoo import orthogonal_rnn as orthogonal_rnn
 from rnnjax._src.cells.zoo import peephole_lstm as peephole_lstm
-from rnnjax._src.check import CellCheck as CellCheck
-from rnnjax._src.check import CellCheckError as CellCheckError
-from rnnjax._src.check import check_cell as check_cell
-from rnnjax._src.custom import LocalBackward as LocalBackward
-from rnnjax._src.custom import RecurrentMatmul as RecurrentMatmul
+from rnnjax._src.conformance import CellCheck as CellCheck
+from rnnjax._src.conformance import CellCheckError as CellCheckError
+from rnnjax._src.conformance import check_cell as check_cell
 from rnnjax._src.custom import custom_cell as custom_cell
-from rnnjax._src.host import tune_host_allocator as tune_host_allocator
+from rnnjax._src.deprecated import reference_elman_grads as reference_elman_grads
+from rnnjax._src.deprecated import tune_host_allocator as tune_host_allocator
+from rnnjax._src.hints import BackwardRows as BackwardRows
+from rnnjax._src.hints import BackwardStep as BackwardStep
+from rnnjax._src.hints import ClosedJacobian as ClosedJacobian
+from rnnjax._src.hints import LocalBackward as LocalBackward
+from rnnjax._src.hints import MatmulStep as MatmulStep
+from rnnjax._src.hints import ProjectedStep as ProjectedStep
+from rnnjax._src.hints import RecurrentMatmul as RecurrentMatmul
 from rnnjax._src.layers import Embedding as Embedding
 from rnnjax._src.layers import EmbeddingParams as EmbeddingParams
 from rnnjax._src.layers import bidirectional as bidirectional
@@ -103,11 +115,14 @@ __version__ = "0.1.0"
 __all__ = [
   "Activation",
   "Array",
+  "BackwardRows",
+  "BackwardStep",
   "CIFGParams",
   "Carry",
   "Cell",
   "CellCheck",
   "CellCheckError",
+  "ClosedJacobian",
   "ConvLSTMParams",
   "ElmanParams",
   "Embedding",
@@ -125,12 +140,14 @@ __all__ = [
   "LayerNormLSTMParams",
   "LocalBackward",
   "MGUParams",
+  "MatmulStep",
   "MinGRUParams",
   "MinLSTMParams",
   "OrthogonalRNNParams",
   "ParallelInfo",
   "Params",
   "PeepholeLSTMParams",
+  "ProjectedStep",
   "PyTree",
   "RecurrentMatmul",
   "SlopeAnnealing",
@@ -149,6 +166,7 @@ __all__ = [
   "gru",
   "hmlstm",
   "hmlstm_output",
+  "host",
   "indrnn",
   "init",
   "init_hmlstm_output",
@@ -167,7 +185,7 @@ __all__ = [
   "orthogonal_rnn",
   "parallel_scan",
   "peephole_lstm",
-  "reference_elman_grads",
+  "reference",
   "register_cell",
   "scan",
   "set_slope",
@@ -176,7 +194,6 @@ __all__ = [
   "stacked_step",
   "tasks",
   "tbptt",
-  "tune_host_allocator",
   "weight_drop",
   "zoneout",
   "zoneout_inputs",

@@ -89,7 +89,7 @@ def test_fast_path_equals_lecture_reference(activation):
   xs = jax.random.normal(jax.random.key(1), (T, 3))
   h0 = 0.3 * jax.random.normal(jax.random.key(2), (4,))
   dys = jax.random.normal(jax.random.key(3), (T, 4))
-  ref = rj.reference_elman_grads(params, xs, h0, dys, activation)
+  ref = rj.reference.reference_elman_grads(params, xs, h0, dys, activation)
   fast = jax.grad(lambda p: jnp.sum(dys * rj.scan(cell, p, xs[:, None], h0[None])[1][:, 0]))(params)
   assert_trees_close(fast, ref, rtol=1e-11, atol=1e-13)
 

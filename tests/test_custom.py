@@ -243,13 +243,47 @@ def test_a_step_that_returns_integers_or_a_wrong_y():
     h, _ = _tiny_step(p, h, x)
     return h, jnp.concatenate([h, h], -1)
 
+  # O is found by jax.eval_shape of the three functions; output_size= overrides it, and a
+  # wrong override is caught where the step runs
+  assert _tiny(wide_y).hidden_size == 2 * H
+  assert _traced(_tiny(wide_y))[1].shape == (5, 2, 2 * H)
   with pytest.raises(ValueError, match=r"'tiny'.*y of shape \(2, 8\).*pass output_size=8"):
-    _traced(_tiny(wide_y))
-  assert _traced(_tiny(wide_y, output_size=2 * H))[1].shape == (5, 2, 2 * H)
+    _traced(_tiny(wide_y, output_size=H))
   with pytest.raises(TypeError, match=r"'tiny'.*must return a pair \(carry, y\), got ArrayImpl"):
     _tiny(lambda p, h, x: h).step(
       _tiny_init(jax.random.key(0), I), _h_zeros((2,)), jnp.ones((2, I))
     )
+
+
+@pytest.mark.parametrize("backward", ["bptt", "autodiff"])
+def test_a_step_that_changes_the_carry_dtype_gets_rnnjax_error(backward):
+  """Not lax.scan's "carry input and carry output must have equal types": the leaf, both
+  dtypes and the fix (issue 20)."""
+
+  def half_carry(p, h, x):
+    h, _ = _tiny_step(p, h, x)
+    return h.astype(jnp.float16), h
+
+  with pytest.raises(
+    TypeError,
+    match=r"'tiny'.*returned the carry leaf <root> as \(2, 4\) float16, but it was given "
+    r"\(2, 4\) float32: .*keep each carry leaf's dtype \(float32 here, not float16\).*"
+    r"astype",
+  ):
+    _traced(_tiny(half_carry), backward=backward)
+
+
+def test_a_step_returning_y_of_rank_3_is_refused_by_scan():
+  """``y: [B, O, 2]`` for a ``[B, H]`` carry used to run through rj.scan (issue 20)."""
+
+  def rank3(p, h, x):
+    h, _ = _tiny_step(p, h, x)
+    return h, jnp.stack([h, h], -1)
+
+  with pytest.raises(
+    ValueError, match=r"'tiny'.*returned y of shape \(2, 4, 2\) \(rank 3\).*one vector per"
+  ):
+    _traced(_tiny(rank3))
 
 
 def test_an_init_that_returns_non_floating_leaves():
@@ -356,3 +390,41 @@ def test_the_projection_hint_is_hoisted_and_exact():
   assert all(c.passed for c in rj.check_cell(hinted_lstm, I).values())
   with pytest.raises(ValueError, match=r"the projection hint needs update\(params, carry, zx\)"):
     rj.custom_cell(_lstm_init, _lstm_step, _zeros, project=_lstm_project)
+
+
+def test_a_cell_whose_y_has_another_size_needs_only_the_three_functions():
+  """O = 2 for a carry h: [B, 4]: found by jax.eval_shape, no output_size=; rj.scan (both
+  backwards, equal to a Python loop), the layers and the Jacobian tools run it."""
+  O = 2
+
+  def init(key, i):
+    k1, k2 = jax.random.split(key)
+    return {"w": 0.5 * jax.random.normal(k1, (i + H, H)), "out": jax.random.normal(k2, (H, O))}
+
+  def step(p, h, x):
+    h = jnp.tanh(jnp.concatenate([x, h], -1) @ p["w"])
+    return h, h @ p["out"]
+
+  cell = rj.custom_cell(init, step, _h_zeros, name="readout")
+  assert cell.hidden_size == O and cell.state_size == H
+  params = f64(cell.init(jax.random.key(0), I))
+  xs = jax.random.normal(jax.random.key(1), (5, 2, I), jnp.float64)
+  h, want = jnp.zeros((2, H), jnp.float64), []
+  for x in xs:  # the reference: a Python loop over the step
+    h, y = step(params, h, x)
+    want.append(y)
+  np.testing.assert_allclose(rj.scan(cell, params, xs)[1], jnp.stack(want), rtol=1e-12)
+
+  def loss(p, backward):
+    return jnp.sum(rj.scan(cell, p, xs, backward=backward)[1] ** 2)
+
+  assert_trees_close(jax.grad(loss)(params, "bptt"), jax.grad(loss)(params, "autodiff"))
+  layers = f64(rj.init_stacked(jax.random.key(2), [cell, cell], I))
+  assert layers[1][1]["w"].shape == (O + H, H)  # the second layer reads y: [B, O]
+  _, ys2 = rj.stacked(layers, xs)
+  assert ys2.shape == (5, 2, O)
+  bi = f64(rj.init_stacked(jax.random.key(3), [cell], I, bidirectional=True))
+  _, ysb = rj.bidirectional(*bi[0], xs)
+  assert ysb.shape == (5, 2, 2 * O)
+  assert jac.step_jacobians(cell, params, xs[:, 0]).shape == (5, H, H)
+  assert jac.gradient_norms_vs_lag(cell, params, xs[:, 0]).shape == (6,)

@@ -280,17 +280,21 @@ def test_hints_that_do_not_combine():
 
 
 def test_the_builtins_are_custom_cells_with_every_hint():
-  """One mechanism: elman, gru and lstm are made by rj.custom_cell's builder with a projection,
-  a LocalBackward with its recurrent rule and a closed-form Jacobian, so the user's
-  LSTM with the same hints runs the same code path and gives identical numbers."""
-  for cell in (rj.elman(H), rj.gru(H), rj.gru(H, reset="after"), rj.lstm(H)):
+  """One mechanism: elman, gru and lstm are made by rj.custom_cell's builder with a
+  BackwardRows hint (a projection, a hand-written backward and its recurrent rule) and a
+  ClosedJacobian, so the user's LSTM with the same hints (here as rnnjax 0.1's
+  LocalBackward keyword, which maps onto BackwardRows) runs the same code path and gives
+  identical numbers."""
+  user = _cell("all hints")
+  for cell in (rj.elman(H), rj.gru(H), rj.gru(H, reset="after"), rj.lstm(H), user):
     assert cell.init.__qualname__ == "build.<locals>.checked_init", cell
-    assert cell.fast_step.__qualname__ == "_hand_written.<locals>.fast_step", cell
-    assert cell.backward_step.__qualname__ == "_hand_written.<locals>.backward_step", cell
-    assert cell.recurrent_grads is not None and cell.state_jacobian is not None, cell
+    assert cell.fast_step.__qualname__ == "_hand_written_rows.<locals>.fast_step", cell
+    assert cell.backward_step.__qualname__ == "_hand_written_rows.<locals>.backward_step", cell
+    assert cell.recurrent_grads is not None, cell
+    assert cell.state_jacobian is not None or cell is user, cell
   p, xs, lengths = _data()
   builtin = rj.LSTMParams(p["w_x"], p["w_h"], p["b"])
-  _, ys = rj.scan(_cell("all hints"), p, xs, lengths=lengths)
+  _, ys = rj.scan(user, p, xs, lengths=lengths)
   _, ref = rj.scan(rj.lstm(H), builtin, xs, lengths=lengths)
   np.testing.assert_allclose(ys, ref, rtol=1e-13, atol=1e-15)
 
@@ -347,3 +351,43 @@ def test_a_per_step_gradient_in_another_structure_is_refused():
   p, xs, _ = _data()
   with pytest.raises(ValueError, match=r"params gradient in the params' own structure"):
     jax.grad(lambda q: jnp.sum(rj.scan(cell, q, xs)[1]))(p)
+
+
+def test_hint_objects_compose_and_compile_as_the_keywords():
+  """Each step hint is one object carrying its options (its update or forward, its
+  projection); the Jacobian hint is another. Every pair builds, and each compiles to
+  the slots rnnjax 0.1's keywords gave: gradients equal the built-in LSTM's."""
+  objects = {
+    "ProjectedStep": rj.ProjectedStep(_project, _update),
+    "MatmulStep": rj.MatmulStep("w_h", _update_zh, project=_project),
+    "BackwardStep": rj.BackwardStep(_forward, _backward_per_step, _project),
+    "BackwardRows": rj.BackwardRows(_forward, _backward, _rule, _project, rows_are_dzx=True),
+  }
+  jac = rj.ClosedJacobian(rj.lstm(H).state_jacobian)
+  p, xs, lengths = _data()
+  builtin = rj.LSTMParams(p["w_x"], p["w_h"], p["b"])
+
+  def loss(cell, params):
+    carry, ys = rj.scan(cell, params, xs, lengths=lengths)
+    return jnp.sum(ys**2) + jnp.sum(jax.tree.leaves(carry)[1] ** 3)
+
+  want = jax.grad(lambda q: loss(rj.lstm(H), q))(builtin)
+  for name, fast in objects.items():
+    cell = rj.custom_cell(_init, _step, _zeros, name=name, fast=fast, jacobian=jac)
+    assert cell.state_jacobian is jac.fn and (cell.recurrent_grads is None) == (
+      name in ("ProjectedStep", "BackwardStep")
+    )
+    assert cell.compiled.rows_are_dzx == (name == "BackwardRows")
+    got = jax.grad(lambda q, c=cell: loss(c, q))(p)
+    for k in ("w_x", "w_h", "b"):
+      np.testing.assert_allclose(got[k], getattr(want, k), rtol=1e-10, atol=1e-12, err_msg=name)
+  with pytest.raises(ValueError, match=r"fast= replaces rnnjax 0.1's project="):
+    rj.custom_cell(
+      _init, _step, _zeros, fast=objects["MatmulStep"], project=_project, update=_update
+    )
+  with pytest.raises(TypeError, match=r"fast must be one of rnnjax.ProjectedStep"):
+    rj.custom_cell(_init, _step, _zeros, fast=rj.RecurrentMatmul("w_h"))
+  with pytest.raises(TypeError, match=r"jacobian must be rnnjax.ClosedJacobian"):
+    rj.custom_cell(_init, _step, _zeros, jacobian=jac.fn)
+  with pytest.raises(ValueError, match=r"activation= declares .* recurrent_weight="):
+    rj.custom_cell(_init, _step, _zeros, activation=rj.elman(H).activation)

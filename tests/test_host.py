@@ -1,4 +1,4 @@
-"""`rj.tune_host_allocator`: large blocks stay mapped between allocations."""
+"""`rj.host.tune_host_allocator`: large blocks stay mapped between allocations."""
 
 import subprocess
 import sys
@@ -26,7 +26,7 @@ def faults():
     libc.free(p)
     return f
 plain = [faults() for _ in range(3)]
-tuned = rj.tune_host_allocator()
+tuned = rj.host.tune_host_allocator()
 print(json.dumps({"plain": plain, "tuned": tuned, "after": [faults() for _ in range(3)]}))
 """
 
@@ -48,4 +48,4 @@ def test_tuned_allocator_reuses_mapped_pages():
 @pytest.mark.parametrize("bad", [0, 2**31, 1.5, True])
 def test_bad_thresholds_name_the_argument(arg, bad):
   with pytest.raises(ValueError, match=f"{arg} must be a positive int below 2"):
-    rj.tune_host_allocator(**{arg: bad})
+    rj.host.tune_host_allocator(**{arg: bad})

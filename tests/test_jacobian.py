@@ -11,6 +11,7 @@ import pytest
 
 import rnnjax as rj
 from rnnjax import jacobian as jac
+from rnnjax._src.jacobian import _cholesky_qr_rows  # a private helper under test
 from tests.helpers import CELLS, f64
 
 
@@ -386,7 +387,7 @@ def test_cholesky_qr_step_and_its_certificate():
   """One Cholesky QR step: on a well-conditioned Z it is a QR factorisation with
   Householder's diagonal; where κ(Z) ≳ u^{-1/2} the certificate fails."""
   Z = _spread(12, 1e3)
-  Qt, logd, ok = jac._cholesky_qr_rows(jnp.asarray(Z.T))
+  Qt, logd, ok = _cholesky_qr_rows(jnp.asarray(Z.T))
   R = np.linalg.qr(Z, mode="r")
   assert bool(ok)
   np.testing.assert_allclose(Qt @ Qt.T, np.eye(12), atol=1e-10)
@@ -395,7 +396,7 @@ def test_cholesky_qr_step_and_its_certificate():
   np.testing.assert_allclose(np.diag(R_hat), np.exp(logd), rtol=1e-10)
   np.testing.assert_allclose(logd, np.log(np.abs(np.diag(R))), atol=1e-10)
   for cond in (1e9, 1e12):  # the Gram matrix is (numerically) singular: lost or NaN
-    assert not bool(jac._cholesky_qr_rows(jnp.asarray(_spread(12, cond).T))[2])
+    assert not bool(_cholesky_qr_rows(jnp.asarray(_spread(12, cond).T))[2])
 
 
 def test_lyapunov_cholesky_equals_householder():

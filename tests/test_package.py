@@ -15,7 +15,7 @@ import rnnjax as rj
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "rnnjax"
-PUBLIC_MODULES = ("init", "jacobian", "interop", "tbptt", "tasks")
+PUBLIC_MODULES = ("init", "jacobian", "interop", "tbptt", "tasks", "host", "reference")
 APPS_ONLY = ("optax", "tqdm", "matplotlib", "flax", "chex")
 
 
@@ -111,6 +111,37 @@ def test_apps_use_only_the_public_api():
   assert any("rnnjax" in _file_imports(p) for p in files)  # they do import the core
 
 
+def test_src_imports_no_public_module():
+  """Imports run one way: the implementations live in rnnjax._src and the public
+  modules re-export them; nothing in _src imports a public module back."""
+  files = sorted((PKG / "_src").rglob("*.py"))
+  assert PKG / "_src" / "jacobian.py" in files and PKG / "_src" / "cells" / "lstm.py" in files
+  public = {f"rnnjax.{p.stem}" for p in PKG.glob("*.py") if p.stem not in ("__init__", "__main__")}
+  public |= {"rnnjax", "rnnjax.apps"}
+  assert {"rnnjax.jacobian", "rnnjax.init", "rnnjax.nnx"} <= public
+  offending = {
+    str(p.relative_to(ROOT)): sorted(
+      m for m in _file_imports(p) if m in public or m.startswith("rnnjax.apps.")
+    )
+    for p in files
+  }
+  assert {k: v for k, v in offending.items() if v} == {}
+
+
+@pytest.mark.parametrize("name", PUBLIC_MODULES)
+def test_public_modules_only_re_export(name):
+  """A public module holds no implementation: its body is its docstring, imports
+  from rnnjax._src, and ``__all__``."""
+  body = ast.parse((PKG / f"{name}.py").read_text()).body
+  kinds = {type(node).__name__ for node in body[1:]}
+  assert isinstance(body[0], ast.Expr) and kinds <= {"ImportFrom", "Assign"}
+  for node in body[1:]:
+    if isinstance(node, ast.ImportFrom):
+      assert node.module.startswith("rnnjax._src."), node.module
+    else:
+      assert [t.id for t in node.targets] == ["__all__"]
+
+
 def test_import_rnnjax_loads_no_application_dependency():
   code = (
     "import json, sys, rnnjax; "
@@ -192,3 +223,57 @@ def test_py_typed_is_shipped():
   tomllib = pytest.importorskip("tomllib")  # Python 3.11+
   config = tomllib.loads((ROOT / "pyproject.toml").read_text())
   assert "py.typed" in config["tool"]["setuptools"]["package-data"]["rnnjax"]
+
+
+def test_pip_install_brings_jax_and_numpy_only():
+  """Packaging like optax: the applications' and flax's dependencies are extras, and the
+  test extra brings both so that `make test` runs the whole suite."""
+  tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+  project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+  def names(reqs):
+    return {r.split(";")[0].split("[")[0].split(">")[0].split("=")[0].strip() for r in reqs}
+
+  assert names(project["dependencies"]) == {"jax", "jaxlib", "numpy"}
+  extras = project["optional-dependencies"]
+  assert {"optax", "orbax-checkpoint", "tqdm", "matplotlib"} <= names(extras["apps"])
+  assert names(extras["flax"]) == {"flax"}
+  assert "rnnjax[apps,flax]" in extras["test"]
+  makefile = (ROOT / "Makefile").read_text()
+  assert "pip install -q -e '.[apps]'" in makefile and "pip install -q -e '.[test]'" in makefile
+
+
+def test_apps_without_their_extra_fail_with_one_line_naming_it(monkeypatch):
+  monkeypatch.delitem(sys.modules, "rnnjax.apps", raising=False)
+  monkeypatch.setitem(sys.modules, "optax", None)  # as if not installed
+  monkeypatch.setitem(sys.modules, "tqdm", None)
+  with pytest.raises(ImportError) as e:
+    importlib.import_module("rnnjax.apps")
+  assert str(e.value) == (
+    "rnnjax.apps needs optax, tqdm, which the core does not install: pip install 'rnnjax[apps]'"
+  )
+  assert e.value.__cause__ is None and e.value.__suppress_context__
+
+
+@pytest.mark.parametrize(
+  ("name", "module"), [("tune_host_allocator", "host"), ("reference_elman_grads", "reference")]
+)
+def test_moved_names_keep_a_deprecated_alias(name, module):
+  """Moved to a named submodule; the top-level name warns and calls it, for one release."""
+  assert name not in rj.__all__
+  moved = getattr(importlib.import_module(f"rnnjax.{module}"), name)
+  alias = getattr(rj, name)
+  assert alias.__wrapped__ is moved
+  warning = rf"rnnjax.{name} moved to rnnjax.{module}.{name}"
+  if module == "host":  # the alias passes its arguments on: the moved function refuses this
+    with pytest.warns(DeprecationWarning, match=warning), pytest.raises(ValueError, match="0"):
+      alias(mmap_threshold=0)
+    return
+  import jax
+  import jax.numpy as jnp
+
+  params = rj.elman(2).init(jax.random.key(0), 1)
+  args = (params, jnp.ones((2, 1)), jnp.zeros(2), jnp.ones((2, 2)))
+  with pytest.warns(DeprecationWarning, match=warning):
+    got = alias(*args)
+  assert all(bool((g == w).all()) for g, w in zip(got, moved(*args), strict=True))

@@ -98,7 +98,7 @@ def _check_rules_cover_params(cell: Cell, params: Params, carry0: Carry, zx: Arr
   read = dataflow.params_read(cell.fast_step, params, carry, zx_t)
   _, res = jax.eval_shape(cell.fast_step, params, carry, zx_t)
   _, _, rows, dleaves = jax.eval_shape(
-    lambda p, c, r: cell.backward_step(p, c, c, r, cell.add_output_grad(c, _output(cell, c, r))),
+    lambda p, c, r: cell.backward_step(p, c, c, r, (c, _output(cell, c, r))),
     params,
     carry,
     res,
@@ -221,7 +221,7 @@ def _bwd(
   treedef = jax.tree.structure(params)
 
   def local(prev: Carry, cur: Carry, r: Any, d: Carry, dy: Array) -> Any:
-    return cell.backward_step(params, prev, cur, r, cell.add_output_grad(d, dy))
+    return cell.backward_step(params, prev, cur, r, (d, dy))
 
   one = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), (prevs, carries, res))
   dleaves0 = jax.eval_shape(local, *one, dataflow.abstract(dcarry_T), _one_step(dys))[3]
@@ -235,7 +235,7 @@ def _bwd(
       d_in = kernel.hold(m, d, jax.tree.map(jnp.zeros_like, d))
       dy_in = jnp.where(m[:, None], dy, jnp.zeros((), dy.dtype))
     d_prev, dzx, rows, dleaves = local(prev, cur, r, d_in, dy_in)
-    same = rows is dzx
+    same = cell.compiled.rows_are_dzx  # declared: the rows for recurrent_grads are dzx
     if m is not None:  # padding: pass ∂L/∂carry through, no gradient from the step
       d_prev = kernel.hold(m, d_prev, d)
       dzx = jnp.where(m[:, None], dzx, jnp.zeros((), dzx.dtype))
@@ -329,7 +329,7 @@ def reference_elman_grads(
     >>> xs, dys = jax.random.normal(jax.random.key(1), (4, 2)), jnp.ones((4, 3))
     >>> loss = lambda p: jnp.sum(rj.scan(cell, p, xs[:, None])[1][:, 0] * dys)
     >>> want = jax.grad(loss)(params)
-    >>> got = rj.reference_elman_grads(params, xs, jnp.zeros(3), dys)
+    >>> got = rj.reference.reference_elman_grads(params, xs, jnp.zeros(3), dys)
     >>> all(bool(jnp.allclose(g, w, atol=1e-5)) for g, w in zip(got, want))
     True
   """

@@ -183,6 +183,5 @@ def forward(
 
 
 def outputs(cell: Cell, carry: Carry, res: Any) -> Array:
-  """A step's output: ``cell.step_output(carry, res)`` when the cell has one, else
-  ``cell.output(carry)`` (``h``)."""
-  return cell.output(carry) if cell.step_output is None else cell.step_output(carry, res)
+  """A step's output, ``y = step_output(carry, residuals)`` of the compiled cell."""
+  return cell.compiled.step_output(carry, res)

@@ -41,8 +41,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from rnnjax._src.activations import Activation
-from rnnjax._src.cells.base import Cell, compute_dtypes
+from rnnjax._src.cells.base import Cell, compute_dtypes, field, recurrent_weight
+from rnnjax._src.cells.tiles import Blocks, Rule
 from rnnjax._src.typing import Array, Carry, Params
 
 if TYPE_CHECKING:  # Pallas is imported only when a kernel launches
@@ -51,7 +51,7 @@ if TYPE_CHECKING:  # Pallas is imported only when a kernel launches
 Kernel = Literal["auto", "xla", "pallas"]
 KERNELS = ("auto", "xla", "pallas")
 SUPPORTED = ("lstm", "gru", "elman")
-"""The cells ``kernel="pallas"`` runs, by the name their factory gives them."""
+"""The cells whose factories declare a Pallas `Rule` (for messages)."""
 
 BLOCK_B = 16
 """Sequences per program: Triton's ``tl.dot`` needs M >= 16."""
@@ -72,210 +72,11 @@ def padded(n: int) -> int:
   return 1 << max(4, (n - 1).bit_length())
 
 
-# ----------------------------------------------------------------- in-kernel math
-
-
-def _mm(a: Array, w: Array, cdt: Any, acc: Any) -> Array:
-  """``a @ w`` in the compute dtype, accumulated in ``acc``."""
-  return jnp.dot(a.astype(cdt), w, preferred_element_type=acc)
-
-
-def _mm_t(a: Array, w: Array, cdt: Any, acc: Any) -> Array:
-  """``a @ wᵀ`` (contracting both last axes), accumulated in ``acc``."""
-  return lax.dot_general(a.astype(cdt), w, (((1,), (1,)), ((), ())), preferred_element_type=acc)
-
-
-Blocks = Sequence[Array]
-"""A list of ``[Bb, Hp]`` tiles: the gate blocks of a step, or a carry's leaves."""
-
-
-def _mm_t_gates(dz: Blocks, w: Blocks, cdt: Any, acc: Any) -> Array:
-  """``Σ_k dz_k @ w_kᵀ``: the gate rows ``[dz_1|..|dz_G]`` times ``w_hᵀ``."""
-  out = _mm_t(dz[0], w[0], cdt, acc)
-  for a, b in zip(dz[1:], w[1:], strict=True):
-    out = out + _mm_t(a, b, cdt, acc)
-  return out
-
-
-class Rule(NamedTuple):
-  """One cell's step as the kernels run it, on ``[Bb, Hp]`` tiles.
-
-  Attributes:
-    gates: G, the gate blocks of ``zx`` and ``w_h``.
-    leaves: the carry's leaves (1: ``h``; 2: the LSTM's ``h, c``).
-    residuals: the ``[Bb, Hp]`` tiles a step keeps for its backward.
-    forward: ``(w, b_hn, carry, zx, cdt, acc) -> (carry, residuals)``; ``w``
-      holds the G ``[Hp, Hp]`` blocks of ``w_h``, ``zx`` the G tiles in ``acc``.
-    backward: ``(w, b_hn, prev, cur, res, d, cdt, acc) -> (d_prev, dzx, dzh)``,
-      with ``d`` the carry's cotangent after the output's has been added to ``h``.
-    weight_grads: ``(h_prev, res, dzh, acc) -> (dw_h, db_hn)`` over all ``N``
-      rows (``[N, Hp]``, ``[N, R·Hp]``, ``[N, G·Hp]``), outside the kernel.
-    split: the backward's ``dzh`` differs from ``dzx`` and is stored apart.
-  """
-
-  gates: int
-  leaves: int
-  residuals: int
-  forward: Callable[..., tuple[Blocks, Blocks]]
-  backward: Callable[..., tuple[Blocks, Blocks, Blocks]]
-  weight_grads: Callable[..., tuple[Array, Array | None]]
-  split: bool = False
-
-
-def _outer_grads(h_prev: Array, res: Array | None, dzh: Array, acc: Any) -> tuple[Array, None]:
-  del res
-  return jnp.matmul(h_prev.T, dzh, preferred_element_type=acc), None  # dw_h = H_prevᵀ dZh
-
-
-def _lstm_forward(
-  w: Blocks, b_hn: Array, carry: Blocks, zx: Blocks, cdt: Any, acc: Any
-) -> tuple[Blocks, Blocks]:
-  del b_hn
-  h, c = carry
-  z = [zx[k] + _mm(h, w[k], cdt, acc) for k in range(4)]  # [i|f|g|o]_pre
-  i, f, o = jax.nn.sigmoid(z[0]), jax.nn.sigmoid(z[1]), jax.nn.sigmoid(z[3])
-  g = jnp.tanh(z[2])
-  c = f * c + i * g  # c_t = f ⊙ c_{t-1} + i ⊙ g
-  h = o * jnp.tanh(c)  # h_t = o ⊙ tanh(c_t)
-  return (h.astype(cdt), c.astype(cdt)), (i, f, g, o)
-
-
-def _lstm_backward(
-  w: Blocks,
-  b_hn: Array,
-  prev: Blocks,
-  cur: Blocks,
-  res: Blocks,
-  d: Blocks,
-  cdt: Any,
-  acc: Any,
-) -> tuple[Blocks, Blocks, Blocks]:
-  del b_hn
-  i, f, g, o = res
-  c_prev, c = prev[1], cur[1]
-  dh, dc = d
-  tc = jnp.tanh(c)
-  do = dh * tc * o * (1.0 - o)  # h = o tanh(c), σ'
-  dc = dc + dh * o * (1.0 - tc * tc)  # through tanh(c)
-  di = dc * g * i * (1.0 - i)  # c = f c_prev + i g
-  df = dc * c_prev * f * (1.0 - f)
-  dg = dc * i * (1.0 - g * g)
-  dz = (di, df, dg, do)
-  dh_prev = _mm_t_gates(dz, w, cdt, acc)  # dh_{t-1} = dz w_hᵀ
-  return (dh_prev, dc * f), dz, dz  # dc_{t-1} = dc ⊙ f
-
-
-LSTM = Rule(4, 2, 4, _lstm_forward, _lstm_backward, _outer_grads)
-
-
-def _gru(after: bool) -> Rule:
-  """The GRU's rule, reset gate before (lecture) or after (cuDNN) ``w_hn``."""
-
-  def forward(
-    w: Blocks, b_hn: Array, carry: Blocks, zx: Blocks, cdt: Any, acc: Any
-  ) -> tuple[Blocks, Blocks]:
-    (h,) = carry
-    r = jax.nn.sigmoid(zx[0] + _mm(h, w[0], cdt, acc))  # reset gate
-    z = jax.nn.sigmoid(zx[1] + _mm(h, w[1], cdt, acc))  # update gate
-    if after:
-      hn = _mm(h, w[2], cdt, acc) + b_hn.astype(acc)  # h w_hn + b_hn
-      n = jnp.tanh(zx[2] + r * hn)
-      res: Blocks = (r, z, n, hn)
-    else:
-      n = jnp.tanh(zx[2] + _mm(r * h, w[2], cdt, acc))  # (r ⊙ h) w_hn
-      res = (r, z, n)
-    return ((z * h + (1.0 - z) * n).astype(cdt),), res  # h_t = z h + (1 - z) n
-
-  def backward(
-    w: Blocks,
-    b_hn: Array,
-    prev: Blocks,
-    cur: Blocks,
-    res: Blocks,
-    d: Blocks,
-    cdt: Any,
-    acc: Any,
-  ) -> tuple[Blocks, Blocks, Blocks]:
-    del b_hn, cur
-    r, z, n = res[:3]
-    (h_prev,), (dh,) = prev, d
-    dz = dh * (h_prev - n) * z * (1.0 - z)  # through the interpolation, σ'
-    dn = dh * (1.0 - z) * (1.0 - n * n)  # through tanh
-    if after:
-      dr = dn * res[3] * r * (1.0 - r)  # n_pre = .. + r ⊙ hn
-      dzh = (dr, dz, dn * r)  # hn's gradient is dn ⊙ r
-      dh_prev = dh * z + _mm_t_gates(dzh, w, cdt, acc)
-      return (dh_prev,), (dr, dz, dn), dzh
-    drh = _mm_t(dn, w[2], cdt, acc)  # through (r ⊙ h) w_hn
-    dr = drh * h_prev * r * (1.0 - r)
-    dh_prev = dh * z + drh * r + _mm_t(dr, w[0], cdt, acc) + _mm_t(dz, w[1], cdt, acc)
-    dzx = (dr, dz, dn)
-    return (dh_prev,), dzx, dzx
-
-  def weight_grads(
-    h_prev: Array, res: Array | None, dzh: Array, acc: Any
-  ) -> tuple[Array, Array | None]:
-    Hp = h_prev.shape[-1]
-    if after:  # dw_h = H_prevᵀ dZh, db_hn = Σ dZh_n
-      return _outer_grads(h_prev, res, dzh, acc)[0], jnp.sum(dzh[:, 2 * Hp :], axis=0)
-    assert res is not None
-    rh = res[:, :Hp] * h_prev  # R ⊙ H_prev
-    mm = functools.partial(jnp.matmul, preferred_element_type=acc)
-    return (
-      jnp.concatenate(  # r, z blocks: H_prevᵀ dZ; n block: (R ⊙ H_prev)ᵀ dZn
-        [mm(h_prev.T, dzh[:, : 2 * Hp]), mm(rh.T, dzh[:, 2 * Hp :])], axis=-1
-      ),
-      None,
-    )
-
-  return Rule(3, 1, 4 if after else 3, forward, backward, weight_grads, split=after)
-
-
-GRU_BEFORE, GRU_AFTER = _gru(False), _gru(True)
-
-
-@functools.lru_cache(maxsize=16)
-def _elman(act: Activation) -> Rule:
-  """The Elman RNN's rule, ``h_t = f(zx_t + h_{t-1} w_h)``."""
-
-  def forward(
-    w: Blocks, b_hn: Array, carry: Blocks, zx: Blocks, cdt: Any, acc: Any
-  ) -> tuple[Blocks, Blocks]:
-    del b_hn
-    return (act.fn(zx[0] + _mm(carry[0], w[0], cdt, acc)).astype(cdt),), ()
-
-  def backward(
-    w: Blocks,
-    b_hn: Array,
-    prev: Blocks,
-    cur: Blocks,
-    res: Blocks,
-    d: Blocks,
-    cdt: Any,
-    acc: Any,
-  ) -> tuple[Blocks, Blocks, Blocks]:
-    del b_hn, prev, res
-    dz = d[0] * act.grad_from_output(cur[0].astype(acc))  # backprop through f
-    return (_mm_t(dz, w[0], cdt, acc),), (dz,), (dz,)  # dh_{t-1} = dz w_hᵀ
-
-  return Rule(1, 1, 0, forward, backward, _outer_grads)
-
-
 def rule_for(cell: Cell) -> Rule | None:
-  """The kernels' rule for a built-in ``cell``, or None for any other.
-
-  The cells are told apart by the name their factory gives them (a `Cell`'s
-  functions are opaque closures); the caller has already checked the params'
-  shapes against ``cell.init``.
-  """
-  options = dict(cell.options)
-  if cell.name == "lstm" and cell.gates == 4:
-    return LSTM
-  if cell.name == "gru" and cell.gates == 3:
-    return GRU_AFTER if options.get("reset") == "after" else GRU_BEFORE
-  if cell.name == "elman" and cell.activation is not None:
-    return _elman(cell.activation)
-  return None
+  """The kernels' rule for ``cell``: the one its factory declared in its compiled
+  form (`rnnjax.elman`, `rnnjax.gru` and `rnnjax.lstm` do), or None."""
+  rule = cell.compiled.pallas
+  return rule if isinstance(rule, Rule) else None
 
 
 # ----------------------------------------------------------------- the kernels
@@ -589,7 +390,8 @@ def pallas_scan(
   T, B, _ = xs.shape
   H, G = cell.hidden_size, rule.gates
   leaves, treedef = jax.tree.flatten(carry0)
-  cdt, acc = compute_dtypes(cell.dtype, leaves[0], params.w_h)
+  W = recurrent_weight(cell, params, "rnnjax.scan(kernel='pallas')")
+  cdt, acc = compute_dtypes(cell.dtype, leaves[0], W)
   Hp, Bp = padded(H), -(-B // BLOCK_B) * BLOCK_B
   if resident is None:
     resident = Hp * G * Hp * jnp.dtype(cdt).itemsize <= RESIDENT_BYTES
@@ -598,9 +400,11 @@ def pallas_scan(
   cfg = Config(rule, cdt, acc, Hp, resident, interpret, num_warps=4 if Hp <= 128 else 8)
 
   zx = _pad_gates(cell.project(params, xs).astype(acc), G, H, Hp, Bp)  # [T, Bp, G·Hp]
-  w_h = _pad_gates(params.w_h, G, H, Hp, Hp)  # [Hp, G·Hp]
-  b_hn = getattr(params, "b_hn", None)
-  b_hn = jnp.zeros((1, Hp), w_h.dtype) if b_hn is None else _pad_gates(b_hn[None], 1, H, Hp, 1)
+  w_h = _pad_gates(W, G, H, Hp, Hp)  # [Hp, G·Hp]
+  if rule.bias is None:  # a recurrent-side bias, declared by the rule (the GRU's b_hn)
+    b_hn = jnp.zeros((1, Hp), w_h.dtype)
+  else:
+    b_hn = _pad_gates(field(params, rule.bias, "rnnjax.scan", "bias")[None], 1, H, Hp, 1)
   c0 = tuple(_pad_gates(c.astype(cdt), 1, H, Hp, Bp) for c in leaves)  # [Bp, Hp] each
   valid = jnp.ones((T, B), bool) if mask is None else mask
   m = jnp.pad(valid, ((0, 0), (0, Bp - B))).astype(jnp.int32)[..., None]  # [T, Bp, 1]

@@ -32,7 +32,6 @@ then one VJP of ``f`` over all T steps.
 
 from __future__ import annotations
 
-import math
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -41,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from rnnjax._src import checks, kalman, linear_scan
+from rnnjax._src import checks, kalman, linear_scan, state
 from rnnjax._src import scan as scan_mod
 from rnnjax._src.cells import minrnn
 from rnnjax._src.cells.base import Cell
@@ -90,11 +89,7 @@ def _flat(carry: Carry, shapes: tuple[tuple[int, ...], ...]) -> Array:
   """The carry as one ``[..., S]`` array: each leaf's trailing ``shape`` (its shape
   past the batch, e.g. ``(H,)`` or a ConvLSTM's ``(h, w, C)``) flattened and
   the leaves concatenated."""
-  flat = [
-    leaf.reshape((*leaf.shape[: leaf.ndim - len(shape)], -1))
-    for leaf, shape in zip(jax.tree.leaves(carry), shapes, strict=True)
-  ]
-  return flat[0] if len(flat) == 1 else jnp.concatenate(flat, axis=-1)
+  return state.flatten(carry, shapes)
 
 
 def _check_init(init: Carry, carry: Carry, T: int, what: str) -> None:
@@ -130,12 +125,7 @@ class _Problem(NamedTuple):
     return _flat(carry, self.shapes)
 
   def unflat(self, s: Array) -> Carry:
-    out, start = [], 0
-    for shape in self.shapes:
-      n = math.prod(shape)
-      out.append(s[..., start : start + n].reshape((*s.shape[:-1], *shape)))
-      start += n
-    return jax.tree.unflatten(self.tree, out)
+    return state.unflatten(s, self.tree, self.shapes)
 
   def f(self, params: Params, s: Array, x: Array, m: Array | None) -> Array:
     new, _ = self.cell.step(params, self.unflat(s), x)

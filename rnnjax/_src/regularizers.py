@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from rnnjax._src import state
 from rnnjax._src.cells.base import Cell
 from rnnjax._src.custom import custom_cell
 from rnnjax._src.typing import Array, Carry, Params
@@ -111,18 +112,6 @@ def weight_drop(key: Array | None, params: Params, rate: float, *, field: str = 
   return params._replace(**{field: jnp.where(keep, w / (1.0 - rate), jnp.zeros((), w.dtype))})
 
 
-def _flatten(carry: Carry) -> Array:
-  leaves = jax.tree.leaves(carry)
-  return leaves[0] if len(leaves) == 1 else jnp.concatenate(leaves, axis=-1)
-
-
-def _unflatten(s: Array, like: Carry) -> Carry:
-  leaves, tree = jax.tree.flatten(like)
-  sizes = [leaf.shape[-1] for leaf in leaves]
-  cuts = [sum(sizes[: i + 1]) for i in range(len(sizes) - 1)]
-  return jax.tree.unflatten(tree, jnp.split(s, cuts, axis=-1))
-
-
 class ZoneoutParams(NamedTuple):
   """The params of a `zoneout` cell: the wrapped cell's, unchanged."""
 
@@ -173,8 +162,8 @@ def zoneout(cell: Cell) -> Cell:
   def step(params: ZoneoutParams, carry: Carry, xm: Array) -> tuple[Carry, Array]:
     x, m = xm[..., :-S], xm[..., -S:]
     new, _ = cell.step(params.cell, carry, x)
-    s = m * _flatten(carry) + (1.0 - m) * _flatten(new)  # keep where m = 1
-    carry = _unflatten(s.astype(_flatten(new).dtype), new)
+    s = m * state.flatten(carry) + (1.0 - m) * state.flatten(new)  # keep where m = 1
+    carry = state.unflatten(s.astype(state.flatten(new).dtype), new)
     return carry, cell.output(carry)
 
   return custom_cell(

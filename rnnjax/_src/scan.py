@@ -36,7 +36,8 @@ from jax import lax
 
 from rnnjax._src import bptt, checks, pallas_rnn
 from rnnjax._src import kernel as xla_kernel  # `kernel` is scan's argument
-from rnnjax._src.cells.base import Cell, compute_dtypes
+from rnnjax._src.cells.base import Cell, compute_dtypes, field
+from rnnjax._src.cells.base import input_size as declared_input_size
 from rnnjax._src.typing import Array, Carry, Params
 
 Backward = Literal["auto", "bptt", "autodiff", "checkpoint"]
@@ -380,8 +381,7 @@ def check_inputs(cell: Cell, params: Params, xs: Any, time_major: bool, what: st
       f"{tuple(xs.shape)}; add a batch axis (xs[:, None] for one sequence) or "
       f"jax.vmap over extra axes"
     )
-  w_x = getattr(params, "w_x", None)
-  input_size = None if w_x is None else jnp.shape(w_x)[0]
+  input_size = declared_input_size(cell, params, what)
   if input_size is not None and xs.shape[-1] != input_size:
     raise ValueError(
       f"{what}: xs has feature size {xs.shape[-1]} but params expect input_size "
@@ -517,8 +517,11 @@ def check_carry(
   cell: Cell, params: Params, xs: Array, carry: Carry | None, B: int, what: str
 ) -> Carry:
   """Default zeros, else the structure and shapes of ``cell.initial_carry((B,))``."""
-  w_x = getattr(params, "w_x", None)
-  like = [w_x] if w_x is not None else jax.tree.leaves(params)
+  like = (
+    [field(params, cell.input_weight, what, "input_weight")]
+    if cell.input_weight is not None
+    else jax.tree.leaves(params)
+  )
   cdt, _ = compute_dtypes(cell.dtype, xs, *like)
   expected = cell.initial_carry((B,), cdt)
   if carry is None:

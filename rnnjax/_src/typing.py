@@ -5,7 +5,8 @@ Dimension letters, used in every shape comment and docstring of rnnjax:
 ``S`` the flattened state size (``H``, or ``2H`` for the LSTM's ``[h; c]``),
 ``k`` gate blocks of a cell (1 Elman, 3 GRU, 4 LSTM), ``V`` vocabulary.
 
-Each slot of `rnnjax.Cell` is typed by one `typing.Protocol` below, whose
+Each function of `rnnjax.Cell` and of its private compiled form
+(`rnnjax._src.cells.base.Compiled`) is typed by one `typing.Protocol` below, whose
 ``__call__`` docstring is the slot's contract (optax's ``TransformInitFn``
 style). The engine calls every slot but ``init`` and ``initial_carry``
 positionally, so those Protocols take positional-only parameters and an
@@ -146,7 +147,7 @@ class BackwardStepFn(Protocol):
       carry_prev: the carry before the step.
       carry: the carry after it.
       residuals: what `FastStepFn` returned for the step.
-      dcarry: what `AddOutputGradFn` made of ``∂L/∂carry_t`` and ``∂L_t/∂y_t``.
+      dcarry: the pair ``(∂L/∂carry_t, ∂L_t/∂y_t)``.
 
     Returns:
       ``(dcarry_prev, dzx, rows, dleaves)``: ``∂L/∂carry_{t-1}``; the gradient
@@ -230,25 +231,5 @@ class StepOutputFn(Protocol):
 
     Returns:
       ``y``.
-    """
-    ...
-
-
-class AddOutputGradFn(Protocol):
-  """`rnnjax.Cell.add_output_grad`: the cotangents a local backward receives."""
-
-  def __call__(self, dcarry: Carry, dy: Array, /) -> Any:
-    """What `BackwardStepFn` receives for a step's two cotangents.
-
-    Every cell `rnnjax.custom_cell` builds (the built-ins too) passes the pair
-    on, ``(dcarry, dy)``, and its local backward adds ``dy`` where the step
-    read ``y`` from.
-
-    Args:
-      dcarry: ``∂L/∂carry_t`` from the later steps.
-      dy: ``∂L_t/∂y_t``, ``[..., O]``.
-
-    Returns:
-      ``(dcarry, dy)``.
     """
     ...

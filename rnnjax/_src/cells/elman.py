@@ -20,16 +20,18 @@ State Jacobian (the lecture's "cause of all problems"):
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import functools
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from rnnjax import init as inits
 from rnnjax._src import checks
-from rnnjax._src.activations import ACTIVATIONS
-from rnnjax._src.cells import base
-from rnnjax._src.custom import LocalBackward, build
+from rnnjax._src import init as inits
+from rnnjax._src.activations import ACTIVATIONS, Activation
+from rnnjax._src.cells import base, tiles
+from rnnjax._src.custom import build
+from rnnjax._src.hints import BackwardRows, ClosedJacobian
 from rnnjax._src.typing import Array, DType
 
 
@@ -45,6 +47,34 @@ class ElmanParams(NamedTuple):
   w_x: Array  # [I, H]   the lecture's Vᵀ
   w_h: Array  # [H, H]   the lecture's Wᵀ
   b: Array  # [H]      b_h
+
+
+@functools.lru_cache(maxsize=16)
+def pallas_rule(act: Activation) -> tiles.Rule:
+  """The Elman step on the Pallas kernel's tiles, ``h_t = f(zx_t + h_{t-1} w_h)``,
+  with the activation's own ``f`` and ``f'`` as the XLA step and backward use."""
+
+  def forward(
+    w: tiles.Blocks, b_hn: Array, carry: tiles.Blocks, zx: tiles.Blocks, cdt: Any, acc: Any
+  ) -> tuple[tiles.Blocks, tiles.Blocks]:
+    del b_hn
+    return (act.fn(zx[0] + tiles.mm(carry[0], w[0], cdt, acc)).astype(cdt),), ()
+
+  def backward(
+    w: tiles.Blocks,
+    b_hn: Array,
+    prev: tiles.Blocks,
+    cur: tiles.Blocks,
+    res: tiles.Blocks,
+    d: tiles.Blocks,
+    cdt: Any,
+    acc: Any,
+  ) -> tuple[tiles.Blocks, tiles.Blocks, tiles.Blocks]:
+    del b_hn, prev, res
+    dz = d[0] * act.grad_from_output(cur[0].astype(acc))  # backprop through f
+    return (tiles.mm_t(dz, w[0], cdt, acc),), (dz,), (dz,)  # dh_{t-1} = dz w_hᵀ
+
+  return tiles.Rule(1, 1, 0, forward, backward, tiles.outer_grads)
 
 
 @base.memoized
@@ -135,14 +165,20 @@ def elman(
     h_new, _ = step(params, h, x)
     return fprime(h_new)[:, None] * params.w_h.T  # diag(f'(z)) W
 
-  cell = build(
+  return build(
     init,
     step,
     initial_carry,
     name="elman",
+    output_size=H,
     what=what,
-    project=project,
-    backward=LocalBackward(forward, backward, recurrent_grads),
-    state_jacobian=state_jacobian,
+    fast=BackwardRows(forward, backward, recurrent_grads, project, rows_are_dzx=True),
+    jacobian=ClosedJacobian(state_jacobian),
+    options=(("activation", activation),),
+    dtype=dtype,
+    activation=act,
+    recurrent_weight="w_h",
+    input_weight="w_x",
+    pallas=pallas_rule(act),
+    gates=1,
   )
-  return cell._replace(options=(("activation", activation),), dtype=dtype, activation=act)

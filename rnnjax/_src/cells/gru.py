@@ -25,15 +25,18 @@ Backward of one step:
 
 from __future__ import annotations
 
-from typing import NamedTuple, cast
+import functools
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
 
-from rnnjax import init as inits
 from rnnjax._src import checks
-from rnnjax._src.cells import base
-from rnnjax._src.custom import LocalBackward, build
+from rnnjax._src import init as inits
+from rnnjax._src.cells import base, tiles
+from rnnjax._src.cells.tiles import Blocks
+from rnnjax._src.custom import build
+from rnnjax._src.hints import BackwardRows, ClosedJacobian
 from rnnjax._src.typing import Array, DType
 
 Residuals = tuple[Array, Array, Array, Array | None]
@@ -57,6 +60,98 @@ class GRUParams(NamedTuple):
   w_h: Array  # [H, 3H]  blocks (r, z, n)
   b: Array  # [3H]
   b_hn: Array | None = None  # [H], reset="after" only
+
+
+def blend(h: Array, z: Array, n: Array) -> Array:
+  """``h_t = z ⊙ h_{t-1} + (1 − z) ⊙ n``, the GRU's interpolation."""
+  return z * h + (1.0 - z) * n
+
+
+def blend_backward(dh: Array, h_prev: Array, z: Array, n: Array) -> tuple[Array, Array]:
+  """`blend`'s backward to the pre-activations of ``z`` (through σ) and ``n``
+  (through tanh): ``(dz, dn)``."""
+  dz = dh * (h_prev - n) * z * (1.0 - z)  # h = z h_prev + (1-z) n; σ'
+  dn = dh * (1.0 - z) * (1.0 - n * n)  # through tanh
+  return dz, dn
+
+
+def sigmoid_backward(d: Array, s: Array) -> Array:
+  """``d ⊙ σ'`` for ``s = σ(·)``: the reset gate's pre-activation gradient."""
+  return d * s * (1.0 - s)
+
+
+@functools.lru_cache(maxsize=2)
+def pallas_rule(after: bool) -> tiles.Rule:
+  """The GRU's step on the Pallas kernel's tiles, reset gate before (lecture) or
+  after (cuDNN) ``w_hn``, with `blend`, `blend_backward` and `sigmoid_backward`."""
+  mm, mm_t, mm_t_gates = tiles.mm, tiles.mm_t, tiles.mm_t_gates
+
+  def forward(
+    w: Blocks, b_hn: Array, carry: Blocks, zx: Blocks, cdt: Any, acc: Any
+  ) -> tuple[Blocks, Blocks]:
+    (h,) = carry
+    r = jax.nn.sigmoid(zx[0] + mm(h, w[0], cdt, acc))  # reset gate
+    z = jax.nn.sigmoid(zx[1] + mm(h, w[1], cdt, acc))  # update gate
+    if after:
+      hn = mm(h, w[2], cdt, acc) + b_hn.astype(acc)  # h w_hn + b_hn
+      n = jnp.tanh(zx[2] + r * hn)
+      res: Blocks = (r, z, n, hn)
+    else:
+      n = jnp.tanh(zx[2] + mm(r * h, w[2], cdt, acc))  # (r ⊙ h) w_hn
+      res = (r, z, n)
+    return (blend(h, z, n).astype(cdt),), res
+
+  def backward(
+    w: Blocks,
+    b_hn: Array,
+    prev: Blocks,
+    cur: Blocks,
+    res: Blocks,
+    d: Blocks,
+    cdt: Any,
+    acc: Any,
+  ) -> tuple[Blocks, Blocks, Blocks]:
+    del b_hn, cur
+    r, z, n = res[:3]
+    (h_prev,), (dh,) = prev, d
+    dz, dn = blend_backward(dh, h_prev, z, n)
+    if after:
+      dr = sigmoid_backward(dn * res[3], r)  # n_pre = .. + r ⊙ hn
+      dzh = (dr, dz, dn * r)  # hn's gradient is dn ⊙ r
+      dh_prev = dh * z + mm_t_gates(dzh, w, cdt, acc)
+      return (dh_prev,), (dr, dz, dn), dzh
+    drh = mm_t(dn, w[2], cdt, acc)  # through (r ⊙ h) w_hn
+    dr = sigmoid_backward(drh * h_prev, r)
+    dh_prev = dh * z + drh * r + mm_t(dr, w[0], cdt, acc) + mm_t(dz, w[1], cdt, acc)
+    dzx = (dr, dz, dn)
+    return (dh_prev,), dzx, dzx
+
+  def weight_grads(
+    h_prev: Array, res: Array | None, dzh: Array, acc: Any
+  ) -> tuple[Array, Array | None]:
+    Hp = h_prev.shape[-1]
+    if after:  # dw_h = H_prevᵀ dZh, db_hn = Σ dZh_n
+      return tiles.outer_grads(h_prev, res, dzh, acc)[0], jnp.sum(dzh[:, 2 * Hp :], axis=0)
+    assert res is not None
+    rh = res[:, :Hp] * h_prev  # R ⊙ H_prev
+    matmul = functools.partial(jnp.matmul, preferred_element_type=acc)
+    return (
+      jnp.concatenate(  # r, z blocks: H_prevᵀ dZ; n block: (R ⊙ H_prev)ᵀ dZn
+        [matmul(h_prev.T, dzh[:, : 2 * Hp]), matmul(rh.T, dzh[:, 2 * Hp :])], axis=-1
+      ),
+      None,
+    )
+
+  return tiles.Rule(
+    3,
+    1,
+    4 if after else 3,
+    forward,
+    backward,
+    weight_grads,
+    split=after,
+    bias="b_hn" if after else None,
+  )
 
 
 @base.memoized
@@ -151,7 +246,7 @@ def gru(
   def forward(params: GRUParams, h: Array, zx: Array) -> tuple[Array, Array, Residuals]:
     cdt, acc = base.compute_dtypes(dtype, h, params.w_h)
     r, z, n, hn = _gates(params, h, zx, cdt, acc)
-    h_new = (z * h + (1.0 - z) * n).astype(cdt)
+    h_new = blend(h, z, n).astype(cdt)
     res = (r.astype(cdt), z.astype(cdt), n.astype(cdt), None if hn is None else hn.astype(cdt))
     return h_new, h_new, res
 
@@ -164,16 +259,15 @@ def gru(
     r, z, n, hn = res
     dh = dcarry + dy  # y = h
     w_h = params.w_h.T.astype(dh.dtype)  # [3H, H]
-    dz = dh * (h_prev - n) * z * (1.0 - z)  # h = z h_prev + (1-z) n; σ'
-    dn = dh * (1.0 - z) * (1.0 - n * n)  # through tanh
+    dz, dn = blend_backward(dh, h_prev, z, n)
     if after:
-      dr = dn * cast(Array, hn) * r * (1.0 - r)  # n_pre = .. + r ⊙ hn
+      dr = sigmoid_backward(dn * cast(Array, hn), r)  # n_pre = .. + r ⊙ hn
       dzh = jnp.concatenate([dr, dz, dn * r], axis=-1)  # hn's grad is dn ⊙ r
       dh_prev = dh * z + dzh @ w_h  # dh_{t-1}
       dzx = jnp.concatenate([dr, dz, dn], axis=-1)
     else:
       drh = dn @ w_h[2 * H :]  # through (r ⊙ h) w_hn
-      dr = drh * h_prev * r * (1.0 - r)
+      dr = sigmoid_backward(drh * h_prev, r)
       drz = jnp.concatenate([dr, dz], axis=-1)
       dh_prev = dh * z + drh * r + drz @ w_h[: 2 * H]
       dzx = jnp.concatenate([drz, dn], axis=-1)
@@ -214,14 +308,20 @@ def gru(
     dn = (1 - n * n)[:, None] * dn_pre
     return jnp.diag(z) + (h - n)[:, None] * dz + (1 - z)[:, None] * dn
 
-  cell = build(
+  return build(
     init,
     step,
     initial_carry,
     name="gru",
+    output_size=H,
     what=what,
-    project=project,
-    backward=LocalBackward(forward, backward, recurrent_grads),
-    state_jacobian=state_jacobian,
+    fast=BackwardRows(forward, backward, recurrent_grads, project, rows_are_dzx=not after),
+    jacobian=ClosedJacobian(state_jacobian),
+    options=(("reset", reset),),
+    dtype=dtype,
+    activation=None,
+    recurrent_weight="w_h",
+    input_weight="w_x",
+    pallas=pallas_rule(after),
+    gates=3,
   )
-  return cell._replace(gates=3, options=(("reset", reset),), dtype=dtype)

@@ -56,8 +56,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from rnnjax import init as inits
 from rnnjax._src import checks
+from rnnjax._src import init as inits
 from rnnjax._src.cells import base
 from rnnjax._src.custom import build
 from rnnjax._src.typing import Array, DType

@@ -24,16 +24,79 @@ The state Jacobian is taken over ``s = [h; c]`` (S = 2H).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from rnnjax import init as inits
 from rnnjax._src import checks
-from rnnjax._src.cells import base
-from rnnjax._src.custom import LocalBackward, build
+from rnnjax._src import init as inits
+from rnnjax._src.cells import base, tiles
+from rnnjax._src.custom import build
+from rnnjax._src.hints import BackwardRows, ClosedJacobian
 from rnnjax._src.typing import Array, DType
+
+
+def pointwise(
+  gate: Callable[[int], Array], c_prev: Array
+) -> tuple[Array, Array, tuple[Array, Array, Array, Array]]:
+  """The step after the matmuls: ``(h_t, c_t, (i, f, g, o))``, in the accumulation
+  dtype, from ``gate(k)``, the pre-activation of gate block k (a slice of
+  ``z: [B, 4H]`` on the XLA path, a ``[Bb, Hp]`` tile in the Pallas kernel)."""
+  i = jax.nn.sigmoid(gate(0))
+  f = jax.nn.sigmoid(gate(1))
+  g = jnp.tanh(gate(2))
+  o = jax.nn.sigmoid(gate(3))
+  c = f * c_prev + i * g  # c_t = f ⊙ c_{t-1} + i ⊙ g
+  h = o * jnp.tanh(c)  # h_t = o ⊙ tanh(c_t)
+  return h, c, (i, f, g, o)
+
+
+def pointwise_backward(
+  gates: tuple[Array, ...], c_prev: Array, c: Array, dh: Array, dc: Array
+) -> tuple[tuple[Array, Array, Array, Array], Array]:
+  """`pointwise`'s backward: the gate pre-activations' gradients ``(di, df, dg, do)``
+  and ``dc``, the gradient reaching ``c_t`` (``dc_{t-1} = dc ⊙ f``), from ``dh``
+  (``h``'s cotangent, the output's included) and ``dc`` (``c_t``'s from later)."""
+  i, f, g, o = gates
+  tc = jnp.tanh(c)
+  do = dh * tc * o * (1.0 - o)  # h = o tanh(c), σ'
+  dc = dc + dh * o * (1.0 - tc * tc)  # through tanh(c)
+  di = dc * g * i * (1.0 - i)  # c = f c_prev + i g
+  df = dc * c_prev * f * (1.0 - f)
+  dg = dc * i * (1.0 - g * g)
+  return (di, df, dg, do), dc
+
+
+def _tile_forward(
+  w: tiles.Blocks, b_hn: Array, carry: tiles.Blocks, zx: tiles.Blocks, cdt: Any, acc: Any
+) -> tuple[tiles.Blocks, tiles.Blocks]:
+  del b_hn
+  h, c = carry
+  z = [zx[k] + tiles.mm(h, w[k], cdt, acc) for k in range(4)]  # [i|f|g|o]_pre
+  h, c, gates = pointwise(lambda k: z[k], c)
+  return (h.astype(cdt), c.astype(cdt)), gates
+
+
+def _tile_backward(
+  w: tiles.Blocks,
+  b_hn: Array,
+  prev: tiles.Blocks,
+  cur: tiles.Blocks,
+  res: tiles.Blocks,
+  d: tiles.Blocks,
+  cdt: Any,
+  acc: Any,
+) -> tuple[tiles.Blocks, tiles.Blocks, tiles.Blocks]:
+  del b_hn
+  dz, dc = pointwise_backward(tuple(res), prev[1], cur[1], d[0], d[1])
+  dh_prev = tiles.mm_t_gates(dz, w, cdt, acc)  # dh_{t-1} = dz w_hᵀ
+  return (dh_prev, dc * res[1]), dz, dz  # dc_{t-1} = dc ⊙ f
+
+
+PALLAS = tiles.Rule(4, 2, 4, _tile_forward, _tile_backward, tiles.outer_grads)
+"""The LSTM's step on the Pallas kernel's tiles."""
 
 
 class LSTMParams(NamedTuple):
@@ -133,13 +196,8 @@ def lstm(
     params: LSTMParams, carry: LSTMCarry, zx: Array, cdt: DType, acc: DType
   ) -> tuple[LSTMCarry, tuple[Array, Array, Array, Array]]:
     z = zx.astype(acc) + base.mm(carry.h.astype(cdt), params.w_h.astype(cdt), acc)
-    i = jax.nn.sigmoid(z[..., :H])
-    f = jax.nn.sigmoid(z[..., H : 2 * H])
-    g = jnp.tanh(z[..., 2 * H : 3 * H])
-    o = jax.nn.sigmoid(z[..., 3 * H :])
-    c = f * carry.c + i * g
-    h = o * jnp.tanh(c)
-    return LSTMCarry(h.astype(cdt), c.astype(cdt)), (i, f, g, o)
+    h, c, gates = pointwise(lambda k: z[..., k * H : (k + 1) * H], carry.c)
+    return LSTMCarry(h.astype(cdt), c.astype(cdt)), gates
 
   project = base.affine_projection(dtype)
 
@@ -153,12 +211,7 @@ def lstm(
   ) -> tuple[LSTMCarry, Array, Array]:
     i, f, g, o = (gates[..., k * H : (k + 1) * H] for k in range(4))
     dh = d.h + dy  # y = h
-    tc = jnp.tanh(carry.c)
-    do = dh * tc * o * (1.0 - o)  # h = o tanh(c), σ'
-    dc = d.c + dh * o * (1.0 - tc * tc)  # through tanh(c)
-    di = dc * g * i * (1.0 - i)  # c = f c_prev + i g
-    df = dc * prev.c * f * (1.0 - f)
-    dg = dc * i * (1.0 - g * g)
+    (di, df, dg, do), dc = pointwise_backward((i, f, g, o), prev.c, carry.c, dh, d.c)
     dz = jnp.concatenate([di, df, dg, do], axis=-1)  # [B, 4H]
     dh_prev = dz @ params.w_h.T.astype(dz.dtype)  # dh_{t-1} = dz w_hᵀ
     return LSTMCarry(dh_prev, dc * f), dz, dz  # dc_{t-1} = dc ⊙ f; dzh = dzx = dz
@@ -184,17 +237,23 @@ def lstm(
     dh_dc = (o * (1 - tc * tc))[:, None] * dc_dc
     return jnp.block([[dh_dh, dh_dc], [dc_dh, dc_dc]])
 
-  cell = build(
+  options = (
+    (("forget_bias", forget_bias),) if chrono_t_max is None else (("chrono_t_max", chrono_t_max),)
+  )
+  return build(
     init,
     base.step_from(project, forward),
     initial_carry,
     name="lstm",
+    output_size=H,
     what=what,
-    project=project,
-    backward=LocalBackward(forward, backward, recurrent_grads),
-    state_jacobian=state_jacobian,
+    fast=BackwardRows(forward, backward, recurrent_grads, project, rows_are_dzx=True),
+    jacobian=ClosedJacobian(state_jacobian),
+    options=options,
+    dtype=dtype,
+    activation=None,
+    recurrent_weight="w_h",
+    input_weight="w_x",
+    pallas=PALLAS,
+    gates=4,
   )
-  options = (
-    (("forget_bias", forget_bias),) if chrono_t_max is None else (("chrono_t_max", chrono_t_max),)
-  )
-  return cell._replace(gates=4, options=options, dtype=dtype)

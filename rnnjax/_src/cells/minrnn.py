@@ -31,10 +31,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnnjax import init as inits
 from rnnjax._src import checks
+from rnnjax._src import init as inits
 from rnnjax._src.cells import base
-from rnnjax._src.cells.zoo import _affine, _init_checks, _zeros
 from rnnjax._src.custom import build
 from rnnjax._src.typing import Array, DType
 
@@ -132,7 +131,6 @@ def mingru(hidden_size: int, *, param_dtype: DType = jnp.float32) -> base.Cell:
   H = checks.positive_int("hidden_size", hidden_size, what)
 
   def init(key: Array, input_size: int) -> MinGRUParams:
-    _init_checks(key, input_size, what)
     return MinGRUParams(
       w_x=inits.lecun_normal()(key, (input_size, 2 * H), param_dtype),
       b=jnp.zeros((2 * H,), param_dtype),
@@ -147,7 +145,14 @@ def mingru(hidden_size: int, *, param_dtype: DType = jnp.float32) -> base.Cell:
     return update(params, h, _project(params, x))
 
   return build(
-    init, step, _zeros(H, what), name="mingru", what=what, project=_project, update=update
+    init,
+    step,
+    base.zeros_carry(H),
+    name="mingru",
+    what=what,
+    output_size=H,
+    project=_project,
+    update=update,
   )
 
 
@@ -225,7 +230,6 @@ def minlstm(hidden_size: int, *, param_dtype: DType = jnp.float32) -> base.Cell:
   H = checks.positive_int("hidden_size", hidden_size, what)
 
   def init(key: Array, input_size: int) -> MinLSTMParams:
-    _init_checks(key, input_size, what)
     return MinLSTMParams(
       w_x=inits.lecun_normal()(key, (input_size, 3 * H), param_dtype),
       b=jnp.zeros((3 * H,), param_dtype),
@@ -240,13 +244,20 @@ def minlstm(hidden_size: int, *, param_dtype: DType = jnp.float32) -> base.Cell:
     return update(params, h, _project(params, x))
 
   return build(
-    init, step, _zeros(H, what), name="minlstm", what=what, project=_project, update=update
+    init,
+    step,
+    base.zeros_carry(H),
+    name="minlstm",
+    what=what,
+    output_size=H,
+    project=_project,
+    update=update,
   )
 
 
 def _project(params: MinGRUParams | MinLSTMParams, x: Array) -> Array:
   """``zx = x @ w_x + b: [..., kH]``, the only part of either cell that reads ``x``."""
-  return _affine(x, params.w_x, params.b)
+  return base.affine(x, params.w_x, params.b)
 
 
 # ----------------------------------------------------------------- parallel evaluation

@@ -34,12 +34,12 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg
 
-from rnnjax import init as inits
 from rnnjax._src import checks
+from rnnjax._src import init as inits
 from rnnjax._src.activations import ACTIVATIONS
 from rnnjax._src.cells import base
 from rnnjax._src.cells.lstm import LSTMCarry
-from rnnjax._src.custom import custom_cell
+from rnnjax._src.custom import build
 from rnnjax._src.typing import Array, DType
 
 __all__ = [
@@ -64,17 +64,6 @@ __all__ = [
 # ----------------------------------------------------------------- helpers
 
 
-def _row(v: Array, like: Array) -> Array:
-  """``v: [n]`` shaped to broadcast against ``like: [..., n]`` (no rank promotion)."""
-  return v.reshape((1,) * (like.ndim - 1) + v.shape)
-
-
-def _affine(x: Array, w: Array, b: Array) -> Array:
-  """``x @ w + b`` for ``x: [..., n]``, ``w: [n, m]``, ``b: [m]``."""
-  z = x @ w
-  return z + _row(b, z)
-
-
 def _block(z: Array, k: int, H: int) -> Array:
   """The ``k``-th ``[..., H]`` gate block of ``z: [..., nH]``."""
   return z[..., k * H : (k + 1) * H]
@@ -85,30 +74,15 @@ def _layer_norm(z: Array, gain: Array, bias: Array | None, eps: float) -> Array:
   ``μ`` and ``v`` the mean and (biased) variance of the features of each row."""
   mu = jnp.mean(z, axis=-1, keepdims=True)
   var = jnp.mean(jnp.square(z - mu), axis=-1, keepdims=True)
-  out = (z - mu) * jax.lax.rsqrt(var + eps) * _row(gain, z)
-  return out if bias is None else out + _row(bias, z)
+  out = (z - mu) * jax.lax.rsqrt(var + eps) * base.row(gain, z)
+  return out if bias is None else out + base.row(bias, z)
 
 
-def _init_checks(key: Array, input_size: int, what: str) -> None:
-  checks.prng_key(key, what + ".init")
-  checks.positive_int("input_size", input_size, what + ".init")
-
-
-def _zeros(H: int, what: str) -> Callable[..., Array]:
-  """``initial_carry`` of a cell whose carry is ``h: [..., H]``."""
-
-  def initial_carry(batch_shape: tuple[int, ...] = (), dtype: DType = jnp.float32) -> Array:
-    batch_shape = checks.batch_shape(batch_shape, what + ".initial_carry")
-    return jnp.zeros((*batch_shape, H), dtype)
-
-  return initial_carry
-
-
-def _lstm_zeros(H: int, what: str, P: int | None = None) -> Callable[..., LSTMCarry]:
-  """``initial_carry`` of an LSTM-like cell: ``LSTMCarry(h: [..., P], c: [..., H])``."""
+def _lstm_zeros(H: int, P: int | None = None) -> Callable[..., LSTMCarry]:
+  """``initial_carry`` of an LSTM-like cell: ``LSTMCarry(h: [..., P], c: [..., H])``
+  (`rnnjax.custom_cell` checks the ``batch_shape``)."""
 
   def initial_carry(batch_shape: tuple[int, ...] = (), dtype: DType = jnp.float32) -> LSTMCarry:
-    batch_shape = checks.batch_shape(batch_shape, what + ".initial_carry")
     return LSTMCarry(
       jnp.zeros((*batch_shape, H if P is None else P), dtype), jnp.zeros((*batch_shape, H), dtype)
     )
@@ -184,7 +158,6 @@ def mgu(hidden_size: int, *, param_dtype: DType = jnp.float32) -> base.Cell:
   recurrent_init = inits.blockwise(inits.orthogonal(), 2)
 
   def init(key: Array, input_size: int) -> MGUParams:
-    _init_checks(key, input_size, what)
     kx, kh = jax.random.split(key)
     return MGUParams(
       w_x=inits.lecun_normal()(kx, (input_size, 2 * H), param_dtype),
@@ -194,14 +167,14 @@ def mgu(hidden_size: int, *, param_dtype: DType = jnp.float32) -> base.Cell:
     )
 
   def step(params: MGUParams, h: Array, x: Array) -> tuple[Array, Array]:
-    zx = _affine(x, params.w_x, params.b)  # [..., 2H]
+    zx = base.affine(x, params.w_x, params.b)  # [..., 2H]
     zh = h @ params.w_h  # [..., 2H]
     f = jax.nn.sigmoid(_block(zx, 0, H) + _block(zh, 0, H))
-    n = jnp.tanh(_block(zx, 1, H) + f * (_block(zh, 1, H) + _row(params.b_hn, h)))
+    n = jnp.tanh(_block(zx, 1, H) + f * (_block(zh, 1, H) + base.row(params.b_hn, h)))
     new = ((1.0 - f) * n + f * h).astype(h.dtype)
     return new, new
 
-  return custom_cell(init, step, _zeros(H, what), name="mgu")
+  return build(init, step, base.zeros_carry(H), name="mgu", what=what, input_weight="w_x")
 
 
 # ----------------------------------------------------------------- IndRNN
@@ -287,7 +260,6 @@ def indrnn(
   bound = None if recurrent_max is None else float(recurrent_max)
 
   def init(key: Array, input_size: int) -> IndRNNParams:
-    _init_checks(key, input_size, what)
     kx, ku = jax.random.split(key)
     high = 1.0 if bound is None else min(1.0, bound)
     return IndRNNParams(
@@ -298,10 +270,10 @@ def indrnn(
 
   def step(params: IndRNNParams, h: Array, x: Array) -> tuple[Array, Array]:
     u = params.u if bound is None else jnp.clip(params.u, -bound, bound)
-    new = fn(_affine(x, params.w_x, params.b) + _row(u, h) * h).astype(h.dtype)
+    new = fn(base.affine(x, params.w_x, params.b) + base.row(u, h) * h).astype(h.dtype)
     return new, new
 
-  cell = custom_cell(init, step, _zeros(H, what), name="indrnn")
+  cell = build(init, step, base.zeros_carry(H), name="indrnn", what=what, input_weight="w_x")
   return cell._replace(options=(("activation", activation), ("recurrent_max", recurrent_max)))
 
 
@@ -367,7 +339,6 @@ def peephole_lstm(
   recurrent_init = inits.blockwise(inits.orthogonal(), 4)
 
   def init(key: Array, input_size: int) -> PeepholeLSTMParams:
-    _init_checks(key, input_size, what)
     kx, kh = jax.random.split(key)
     return PeepholeLSTMParams(
       w_x=inits.lecun_normal()(kx, (input_size, 4 * H), param_dtype),
@@ -378,8 +349,8 @@ def peephole_lstm(
 
   def step(params: PeepholeLSTMParams, carry: LSTMCarry, x: Array) -> tuple[LSTMCarry, Array]:
     h, c = carry
-    z = _affine(x, params.w_x, params.b) + h @ params.w_h  # [..., 4H]
-    p_i, p_f, p_o = (_row(_block(params.w_c, k, H), c) for k in range(3))
+    z = base.affine(x, params.w_x, params.b) + h @ params.w_h  # [..., 4H]
+    p_i, p_f, p_o = (base.row(_block(params.w_c, k, H), c) for k in range(3))
     i = jax.nn.sigmoid(_block(z, 0, H) + p_i * c)
     f = jax.nn.sigmoid(_block(z, 1, H) + p_f * c)
     g = jnp.tanh(_block(z, 2, H))
@@ -388,7 +359,9 @@ def peephole_lstm(
     h_new = (o * jnp.tanh(c_new)).astype(h.dtype)
     return LSTMCarry(h_new, c_new.astype(c.dtype)), h_new
 
-  cell = custom_cell(init, step, _lstm_zeros(H, what), name="peephole_lstm", output_size=H)
+  cell = build(
+    init, step, _lstm_zeros(H), name="peephole_lstm", what=what, input_weight="w_x", output_size=H
+  )
   return cell._replace(options=(("forget_bias", forget_bias),))
 
 
@@ -444,7 +417,6 @@ def cifg_lstm(
   recurrent_init = inits.blockwise(inits.orthogonal(), 3)
 
   def init(key: Array, input_size: int) -> CIFGParams:
-    _init_checks(key, input_size, what)
     kx, kh = jax.random.split(key)
     return CIFGParams(
       w_x=inits.lecun_normal()(kx, (input_size, 3 * H), param_dtype),
@@ -454,7 +426,7 @@ def cifg_lstm(
 
   def step(params: CIFGParams, carry: LSTMCarry, x: Array) -> tuple[LSTMCarry, Array]:
     h, c = carry
-    z = _affine(x, params.w_x, params.b) + h @ params.w_h  # [..., 3H]
+    z = base.affine(x, params.w_x, params.b) + h @ params.w_h  # [..., 3H]
     f = jax.nn.sigmoid(_block(z, 0, H))
     g = jnp.tanh(_block(z, 1, H))
     o = jax.nn.sigmoid(_block(z, 2, H))
@@ -462,7 +434,9 @@ def cifg_lstm(
     h_new = (o * jnp.tanh(c_new)).astype(h.dtype)
     return LSTMCarry(h_new, c_new.astype(c.dtype)), h_new
 
-  cell = custom_cell(init, step, _lstm_zeros(H, what), name="cifg_lstm", output_size=H)
+  cell = build(
+    init, step, _lstm_zeros(H), name="cifg_lstm", what=what, input_weight="w_x", output_size=H
+  )
   return cell._replace(options=(("forget_bias", forget_bias),))
 
 
@@ -531,7 +505,6 @@ def lstm_projected(
   recurrent_init = inits.blockwise(inits.orthogonal(), 4)
 
   def init(key: Array, input_size: int) -> LSTMProjectedParams:
-    _init_checks(key, input_size, what)
     kx, kh, kr = jax.random.split(key, 3)
     return LSTMProjectedParams(
       w_x=inits.lecun_normal()(kx, (input_size, 4 * H), param_dtype),
@@ -542,7 +515,7 @@ def lstm_projected(
 
   def step(params: LSTMProjectedParams, carry: LSTMCarry, x: Array) -> tuple[LSTMCarry, Array]:
     h, c = carry
-    z = _affine(x, params.w_x, params.b) + h @ params.w_h  # [..., 4H]
+    z = base.affine(x, params.w_x, params.b) + h @ params.w_h  # [..., 4H]
     i = jax.nn.sigmoid(_block(z, 0, H))
     f = jax.nn.sigmoid(_block(z, 1, H))
     g = jnp.tanh(_block(z, 2, H))
@@ -551,7 +524,15 @@ def lstm_projected(
     h_new = ((o * jnp.tanh(c_new)) @ params.w_r).astype(h.dtype)  # [..., P]
     return LSTMCarry(h_new, c_new.astype(c.dtype)), h_new
 
-  cell = custom_cell(init, step, _lstm_zeros(H, what, P), name="lstm_projected", output_size=P)
+  cell = build(
+    init,
+    step,
+    _lstm_zeros(H, P),
+    name="lstm_projected",
+    what=what,
+    input_weight="w_x",
+    output_size=P,
+  )
   # the repr shows hidden_size = P (what the next layer sees) and the cell state's H
   return cell._replace(options=(("cell_size", H), ("forget_bias", forget_bias)))
 
@@ -635,7 +616,6 @@ def layer_norm_lstm(
   recurrent_init = inits.blockwise(inits.orthogonal(), 4)
 
   def init(key: Array, input_size: int) -> LayerNormLSTMParams:
-    _init_checks(key, input_size, what)
     kx, kh = jax.random.split(key)
     return LayerNormLSTMParams(
       w_x=inits.lecun_normal()(kx, (input_size, 4 * H), param_dtype),
@@ -659,7 +639,9 @@ def layer_norm_lstm(
     h_new = (o * jnp.tanh(_layer_norm(c_new, params.g_c, params.b_c, eps))).astype(h.dtype)
     return LSTMCarry(h_new, c_new.astype(c.dtype)), h_new
 
-  cell = custom_cell(init, step, _lstm_zeros(H, what), name="layer_norm_lstm", output_size=H)
+  cell = build(
+    init, step, _lstm_zeros(H), name="layer_norm_lstm", what=what, input_weight="w_x", output_size=H
+  )
   return cell._replace(options=(("eps", eps), ("forget_bias", forget_bias)))
 
 
@@ -726,7 +708,6 @@ def layer_norm_gru(
   recurrent_init = inits.blockwise(inits.orthogonal(), 3)
 
   def init(key: Array, input_size: int) -> LayerNormGRUParams:
-    _init_checks(key, input_size, what)
     kx, kh = jax.random.split(key)
     return LayerNormGRUParams(
       w_x=inits.lecun_normal()(kx, (input_size, 3 * H), param_dtype),
@@ -751,7 +732,9 @@ def layer_norm_gru(
     new = (z * h + (1.0 - z) * n).astype(h.dtype)
     return new, new
 
-  cell = custom_cell(init, step, _zeros(H, what), name="layer_norm_gru")
+  cell = build(
+    init, step, base.zeros_carry(H), name="layer_norm_gru", what=what, input_weight="w_x"
+  )
   return cell._replace(options=(("eps", eps),))
 
 
@@ -827,7 +810,6 @@ def orthogonal_rnn(
   fn = _activation(activation, what)
 
   def init(key: Array, input_size: int) -> OrthogonalRNNParams:
-    _init_checks(key, input_size, what)
     kx, ka = jax.random.split(key)
     return OrthogonalRNNParams(
       w_x=inits.lecun_normal()(kx, (input_size, H), param_dtype),
@@ -837,8 +819,10 @@ def orthogonal_rnn(
 
   def step(params: OrthogonalRNNParams, h: Array, x: Array) -> tuple[Array, Array]:
     W = jax.scipy.linalg.expm(params.a - params.a.T)  # [H, H], orthogonal
-    new = fn(_affine(x, params.w_x, params.b) + h @ W).astype(h.dtype)
+    new = fn(base.affine(x, params.w_x, params.b) + h @ W).astype(h.dtype)
     return new, new
 
-  cell = custom_cell(init, step, _zeros(H, what), name="orthogonal_rnn")
+  cell = build(
+    init, step, base.zeros_carry(H), name="orthogonal_rnn", what=what, input_weight="w_x"
+  )
   return cell._replace(options=(("activation", activation),))

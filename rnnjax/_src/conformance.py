@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax import jacobian as jac
 from rnnjax._src import checks
+from rnnjax._src import jacobian as jac
 from rnnjax._src.cells.base import Cell
 from rnnjax._src.scan import Backward, scan
 from rnnjax._src.typing import Array, Carry, Params

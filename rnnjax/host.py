@@ -1,0 +1,10 @@
+"""Process-wide switches of the host (CPU) runtime.
+
+`tune_host_allocator` keeps XLA's large temporaries on glibc's heap, so a
+jitted call does not page-fault them in again each time. Call it once, at the
+start of a program, before JAX's first computation.
+"""
+
+from rnnjax._src.host import tune_host_allocator as tune_host_allocator
+
+__all__ = ["tune_host_allocator"]
