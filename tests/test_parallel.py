@@ -213,7 +213,7 @@ def test_full_elk_damps_where_newton_overflows_and_converges_where_it_contracts(
 
 
 def test_diagonals_without_the_jacobians_and_a_grid_shaped_carry():
-  """quasi/ELK read each step's Jacobian diagonal from S JVPs ([T, B, S] memory); it
+  """quasi-DEER reads each step's Jacobian diagonal; it
   equals the diagonal of the full Jacobians, also for a carry of shape [B, 2, 2]
   (flattened to S = 4 and back) on a user's cell."""
 
@@ -249,6 +249,32 @@ def test_diagonals_without_the_jacobians_and_a_grid_shaped_carry():
   np.testing.assert_allclose(
     prob.diagonals(params, prev, xs, None), jnp.diagonal(full, axis1=-2, axis2=-1), rtol=1e-12
   )
+
+
+def test_diagonals_one_pass_and_loop_agree_with_the_dense_jacobians(monkeypatch):
+  """Both ways of reading the Jacobians' diagonals (one pass of jacfwd under vmap; a
+  loop of S JVPs, forced by DIAG_ONE_PASS_ELEMENTS = 0) equal the dense Jacobians'
+  diagonal in float64, for a built-in GRU and a user's cell (mgu), and quasi-DEER's
+  result and iteration count do not depend on which one ran."""
+  from rnnjax._src import parallel
+
+  default = parallel.DIAG_ONE_PASS_ELEMENTS
+  assert default >= T * B * 4 * 4  # the one pass is the default here
+  for name in ("gru", "mgu (custom cell)"):
+    cell, params, xs, carry = _setup(CELLS[name])
+    prob = parallel._Problem(cell, jax.tree.structure(carry), ((4,),))
+    prev = jax.random.normal(jax.random.key(7), (T, B, 4), jnp.float64)
+    step = lambda s, x, c=cell, p=params: c.step(p, s[None], x[None])[0][0]  # noqa: E731
+    jac = jax.vmap(jax.vmap(jax.jacfwd(step)))
+    want = jnp.diagonal(jac(prev, xs), axis1=-2, axis2=-1)  # independent of _Problem
+    runs = {}
+    for budget in (default, 0):
+      monkeypatch.setattr(parallel, "DIAG_ONE_PASS_ELEMENTS", budget)
+      np.testing.assert_allclose(prob.diagonals(params, prev, xs, None), want, rtol=1e-12)
+      runs[budget] = rj.parallel_scan(cell, params, xs, carry, method="quasi", fallback="none")
+    (_, ys_one, info_one), (_, ys_loop, info_loop) = runs.values()
+    assert bool(info_one.converged) and int(info_one.iterations) == int(info_loop.iterations)
+    np.testing.assert_allclose(ys_one, ys_loop, rtol=0, atol=1e-12)
 
 
 def test_warm_start_from_the_trajectory_of_a_two_part_carry():

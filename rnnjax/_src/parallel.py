@@ -54,6 +54,11 @@ BOUND = 1e8
 """The largest magnitude an undamped iterate keeps (the square root of the dtype's
 largest number where that is smaller): past it an entry is clipped to it (see
 `_repair`)."""
+DIAG_ONE_PASS_ELEMENTS = 1 << 24
+"""Quasi-DEER and quasi-ELK take the Jacobians' diagonals ``[T, B, S]`` in one pass
+(the full ``[T, B, S, S]`` formed for the moment) up to this many elements
+``T·B·S²`` (64 MiB in float32), by a loop of S JVPs past it
+(`_Problem.diagonals`); 0 always loops."""
 FALLBACKS = ("sequential", "none")
 ADJOINTS = ("parallel", "sequential")
 
@@ -167,15 +172,24 @@ class _Problem(NamedTuple):
     return jax.vmap(inner, in_axes=(0, 0, None if mask is None else 0))(prev, xs, mask)
 
   def diagonals(self, params: Params, prev: Array, xs: Array, mask: Array | None) -> Array:
-    """The diagonals of the same Jacobians, ``[T, B, S]``, without forming them.
+    """The diagonals of the same Jacobians, ``[T, B, S]``.
 
-    ``f`` is linearised once over all steps (``jax.linearize``); a loop over the S
-    state units then pushes the one-hot tangent ``e_j`` through the linear map
-    and keeps unit j of the result, ``(J_t e_j)_j = (J_t)_jj``. The arithmetic
-    is jacfwd's (S JVPs), the memory ``[T, B, S]`` instead of ``[T, B, S, S]``.
+    Two ways, the same numbers:
+
+    - one pass (when ``T·B·S² <= DIAG_ONE_PASS_ELEMENTS``): `jacobians` (``jax.jacfwd``
+      of each step under ``vmap``: the basis tangents are the same at every step, so
+      e.g. ``e_j @ W`` is formed once) and their diagonal. Measured faster at every
+      size tried (2.4× at S = 8 to 9× at S = 64, T = 1000, B = 1, CPU;
+      ``benchmarks/results/parallel_quasi_cpu.md``), but it holds ``[T, B, S, S]``
+      for the moment;
+    - otherwise S JVPs in a loop: ``f`` is linearised once over all steps
+      (``jax.linearize``), the one-hot tangent ``e_j`` pushed through the linear map
+      and unit j of the result kept, ``(J_t e_j)_j = (J_t)_jj``: memory ``[T, B, S]``.
     """
-    _, jvp = jax.linearize(lambda s: self.f_all(params, s, xs, mask), prev)
     S = prev.shape[-1]
+    if math.prod(prev.shape) * S <= DIAG_ONE_PASS_ELEMENTS:
+      return jnp.diagonal(self.jacobians(params, prev, xs, mask), axis1=-2, axis2=-1)
+    _, jvp = jax.linearize(lambda s: self.f_all(params, s, xs, mask), prev)
 
     def unit(j: Array, diag: Array) -> Array:
       e = jnp.broadcast_to(jax.nn.one_hot(j, S, dtype=prev.dtype), prev.shape)
@@ -436,9 +450,10 @@ def parallel_scan(
       for trajectories where the undamped steps overflow) or ``"quasi-elk"``
       (the quasi step damped the same way: a per-unit tridiagonal solve).
       Each step's Jacobian comes from S JVPs of the cell's ``step``: DEER and
-      ELK form it (``jax.jacfwd``); ``quasi`` and ``quasi-elk`` keep only unit
-      j of the j-th JVP, so their iterations hold ``[T, B, S]``, never
-      ``[T, B, S, S]``.
+      ELK form it (``jax.jacfwd``); ``quasi`` and ``quasi-elk`` keep only its
+      diagonal, ``[T, B, S]``, read in one pass from the formed Jacobians while
+      ``T·B·S²`` is at most `DIAG_ONE_PASS_ELEMENTS` (faster), past it from a
+      loop of S JVPs that never holds ``[T, B, S, S]``.
     lengths: ``[B]`` valid lengths, as in `rnnjax.scan`.
     reverse: process each sequence backwards inside its length.
     max_iters: the iteration budget (default 100; DEER is exact after T, even
