@@ -178,8 +178,9 @@ class _Problem(NamedTuple):
 
     - one pass (when ``T·B·S² <= DIAG_ONE_PASS_ELEMENTS``): `jacobians` (``jax.jacfwd``
       of each step under ``vmap``: the basis tangents are the same at every step, so
-      e.g. ``e_j @ W`` is formed once) and their diagonal. Measured faster at every
-      size tried (2.4× at S = 8 to 9× at S = 64, T = 1000, B = 1, CPU;
+      e.g. ``e_j @ W`` is formed once) and their diagonal. Measured no slower at
+      every size tried (T = 1000, B = 1, CPU: a quasi-DEER solve about 1.1× faster
+      at S = 8, 2-4× at S = 16 and 32, 9× at S = 64;
       ``benchmarks/results/parallel_quasi_cpu.md``), but it holds ``[T, B, S, S]``
       for the moment;
     - otherwise S JVPs in a loop: ``f`` is linearised once over all steps
