@@ -133,6 +133,15 @@ def test_deer_repairs_overflow_and_reaches_the_chaotic_trajectory_within_t():
   assert int(info.repairs) >= 1 and float(jnp.nanmax(info.residual_history)) > 1e7
   assert bool(info.converged) and int(info.iterations) <= n and not bool(info.fell_back)
   np.testing.assert_allclose(ys, rj.scan(cell, params, xs)[1], rtol=0, atol=1e-10)
+  # recurrent weights ×1e30: the first iterate overflows float64 (inf, NaN), which used to
+  # end the iteration there; reset to the last iterate, DEER converges within T = 12
+  wild = f64(rj.elman(4).init(jax.random.key(0), 1))
+  wild = wild._replace(w_h=1e30 * wild.w_h)
+  xs = 0.1 * jax.random.normal(jax.random.key(10), (T, 1, 1), jnp.float64)
+  _, ys, info = rj.parallel_scan(cell, wild, xs, method="deer", max_iters=T, fallback="none")
+  assert bool(info.nonfinite) and int(info.repairs) >= 1
+  assert bool(info.converged) and int(info.iterations) <= T
+  np.testing.assert_allclose(ys, rj.scan(cell, wild, xs)[1], rtol=0, atol=1e-10)
 
 
 def test_parallel_scan_bad_input():
