@@ -95,12 +95,15 @@ def test_converged_is_honest_on_a_chaotic_rnn():
     np.testing.assert_array_equal(ys, rj.scan(cell, params, xs)[1])
 
 
-def test_a_nonfinite_iterate_is_caught_and_a_warm_start_needs_no_iteration():
+def test_a_nonfinite_iterate_is_repaired_and_a_warm_start_needs_no_iteration():
+  """A NaN warm start: the first iterate is NaN, reset (to 0, the last iterate being
+  NaN too) and counted; DEER goes on and converges by itself, no fallback."""
   cell, params, xs, carry = _setup(CELLS["gru"])
   nan = jnp.full((T, B, 4), jnp.nan)
   _, ys, info = rj.parallel_scan(cell, params, xs, carry, init=nan)
-  assert bool(info.nonfinite) and not bool(info.converged) and bool(info.fell_back)
-  np.testing.assert_array_equal(ys, rj.scan(cell, params, xs, carry)[1])
+  assert bool(info.nonfinite) and int(info.repairs) >= 1
+  assert bool(info.converged) and not bool(info.fell_back)
+  np.testing.assert_allclose(ys, rj.scan(cell, params, xs, carry)[1], rtol=0, atol=1e-10)
   _, hs, _ = rj.parallel_scan(cell, params, xs, carry)
   # a float32 carry with float64 params: the fallback's result keeps the carry's dtype
   _, ys32, info32 = rj.parallel_scan(cell, params, xs, carry.astype(jnp.float32), max_iters=1)
@@ -116,6 +119,29 @@ def test_min_cells_are_exact_in_one_associative_scan(make):
   _, ys, info = rj.parallel_scan(cell, params, xs, carry)
   assert int(info.iterations) == 0 and bool(info.converged)
   np.testing.assert_allclose(ys, rj.scan(cell, params, xs, carry)[1], rtol=1e-10, atol=1e-12)
+
+
+def test_deer_repairs_overflow_and_reaches_the_chaotic_trajectory_within_t():
+  """g = 3, H = 4, T = 20 from zeros: DEER's early iterates blow past BOUND (clipped,
+  counted); it keeps going and meets rj.scan to 1e-10 within T iterations, as the
+  ELK paper's theory says (each Newton iteration fixes one more step)."""
+  n = 20
+  cell = rj.elman(4, recurrent_init=rj.init.gaussian(3.0))
+  params = f64(cell.init(jax.random.key(5), 1))
+  xs = jax.random.normal(jax.random.key(15), (n, 1, 1), jnp.float64)
+  _, ys, info = rj.parallel_scan(cell, params, xs, method="deer", max_iters=n, fallback="none")
+  assert int(info.repairs) >= 1 and float(jnp.nanmax(info.residual_history)) > 1e7
+  assert bool(info.converged) and int(info.iterations) <= n and not bool(info.fell_back)
+  np.testing.assert_allclose(ys, rj.scan(cell, params, xs)[1], rtol=0, atol=1e-10)
+  # recurrent weights ×1e30: the first iterate overflows float64 (inf, NaN), which used to
+  # end the iteration there; reset to the last iterate, DEER converges within T = 12
+  wild = f64(rj.elman(4).init(jax.random.key(0), 1))
+  wild = wild._replace(w_h=1e30 * wild.w_h)
+  xs = 0.1 * jax.random.normal(jax.random.key(10), (T, 1, 1), jnp.float64)
+  _, ys, info = rj.parallel_scan(cell, wild, xs, method="deer", max_iters=T, fallback="none")
+  assert bool(info.nonfinite) and int(info.repairs) >= 1
+  assert bool(info.converged) and int(info.iterations) <= T
+  np.testing.assert_allclose(ys, rj.scan(cell, wild, xs)[1], rtol=0, atol=1e-10)
 
 
 def test_parallel_scan_bad_input():
@@ -142,7 +168,7 @@ def _merit(cell, params, xs, traj):
 
 
 def test_damping_keeps_chaos_finite_and_diagnose_predicts_it():
-  """A chaotic RNN: quasi-DEER's undamped iterates go wild (or overflow, caught);
+  """A chaotic RNN: quasi-DEER's undamped iterates go wild (overflow, repaired);
   quasi-ELK's damped steps (a fixed λ, as the paper) stay bounded; neither claims
   convergence. On a contracting RNN quasi-ELK converges to rj.scan (a smaller λ:
   closer to quasi-DEER's steps). diagnose's prediction follows λ₁."""
@@ -153,9 +179,9 @@ def test_damping_keeps_chaos_finite_and_diagnose_predicts_it():
   kw = dict(fallback="none")
   _, _, quasi = rj.parallel_scan(chaotic, p_chaos, xs, method="quasi", max_iters=20, **kw)
   assert not bool(quasi.converged)  # chaos: honestly not
-  assert bool(quasi.nonfinite) or float(jnp.nanmax(quasi.residual_history)) > 1e10  # wild
+  assert int(quasi.repairs) >= 1  # wild: iterates past BOUND or non-finite, repaired
   _, _, elk = rj.parallel_scan(chaotic, p_chaos, xs, method="quasi-elk", max_iters=20, **kw)
-  assert not bool(elk.converged) and not bool(elk.nonfinite)
+  assert not bool(elk.converged) and not bool(elk.nonfinite) and int(elk.repairs) == 0
   assert float(jnp.max(elk.residual_history)) < 10.0  # bounded: tanh states lie in [-1, 1]
   _, ys, info = rj.parallel_scan(
     calm, p_calm, xs, method="quasi-elk", max_iters=100, damping=0.1, **kw
@@ -182,9 +208,10 @@ def test_full_elk_damps_where_newton_overflows_and_converges_where_it_contracts(
     lambda p: rj.parallel_scan(cell, p, xs, method="elk", max_iters=40, fallback="none")
   )
   _, _, deer = rj.parallel_scan(cell, wild, xs, method="deer", max_iters=3, fallback="none")
-  assert float(jnp.nanmax(deer.residual_history)) > 1e30 and not bool(deer.converged)
+  assert int(deer.repairs) >= 1 and not bool(deer.converged)  # its steps blow past BOUND
+  assert float(jnp.nanmax(deer.residual_history)) > 1e6
   _, _, info = elk(wild)
-  assert not bool(info.nonfinite) and not bool(info.converged)
+  assert not bool(info.nonfinite) and int(info.repairs) == 0 and not bool(info.converged)
   assert float(jnp.nanmax(info.residual_history)) < 1.0
   assert _merit(cell, wild, xs, info.trajectory) < _merit(cell, wild, xs, 0 * info.trajectory)
   carry, ys, info = elk(params)
@@ -195,7 +222,7 @@ def test_full_elk_damps_where_newton_overflows_and_converges_where_it_contracts(
 
 
 def test_diagonals_without_the_jacobians_and_a_grid_shaped_carry():
-  """quasi/ELK read each step's Jacobian diagonal from S JVPs ([T, B, S] memory); it
+  """quasi-DEER reads each step's Jacobian diagonal; it
   equals the diagonal of the full Jacobians, also for a carry of shape [B, 2, 2]
   (flattened to S = 4 and back) on a user's cell."""
 
@@ -231,6 +258,32 @@ def test_diagonals_without_the_jacobians_and_a_grid_shaped_carry():
   np.testing.assert_allclose(
     prob.diagonals(params, prev, xs, None), jnp.diagonal(full, axis1=-2, axis2=-1), rtol=1e-12
   )
+
+
+def test_diagonals_one_pass_and_loop_agree_with_the_dense_jacobians(monkeypatch):
+  """Both ways of reading the Jacobians' diagonals (one pass of jacfwd under vmap; a
+  loop of S JVPs, forced by DIAG_ONE_PASS_ELEMENTS = 0) equal the dense Jacobians'
+  diagonal in float64, for a built-in GRU and a user's cell (mgu), and quasi-DEER's
+  result and iteration count do not depend on which one ran."""
+  from rnnjax._src import parallel
+
+  default = parallel.DIAG_ONE_PASS_ELEMENTS
+  assert default >= T * B * 4 * 4  # the one pass is the default here
+  for name in ("gru", "mgu (custom cell)"):
+    cell, params, xs, carry = _setup(CELLS[name])
+    prob = parallel._Problem(cell, jax.tree.structure(carry), ((4,),))
+    prev = jax.random.normal(jax.random.key(7), (T, B, 4), jnp.float64)
+    step = lambda s, x, c=cell, p=params: c.step(p, s[None], x[None])[0][0]  # noqa: E731
+    jac = jax.vmap(jax.vmap(jax.jacfwd(step)))
+    want = jnp.diagonal(jac(prev, xs), axis1=-2, axis2=-1)  # independent of _Problem
+    runs = {}
+    for budget in (default, 0):
+      monkeypatch.setattr(parallel, "DIAG_ONE_PASS_ELEMENTS", budget)
+      np.testing.assert_allclose(prob.diagonals(params, prev, xs, None), want, rtol=1e-12)
+      runs[budget] = rj.parallel_scan(cell, params, xs, carry, method="quasi", fallback="none")
+    (_, ys_one, info_one), (_, ys_loop, info_loop) = runs.values()
+    assert bool(info_one.converged) and int(info_one.iterations) == int(info_loop.iterations)
+    np.testing.assert_allclose(ys_one, ys_loop, rtol=0, atol=1e-12)
 
 
 def test_warm_start_from_the_trajectory_of_a_two_part_carry():

@@ -49,6 +49,15 @@ from rnnjax._src.typing import Array, Carry, Params
 METHODS = ("deer", "quasi", "elk", "quasi-elk")
 LAMBDA_MAX = 1e8
 """ELK's largest damping: past it a refused step is as good as no step."""
+BOUND = 1e8
+"""The largest magnitude an undamped iterate keeps (the square root of the dtype's
+largest number where that is smaller): past it an entry is clipped to it (see
+`_repair`)."""
+DIAG_ONE_PASS_ELEMENTS = 1 << 24
+"""Quasi-DEER and quasi-ELK take the Jacobians' diagonals ``[T, B, S]`` in one pass
+(the full ``[T, B, S, S]`` formed for the moment) up to this many elements
+``T·B·S²`` (64 MiB in float32), by a loop of S JVPs past it
+(`_Problem.diagonals`); 0 always loops."""
 FALLBACKS = ("sequential", "none")
 ADJOINTS = ("parallel", "sequential")
 
@@ -64,16 +73,19 @@ class ParallelInfo(NamedTuple):
       batch and the state, of the last parallel iterate.
     residual_history: ``[max_iters]``, the residual after each iteration
       (NaN past the last one).
-    nonfinite: ``[]`` bool, an iterate held a NaN or an infinity (it was
-      discarded: the previous iterate is the last one, never the answer
-      unless it converged). ELK refuses such a step like any step that does
-      not lower its merit, raises λ and goes on, so it never sets this.
+    nonfinite: ``[]`` bool, an iterate held a NaN or an infinity on the
+      way. DEER, quasi-DEER and quasi-ELK repair it and go on (see
+      ``repairs``); ELK refuses such a step like any step that does not lower
+      its merit, raises λ and goes on, so it never sets this.
     fell_back: ``[]`` bool, the result is `rnnjax.scan`'s, because the
       iteration did not converge and ``fallback="sequential"``.
     trajectory: the carry after every step, leaves ``[T, B, ...]``, in
       processing order (sequences flipped when ``reverse``): the last parallel
       iterate, the trajectory itself when converged. Pass it (under
       ``jax.lax.stop_gradient``) as the next call's ``init`` to warm-start it.
+    repairs: ``[]`` int, the iterations whose iterate was repaired: an entry
+      that was NaN or infinite reset to the previous iterate's, or one past
+      `BOUND` clipped to it (0 for ELK, which refuses such steps instead).
   """
 
   iterations: Array
@@ -83,6 +95,7 @@ class ParallelInfo(NamedTuple):
   nonfinite: Array
   fell_back: Array
   trajectory: Carry
+  repairs: Array
 
 
 def _flat(carry: Carry, shapes: tuple[tuple[int, ...], ...]) -> Array:
@@ -149,15 +162,25 @@ class _Problem(NamedTuple):
     return jax.vmap(inner, in_axes=(0, 0, None if mask is None else 0))(prev, xs, mask)
 
   def diagonals(self, params: Params, prev: Array, xs: Array, mask: Array | None) -> Array:
-    """The diagonals of the same Jacobians, ``[T, B, S]``, without forming them.
+    """The diagonals of the same Jacobians, ``[T, B, S]``.
 
-    ``f`` is linearised once over all steps (``jax.linearize``); a loop over the S
-    state units then pushes the one-hot tangent ``e_j`` through the linear map
-    and keeps unit j of the result, ``(J_t e_j)_j = (J_t)_jj``. The arithmetic
-    is jacfwd's (S JVPs), the memory ``[T, B, S]`` instead of ``[T, B, S, S]``.
+    Two ways, the same numbers:
+
+    - one pass (when ``T·B·S² <= DIAG_ONE_PASS_ELEMENTS``): `jacobians` (``jax.jacfwd``
+      of each step under ``vmap``: the basis tangents are the same at every step, so
+      e.g. ``e_j @ W`` is formed once) and their diagonal. Measured no slower at
+      every size tried (T = 1000, B = 1, CPU: a quasi-DEER solve about 1.1× faster
+      at S = 8, 2-4× at S = 16 and 32, 9× at S = 64;
+      ``benchmarks/results/parallel_quasi_cpu.md``), but it holds ``[T, B, S, S]``
+      for the moment;
+    - otherwise S JVPs in a loop: ``f`` is linearised once over all steps
+      (``jax.linearize``), the one-hot tangent ``e_j`` pushed through the linear map
+      and unit j of the result kept, ``(J_t e_j)_j = (J_t)_jj``: memory ``[T, B, S]``.
     """
-    _, jvp = jax.linearize(lambda s: self.f_all(params, s, xs, mask), prev)
     S = prev.shape[-1]
+    if math.prod(prev.shape) * S <= DIAG_ONE_PASS_ELEMENTS:
+      return jnp.diagonal(self.jacobians(params, prev, xs, mask), axis1=-2, axis2=-1)
+    _, jvp = jax.linearize(lambda s: self.f_all(params, s, xs, mask), prev)
 
     def unit(j: Array, diag: Array) -> Array:
       e = jnp.broadcast_to(jax.nn.one_hot(j, S, dtype=prev.dtype), prev.shape)
@@ -209,6 +232,29 @@ class _Options(NamedTuple):
   adjoint: str
 
 
+def _repair(new: Array, last: Array) -> tuple[Array, Array, Array]:
+  """An undamped iterate made usable: each NaN or infinite entry reset to the last
+  iterate's (0 where that is not finite either, a non-finite warm start), then every
+  entry clipped to ``±BOUND`` (``±sqrt(max)`` of a dtype whose largest number is
+  smaller). Newton's iterate k is exact on steps 1..k whatever it holds later, and
+  an overflow arises only past that exact prefix (its linearised dynamics explode
+  there), so the repair never touches the exact prefix and DEER still reaches the
+  trajectory within T iterations, as the ELK paper proves (the references clip at
+  1e8 and zero NaNs; the last finite value is the better guess where the
+  linearisation, not the state, blew up).
+
+  Returns:
+    ``(repaired, was_nonfinite, was_repaired)``: the iterate and two ``[]`` bools.
+  """
+  bound = min(BOUND, math.sqrt(float(jnp.finfo(new.dtype).max)))
+  finite = jnp.isfinite(new)
+  out = jnp.where(finite, new, jnp.where(jnp.isfinite(last), last, jnp.zeros((), new.dtype)))
+  big = jnp.abs(out) > bound
+  out = jnp.clip(out, -bound, bound)
+  nonfinite = ~jnp.all(finite)
+  return out, nonfinite, nonfinite | jnp.any(big)
+
+
 def _newton(
   prob: _Problem,
   opts: _Options,
@@ -220,14 +266,24 @@ def _newton(
 ) -> tuple[Array, Any]:
   """Iterate the linearised solve from ``guess`` until the residual meets ``tol``.
 
+  DEER, quasi-DEER and quasi-ELK take every step, repaired where it overflowed
+  (`_repair`: non-finite entries reset to the last iterate's, huge ones clipped),
+  and go on to ``max_iters``: with DEER's exact Jacobians each iteration fixes at
+  least one more step, so a budget of T reaches the trajectory even where the
+  linearised dynamics overflow on the way (chaotic cells).
+
   ELK is Levenberg–Marquardt on the merit ``Σ_t ‖s_t − f(s_{t-1}, x_t)‖²``: its
   linearisation is the Gauss–Newton model of that sum, so a step that lowers it is
   taken and λ halves, one that does not is refused and λ doubles (up to
   `LAMBDA_MAX`). (The largest residual, which ``tol`` bounds, is not a merit
   function: a small step along the LM direction can raise it, and accepting on it
   stalls.) Quasi-ELK's diagonal model is not a model of the merit, so no λ makes
-  its step a descent step; it keeps λ fixed and takes every finite step, as the
-  paper does."""
+  its step a descent step; it keeps λ fixed and takes every step, as the paper
+  does.
+
+  Returns:
+    ``(traj, (iterations, converged, residual, history, nonfinite, repairs))``.
+  """
   method = opts.method
 
   def residual(traj: Array) -> tuple[Array, Array]:
@@ -235,7 +291,7 @@ def _newton(
     return jnp.max(jnp.abs(r)), jnp.sum(r * r)
 
   def body(state: tuple[Any, ...]) -> tuple[Any, ...]:
-    k, traj, res, merit, hist, bad, lam = state
+    k, traj, res, merit, hist, bad, lam, repairs = state
     prev = _shifted(s0, traj)
     fx = prob.f_all(params, prev, xs, mask)
     if method in ("deer", "elk"):  # s_t = J_t s_{t-1} + b_t, J_t: [T, B, S, S]
@@ -252,31 +308,35 @@ def _newton(
         new = linear_scan.solve(a, b, s0, diag=True)
       else:
         new = _damped_solve(a, b, s0, traj, lam)
-    new_res, new_merit = residual(new)
-    finite = jnp.all(jnp.isfinite(new)) & jnp.isfinite(new_merit)
     if method == "elk":  # Levenberg–Marquardt: take the step only if it helps; adapt λ
+      new_res, new_merit = residual(new)
+      finite = jnp.all(jnp.isfinite(new)) & jnp.isfinite(new_merit)
       better = finite & ~(new_merit > merit)
       lam = jnp.where(better, lam / 2, jnp.minimum(lam * 2, LAMBDA_MAX))
-      take = better
-    else:  # quasi-ELK (a fixed λ, as the paper) and the undamped methods
-      take, bad = finite, bad | ~finite
-    traj = jnp.where(take, new, traj)
-    res = jnp.where(take, new_res, res)
-    merit = jnp.where(take, new_merit, merit)
+      traj = jnp.where(better, new, traj)
+      res = jnp.where(better, new_res, res)
+      merit = jnp.where(better, new_merit, merit)
+    else:  # quasi-ELK (a fixed λ, as the paper) and the undamped methods: every step
+      traj, nonfinite, repaired = _repair(new, traj)
+      res, merit = residual(traj)
+      bad = bad | nonfinite
+      repairs = repairs + repaired.astype(repairs.dtype)
     hist = hist.at[k].set(res)
-    return k + 1, traj, res, merit, hist, bad, lam
+    return k + 1, traj, res, merit, hist, bad, lam, repairs
 
   def cond(state: tuple[Any, ...]) -> Array:
-    k, _, res, _, _, bad, _ = state
-    return (k < opts.max_iters) & ~(res <= opts.tol) & ~bad  # a NaN residual keeps iterating
+    k, _, res, *_ = state
+    return (k < opts.max_iters) & ~(res <= opts.tol)  # a NaN residual keeps iterating
 
   res0, merit0 = residual(guess)
   hist0 = jnp.full((opts.max_iters,), jnp.nan, res0.dtype)
   lam0 = jnp.asarray(opts.damping, res0.dtype)
-  state0 = (jnp.asarray(0), guess, res0, merit0, hist0, jnp.asarray(False), lam0)
-  k, traj, res, _, hist, bad, _ = lax.while_loop(cond, body, state0)
-  bad = bad | ~jnp.all(jnp.isfinite(traj))
-  return traj, (k, res <= opts.tol, res, hist, bad)
+  zero = jnp.asarray(0)
+  state0 = (zero, guess, res0, merit0, hist0, jnp.asarray(False), lam0, zero)
+  k, traj, res, _, hist, bad, _, repairs = lax.while_loop(cond, body, state0)
+  finite = jnp.all(jnp.isfinite(traj))
+  bad = bad | ~finite
+  return traj, (k, (res <= opts.tol) & finite, res, hist, bad, repairs)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1))
@@ -381,21 +441,25 @@ def parallel_scan(
       for trajectories where the undamped steps overflow) or ``"quasi-elk"``
       (the quasi step damped the same way: a per-unit tridiagonal solve).
       Each step's Jacobian comes from S JVPs of the cell's ``step``: DEER and
-      ELK form it (``jax.jacfwd``); ``quasi`` and ``quasi-elk`` keep only unit
-      j of the j-th JVP, so their iterations hold ``[T, B, S]``, never
-      ``[T, B, S, S]``.
+      ELK form it (``jax.jacfwd``); ``quasi`` and ``quasi-elk`` keep only its
+      diagonal, ``[T, B, S]``, read in one pass from the formed Jacobians while
+      ``T·B·S²`` is at most `DIAG_ONE_PASS_ELEMENTS` (faster), past it from a
+      loop of S JVPs that never holds ``[T, B, S, S]``.
     lengths: ``[B]`` valid lengths, as in `rnnjax.scan` (the same rule: the
       padding is masked before the cell; concrete lengths outside ``[0, T]``
       raise, traced ones are clipped).
     reverse: process each sequence backwards inside its length.
-    max_iters: the iteration budget (default 100; DEER is exact after T).
+    max_iters: the iteration budget (default 100; DEER is exact after T, even
+      where its iterates overflow on the way: DEER, quasi-DEER and quasi-ELK
+      reset a NaN or infinite entry to the last iterate's and clip one past
+      `BOUND`, then go on, counted in ``info.repairs``).
     tol: the largest ``|s_t − f(s_{t-1}, x_t)|`` accepted (default 1e-5 in
       float32 and 1e-10 in float64).
     init: a warm start, the carries of every step ``[T, B, ...]`` in
       processing order (as ``info.trajectory`` holds them: pass the previous
       call's, the ParaRNN trick); default zeros.
     fallback: ``"sequential"`` (default): when the iteration does not converge
-      (or meets a NaN or an overflow), return `rnnjax.scan`'s result instead,
+      (within ``max_iters``), return `rnnjax.scan`'s result instead,
       and say so in ``info.fell_back``, so a result is never silently wrong;
       ``"none"``: return the last finite iterate with ``info.converged`` False.
     damping: the Levenberg–Marquardt λ: ``"quasi-elk"`` keeps it (larger:
@@ -489,10 +553,11 @@ def parallel_scan(
     k, bad = jnp.asarray(0), ~jnp.all(jnp.isfinite(traj))
     converged = (res <= tol) & ~bad
     hist = jnp.full((max_iters,), jnp.nan, res.dtype)
+    repairs = jnp.asarray(0)
   else:
     opts = _Options(method, max_iters, float(tol), float(damping), adjoint)
-    traj, (k, converged, res, hist, bad) = _implicit(prob, opts, params, xs, s0, mask, guess)
-    converged = converged & ~bad
+    stats = _implicit(prob, opts, params, xs, s0, mask, guess)
+    traj, (k, converged, res, hist, bad, repairs) = stats
 
   def outputs(traj: Array) -> tuple[Carry, Array]:
     prev = _shifted(s0, traj)
@@ -524,7 +589,7 @@ def parallel_scan(
     out_carry, ys = par_carry, par_ys
   if reverse:
     ys = scan_mod._flip(ys, lengths)
-  info = ParallelInfo(k, converged, res, hist, bad, fell_back, prob.unflat(traj))
+  info = ParallelInfo(k, converged, res, hist, bad, fell_back, prob.unflat(traj), repairs)
   return out_carry, ys, info
 
 
@@ -553,5 +618,6 @@ def _empty(
     jnp.asarray(False),
     jnp.asarray(False),
     traj,
+    jnp.asarray(0),
   )
   return out_carry, ys, info
