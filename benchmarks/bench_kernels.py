@@ -318,12 +318,12 @@ def main(argv=None):
   ap.add_argument(
     "--plain-allocator",
     action="store_true",
-    help="leave glibc's allocator as it is (default: rj.tune_host_allocator(), for every peer)",
+    help="leave glibc's allocator as it is (default: rj.host.tune_host_allocator(), every peer)",
   )
   args = ap.parse_args(argv)
 
   # before JAX starts its threads, which keep the heap they first allocate from
-  tuned = not args.plain_allocator and rj.tune_host_allocator()
+  tuned = not args.plain_allocator and rj.host.tune_host_allocator()
   info = machine()
   info["host_allocator"] = "tuned" if tuned else "plain"
   info["matmul_gflops"] = matmul_rate()
@@ -398,7 +398,7 @@ def markdown(info, rows, long):
     f"Machine: {info['cpu']} ({info['cores']} cores), backend {info['backend']} "
     f"({info['device']}), jax {info['jax']}; measured XLA matmul rate "
     f"{info['matmul_gflops']:.0f} GFLOP/s; host allocator "
-    f"{info.get('host_allocator', 'plain')} (`rj.tune_host_allocator`, the same for every "
+    f"{info.get('host_allocator', 'plain')} (`rnnjax.host.tune_host_allocator`, the same for every "
     "implementation). Speed-ups are against the fastest peer (not rnnjax) of the same shape "
     f"and cell, fwd+bwd and forward alone; times are medians over {info.get('rounds', 1)} "
     "rounds (every implementation once a round, in a rotated order), and the range is the "

@@ -124,7 +124,7 @@ def op_times(fn, *args, reps=5):
 
 
 def _trace_child():
-  rj.tune_host_allocator()
+  rj.host.tune_host_allocator()
   out = {f"{name} {what}": op_times(fn, p, xs) for name, what, fn, p, xs in medium_runs()}
   fn, args = lone_matmul()
   out["matmul alone"] = op_times(fn, *args)
@@ -239,7 +239,7 @@ def step_inputs():
 
 def _allocator_child(tuned):
   if tuned:
-    rj.tune_host_allocator()
+    rj.host.tune_host_allocator()
   (_, _, fwd, p, xs), (_, _, grad, _, _) = medium_runs()[:2]  # the LSTM's
   print(json.dumps(dict(fwd_ms=ms(fwd, p, xs), fwdbwd_ms=ms(grad, p, xs))))
 
@@ -277,7 +277,7 @@ def markdown(info, bd, steps, alloc, mm, unr):
   B, T, I, H = MEDIUM
   L = [
     f"Machine: {info['cpu']} ({info['cores']} cores), backend {info['backend']}, "
-    f"jax {info['jax']}; host allocator tuned (`rj.tune_host_allocator`) except in the "
+    f"jax {info['jax']}; host allocator tuned (`rnnjax.host.tune_host_allocator`) except in the "
     "allocator table. Command: `python benchmarks/profile_kernels.py`.",
     "",
     f"## Per-op time at the medium shape (B,T,I,H) = ({B},{T},{I},{H})",
@@ -350,7 +350,7 @@ def main(argv=None):
   if args.child:
     return _allocator_child(args.child == "tuned")
   alloc = allocator()  # fresh processes first
-  rj.tune_host_allocator()
+  rj.host.tune_host_allocator()
   info = machine()
   steps = step_inputs()
   unr = unroll()

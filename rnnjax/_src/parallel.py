@@ -32,6 +32,7 @@ then one VJP of ``f`` over all T steps.
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import Any, NamedTuple
 

@@ -1058,14 +1058,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> int:
-  """The ``rnnjax`` command: `rnnjax.tune_host_allocator`, then `main`.
+  """The ``rnnjax`` command: `rnnjax.host.tune_host_allocator`, then `main`.
 
   The allocator setting is process-wide, so it is made here, in the command's
   own process, and not in `main`, which tests and scripts call in theirs.
   """
   import rnnjax as rj
 
-  rj.tune_host_allocator()
+  rj.host.tune_host_allocator()
   return main()
 
 

@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from rnnjax._src import init as inits
 from rnnjax._src import checks
+from rnnjax._src import init as inits
 from rnnjax._src.cells import base
 from rnnjax._src.cells.lstm import LSTMCarry
 from rnnjax._src.custom import custom_cell
