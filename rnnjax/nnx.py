@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, cast
@@ -314,18 +313,11 @@ Streams = str | Sequence[str] | None
 STREAMS = ("dropout", "recurrent_dropout", "zoneout")
 
 
-def _flatten_state(carry: Carry) -> Array:
-  leaves = jax.tree.leaves(carry)
-  return leaves[0] if len(leaves) == 1 else jnp.concatenate(leaves, axis=-1)
-
-
-def _unflatten_state(s: Array, like: Carry) -> Carry:
-  leaves, tree = jax.tree.flatten(like)
-  cuts = list(itertools.accumulate(leaf.shape[-1] for leaf in leaves))[:-1]
-  parts = jnp.split(s, cuts, axis=-1)
-  return jax.tree.unflatten(
-    tree, [p.astype(leaf.dtype) for p, leaf in zip(parts, leaves, strict=True)]
-  )
+def _unflatten(cell: Cell, s: Array, like: Carry) -> Carry:
+  """The inverse of rnnjax's one carry flattener, each leaf in ``like``'s dtype (the
+  masks may promote ``s``)."""
+  parts = rj.jacobian.unflatten_state(cell, s, like)
+  return jax.tree.map(lambda p, leaf: p.astype(leaf.dtype), parts, like)
 
 
 class MaskedParams(NamedTuple):
@@ -355,14 +347,14 @@ def _masked_cell(cell: Cell, zoneout: bool, recurrent_dropout: bool, output_size
   def step(params: MaskedParams, carry: Carry, xm: Array) -> tuple[Carry, Array]:
     x, rest = xm[..., :-extra], xm[..., -extra:]
     new, y = cell.step(params.cell, carry, x)
-    s = _flatten_state(new)
+    s = rj.jacobian.flatten_state(cell, new)
     if zoneout:
       m, rest = rest[..., :S], rest[..., S:]
-      s = m * _flatten_state(carry) + (1.0 - m) * s
-      y = cell.output(_unflatten_state(s, new))
+      s = m * rj.jacobian.flatten_state(cell, carry) + (1.0 - m) * s
+      y = cell.output(_unflatten(cell, s, new))
     if recurrent_dropout:
       s = rest * s
-    return _unflatten_state(s, new), y
+    return _unflatten(cell, s, new), y
 
   return rj.custom_cell(
     init, step, cell.initial_carry, name=f"regularised_{cell.name}", output_size=output_size
