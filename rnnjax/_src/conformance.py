@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax._src import checks
+from rnnjax._src import arguments
 from rnnjax._src import jacobian as jac
 from rnnjax._src.cells.base import Cell
 from rnnjax._src.scan import Backward, scan
@@ -151,15 +151,15 @@ def check_cell(
       f"rnnjax.check_cell: cell must be an rnnjax Cell (e.g. rj.lstm(H) or "
       f"rj.custom_cell(...)), got {type(cell).__name__}"
     )
-  checks.positive_int("input_size", input_size, what)
-  B = checks.positive_int("batch_size", batch_size, what)
-  T = checks.positive_int("length", length, what)
+  arguments.positive_int("input_size", input_size, what)
+  B = arguments.positive_int("batch_size", batch_size, what)
+  T = arguments.positive_int("length", length, what)
   if B < 2 or T < 2:
     raise ValueError(f"{what}: batch_size and length must be at least 2, got {B} and {T}")
   for name, tol in (("rtol", rtol), ("atol", atol)):
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
       raise ValueError(f"{what}: {name} must be a non-negative number, got {tol!r}")
-  key = jax.random.key(0) if key is None else checks.prng_key(key, what)
+  key = jax.random.key(0) if key is None else arguments.prng_key(key, what)
   with jax.enable_x64(True):
     return _Checker(cell, what, float(rtol), float(atol)).run(key, input_size, B, T)
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import jax
 
-from rnnjax._src import checks, shapes
+from rnnjax._src import arguments, shapes
 from rnnjax._src.activations import Activation
 from rnnjax._src.cells.base import Cell, Compiled
 from rnnjax._src.hints import (
@@ -279,7 +279,7 @@ def build(
       f"with recurrent_weight= (e.g. recurrent_weight='w_h')"
     )
   if output_size is not None:
-    checks.positive_int("output_size", output_size, what)
+    arguments.positive_int("output_size", output_size, what)
   unbatched = shapes.check_initial_carry(what, initial_carry)  # shapes of initial_carry(())
   leaves = jax.tree.leaves(unbatched)
   state_size = sum(int(leaf.shape[-1]) if leaf.ndim else 1 for leaf in leaves)
@@ -289,8 +289,8 @@ def build(
     hidden = int(first.shape[-1]) if first.ndim else 1
 
   def checked_init(key: Array, input_size: int) -> Params:
-    checks.prng_key(key, what + ".init")
-    checks.positive_int("input_size", input_size, what + ".init")
+    arguments.prng_key(key, what + ".init")
+    arguments.positive_int("input_size", input_size, what + ".init")
     try:
       params = init(key, input_size)
     except Exception as e:
@@ -300,7 +300,7 @@ def build(
     return params
 
   def checked_initial_carry(batch_shape: Shape = (), dtype: DType = _DEFAULT) -> Carry:
-    batch_shape = checks.batch_shape(batch_shape, what + ".initial_carry")
+    batch_shape = arguments.batch_shape(batch_shape, what + ".initial_carry")
     if dtype is _DEFAULT:
       return initial_carry(batch_shape)
     return initial_carry(batch_shape, dtype)

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from rnnjax._src import checks, state
+from rnnjax._src import arguments, state
 from rnnjax._src import scan as scan_mod
 from rnnjax._src.activations import Activation
 from rnnjax._src.cells import base
@@ -750,8 +750,8 @@ def lyapunov_spectrum(
   k = S if k is None else k
   if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= S:
     raise ValueError(f"lyapunov_spectrum: k must lie in [1, S={S}] (the state size), got {k!r}")
-  checks.positive_int("qr_every", qr_every, "lyapunov_spectrum")
-  checks.choice("qr", qr, QR_METHODS, "lyapunov_spectrum")
+  arguments.positive_int("qr_every", qr_every, "lyapunov_spectrum")
+  arguments.choice("qr", qr, QR_METHODS, "lyapunov_spectrum")
   dtype = _dtype(xs, params)
   if qr == "auto":
     qr = "cholesky" if jnp.finfo(dtype).bits >= 64 else "householder"

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, TypeGuard, cast
 import jax
 import jax.numpy as jnp
 
-from rnnjax._src import checks
+from rnnjax._src import arguments
 from rnnjax._src.cells.base import Cell
 from rnnjax._src.scan import scan
 from rnnjax._src.typing import Array, Carry, Params
@@ -179,7 +179,7 @@ def stacked(
   """
   if not layers:
     raise ValueError("rnnjax.stacked: layers is empty; pass a list of (cell, params)")
-  checks.unit_interval("dropout_rate", dropout_rate, "rnnjax.stacked")
+  arguments.unit_interval("dropout_rate", dropout_rate, "rnnjax.stacked")
   if dropout_rate and key is None:
     raise ValueError(
       "rnnjax.stacked: dropout_rate > 0 needs key=...; pass dropout_rate=0.0 for evaluation"
@@ -353,8 +353,8 @@ def embedding(
     >>> emb.apply(emb.init(jax.random.key(0)), jnp.zeros((5, 2), jnp.int32)).shape
     (5, 2, 4)
   """
-  checks.positive_int("vocab_size", vocab_size, "rnnjax.embedding")
-  checks.positive_int("features", features, "rnnjax.embedding")
+  arguments.positive_int("vocab_size", vocab_size, "rnnjax.embedding")
+  arguments.positive_int("features", features, "rnnjax.embedding")
 
   def init(key: Array) -> EmbeddingParams:
     return EmbeddingParams(scale * jax.random.normal(key, (vocab_size, features), param_dtype))
@@ -366,7 +366,7 @@ def embedding(
         f"rnnjax.embedding: ids must be integers, got dtype {ids.dtype} "
         f"(shape {tuple(ids.shape)}); use ids.astype(jnp.int32)"
       )
-    values = checks.concrete(ids)
+    values = arguments.concrete(ids)
     if values is not None and values.size:
       lo, hi = int(values.min()), int(values.max())
       if lo < 0 or hi >= vocab_size:

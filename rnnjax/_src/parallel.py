@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from rnnjax._src import checks, kalman, linear_scan, state
+from rnnjax._src import arguments, kalman, linear_scan, state
 from rnnjax._src import scan as scan_mod
 from rnnjax._src.cells import minrnn
 from rnnjax._src.cells.base import Cell
@@ -509,11 +509,11 @@ def parallel_scan(
     True
   """
   what = "rnnjax.parallel_scan"
-  checks.choice("method", method, METHODS, what)
-  checks.choice("fallback", fallback, FALLBACKS, what)
-  checks.choice("adjoint", adjoint, ADJOINTS, what)
+  arguments.choice("method", method, METHODS, what)
+  arguments.choice("fallback", fallback, FALLBACKS, what)
+  arguments.choice("adjoint", adjoint, ADJOINTS, what)
   if max_iters is not None:
-    checks.positive_int("max_iters", max_iters, what)
+    arguments.positive_int("max_iters", max_iters, what)
   if tol is not None and not (isinstance(tol, (int, float, np.floating)) and tol > 0):
     raise ValueError(f"{what}: tol must be a positive number, got {tol!r}")
   if not (isinstance(damping, (int, float, np.floating)) and damping > 0):
@@ -527,7 +527,7 @@ def parallel_scan(
     scan_mod.check_carry(cell, params, xs, carry, B, what)
   mask = None
   if lengths is not None:
-    lengths = checks.lengths(lengths, T, B, what)
+    lengths = arguments.lengths(lengths, T, B, what)
     mask = jnp.arange(T)[:, None] < lengths[None, :]  # [T, B]
     xs = scan_mod.mask_padding(xs, mask)
   if T == 0 or B == 0:

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from rnnjax._src import bptt, checks, pallas_rnn
+from rnnjax._src import arguments, bptt, pallas_rnn
 from rnnjax._src import kernel as xla_kernel  # `kernel` is scan's argument
 from rnnjax._src.cells.base import Cell, compute_dtypes, field
 from rnnjax._src.cells.base import input_size as declared_input_size
@@ -176,9 +176,9 @@ def scan(
     )
   if backward not in BACKWARDS:
     raise ValueError(f"rnnjax.scan: unknown backward {backward!r}; expected one of {BACKWARDS}")
-  checks.positive_int("unroll", unroll, "rnnjax.scan")
+  arguments.positive_int("unroll", unroll, "rnnjax.scan")
   if checkpoint_every is not None:
-    checks.positive_int("checkpoint_every", checkpoint_every, "rnnjax.scan")
+    arguments.positive_int("checkpoint_every", checkpoint_every, "rnnjax.scan")
   xs = check_inputs(cell, params, xs, time_major, "rnnjax.scan")
   check_params(cell, params, xs.shape[-1], "rnnjax.scan")
   if not time_major:
@@ -187,7 +187,7 @@ def scan(
   carry = check_carry(cell, params, xs, carry, B, "rnnjax.scan")
   mask = None
   if lengths is not None:
-    lengths = checks.lengths(lengths, T, B, "rnnjax.scan")
+    lengths = arguments.lengths(lengths, T, B, "rnnjax.scan")
     mask = jnp.arange(T)[:, None] < lengths[None, :]  # [T, B]
     xs = mask_padding(xs, mask)
   if resets is not None:
@@ -275,11 +275,11 @@ def flip(xs: Array, lengths: Array | None = None) -> Array:
       f"{tuple(jnp.shape(xs))}; add a batch axis (xs[:, None]) and one length per sequence"
     )
   T, B = jnp.shape(xs)[:2]
-  return _flip(xs, checks.lengths(lengths, T, B, "rnnjax.flip"))
+  return _flip(xs, arguments.lengths(lengths, T, B, "rnnjax.flip"))
 
 
 def _flip(xs: Array, lengths: Array | None) -> Array:
-  """`flip` for lengths already checked (and clipped) by ``checks.lengths``."""
+  """`flip` for lengths already checked (and clipped) by ``arguments.lengths``."""
   if lengths is None:
     return xs[::-1]
   T = xs.shape[0]

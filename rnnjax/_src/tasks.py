@@ -17,7 +17,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnnjax._src import checks
+from rnnjax._src import arguments
 from rnnjax._src.typing import Array
 
 __all__ = [
@@ -72,7 +72,7 @@ class Batch(NamedTuple):
 
 
 def _check_T(T: int, minimum: int, what: str) -> None:
-  checks.positive_int("T", T, what)
+  arguments.positive_int("T", T, what)
   if minimum > T:
     raise ValueError(f"{what}: T must be an int >= {minimum}, got {T!r}")
 

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple, Protocol, cast
 
 import jax
 
-from rnnjax._src import checks
+from rnnjax._src import arguments
 from rnnjax._src.cells.base import Cell
 from rnnjax._src.scan import check_resets, scan
 from rnnjax._src.typing import Array, Carry, PyTree
@@ -72,7 +72,7 @@ def windows(T: int, k1: int, k2: int) -> list[Window]:
      Window(start=4, stop=9, loss_from=6)]
   """
   for name, v in (("k1", k1), ("k2", k2), ("T", T)):
-    checks.positive_int(name, v, "truncated BPTT")
+    arguments.positive_int(name, v, "truncated BPTT")
   if k2 < k1:
     raise ValueError(
       f"truncated BPTT: k2={k2} < k1={k1} would leave the losses of "

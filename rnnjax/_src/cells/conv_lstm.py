@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from rnnjax._src import checks
+from rnnjax._src import arguments
 from rnnjax._src import init as inits
 from rnnjax._src.cells import base
 from rnnjax._src.cells.lstm import LSTMCarry
@@ -53,7 +53,7 @@ def _tuple(name: str, value: object, n: int | None, what: str) -> tuple[int, ...
     value = (value,) * n
   if not isinstance(value, Sequence) or isinstance(value, str) or not value:
     raise TypeError(f"{what}: {name} must be a non-empty tuple of positive ints, got {value!r}")
-  out = tuple(checks.positive_int(f"{name}[{k}]", v, what) for k, v in enumerate(value))
+  out = tuple(arguments.positive_int(f"{name}[{k}]", v, what) for k, v in enumerate(value))
   if n is not None and len(out) != n:
     raise ValueError(
       f"{what}: {name} {out} has {len(out)} axes but spatial_shape has {n}; give one "
@@ -140,7 +140,7 @@ def conv_lstm(
     ((5, 2, 4, 4, 3), (2, 48))
   """
   what = "rnnjax.conv_lstm"
-  F = checks.positive_int("features", features, what)
+  F = arguments.positive_int("features", features, what)
   S = _tuple("spatial_shape", spatial_shape, None, what)
   K = _tuple("kernel_size", kernel_size, len(S), what)
   n = len(S)
@@ -155,8 +155,8 @@ def conv_lstm(
   kernel_init = inits.in_float32(jax.nn.initializers.lecun_normal(in_axis=-2, out_axis=-1))
 
   def init(key: Array, input_size: int) -> ConvLSTMParams:
-    checks.prng_key(key, what + ".init")
-    size = checks.positive_int("input_size", input_size, what + ".init")
+    arguments.prng_key(key, what + ".init")
+    size = arguments.positive_int("input_size", input_size, what + ".init")
     if size % P:
       raise ValueError(
         f"{what}.init: input_size {size} is not a multiple of prod(spatial_shape) = {P} "
@@ -198,7 +198,7 @@ def conv_lstm(
     return LSTMCarry(h_out, c_new.reshape(c.shape).astype(c.dtype)), h_out
 
   def initial_carry(batch_shape: tuple[int, ...] = (), dtype: DType = jnp.float32) -> LSTMCarry:
-    batch_shape = checks.batch_shape(batch_shape, what + ".initial_carry")
+    batch_shape = arguments.batch_shape(batch_shape, what + ".initial_carry")
     return LSTMCarry(
       jnp.zeros((*batch_shape, P * F), dtype), jnp.zeros((*batch_shape, P * F), dtype)
     )

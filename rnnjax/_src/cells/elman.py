@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnnjax._src import checks
+from rnnjax._src import arguments
 from rnnjax._src import init as inits
 from rnnjax._src.activations import ACTIVATIONS, Activation
 from rnnjax._src.cells import base, tiles
@@ -119,8 +119,8 @@ def elman(
     True
   """
   what = "rnnjax.elman"
-  checks.positive_int("hidden_size", hidden_size, what)
-  act = ACTIVATIONS[checks.choice("activation", activation, ACTIVATIONS, what)]
+  arguments.positive_int("hidden_size", hidden_size, what)
+  act = ACTIVATIONS[arguments.choice("activation", activation, ACTIVATIONS, what)]
   f, fprime = act.fn, act.grad_from_output
   input_init = input_init or inits.lecun_normal()
   recurrent_init = recurrent_init or inits.orthogonal()

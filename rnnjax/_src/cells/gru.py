@@ -31,7 +31,7 @@ from typing import Any, NamedTuple, cast
 import jax
 import jax.numpy as jnp
 
-from rnnjax._src import checks
+from rnnjax._src import arguments
 from rnnjax._src import init as inits
 from rnnjax._src.cells import base, tiles
 from rnnjax._src.cells.tiles import Blocks
@@ -198,8 +198,8 @@ def gru(
     ((3, 12), (4, 12), (12,), (4,))
   """
   what = "rnnjax.gru"
-  checks.positive_int("hidden_size", hidden_size, what)
-  checks.choice("reset", reset, ("before", "after"), what)
+  arguments.positive_int("hidden_size", hidden_size, what)
+  arguments.choice("reset", reset, ("before", "after"), what)
   input_init = input_init or inits.lecun_normal()
   recurrent_init = inits.blockwise(recurrent_init or inits.orthogonal(), 3)
   H = hidden_size

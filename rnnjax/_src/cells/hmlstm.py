@@ -56,7 +56,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from rnnjax._src import checks
+from rnnjax._src import arguments
 from rnnjax._src import init as inits
 from rnnjax._src.cells import base
 from rnnjax._src.custom import build
@@ -177,7 +177,7 @@ def slope_annealing(a_max: float = 5.0, steps: int = 2000) -> SlopeAnnealing:
     >>> [float(schedule(s)) for s in (0, 50, 100, 1000)]
     [1.0, 3.0, 5.0, 5.0]
   """
-  checks.positive_int("steps", steps, "rnnjax.slope_annealing")
+  arguments.positive_int("steps", steps, "rnnjax.slope_annealing")
   if not a_max >= 1.0:
     raise ValueError(f"rnnjax.slope_annealing: a_max must be >= 1, got {a_max}")
   return SlopeAnnealing(float(a_max), steps)
@@ -279,8 +279,8 @@ def hmlstm(
       f"a one-layer HM-LSTM has no hierarchy: use rnnjax.lstm"
     )
   for k, H in enumerate(sizes):
-    checks.positive_int(f"hidden_sizes[{k}]", H, what)
-  checks.choice("estimator", estimator, ("straight_through",), what)
+    arguments.positive_int(f"hidden_sizes[{k}]", H, what)
+  arguments.choice("estimator", estimator, ("straight_through",), what)
   schedule = a_schedule if a_schedule is not None else slope_annealing()
   if not callable(schedule):
     raise TypeError(f"{what}: a_schedule must be callable, step -> slope; got {schedule!r}")

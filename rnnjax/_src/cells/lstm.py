@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnnjax._src import checks
+from rnnjax._src import arguments
 from rnnjax._src import init as inits
 from rnnjax._src.cells import base, tiles
 from rnnjax._src.custom import build
@@ -169,7 +169,7 @@ def lstm(
     [1.0, 1.0, 1.0, 1.0]
   """
   what = "rnnjax.lstm"
-  checks.positive_int("hidden_size", hidden_size, what)
+  arguments.positive_int("hidden_size", hidden_size, what)
   input_init = input_init or inits.lecun_normal()
   recurrent_init = inits.blockwise(recurrent_init or inits.orthogonal(), 4)
   H = hidden_size

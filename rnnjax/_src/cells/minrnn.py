@@ -31,7 +31,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnnjax._src import checks
+from rnnjax._src import arguments
 from rnnjax._src import init as inits
 from rnnjax._src.cells import base
 from rnnjax._src.custom import build
@@ -128,7 +128,7 @@ def mingru(hidden_size: int, *, param_dtype: DType = jnp.float32) -> base.Cell:
     ((5, 2, 4), (3, 8))
   """
   what = "rnnjax.mingru"
-  H = checks.positive_int("hidden_size", hidden_size, what)
+  H = arguments.positive_int("hidden_size", hidden_size, what)
 
   def init(key: Array, input_size: int) -> MinGRUParams:
     return MinGRUParams(
@@ -227,7 +227,7 @@ def minlstm(hidden_size: int, *, param_dtype: DType = jnp.float32) -> base.Cell:
     ((5, 2, 4), (3, 12))
   """
   what = "rnnjax.minlstm"
-  H = checks.positive_int("hidden_size", hidden_size, what)
+  H = arguments.positive_int("hidden_size", hidden_size, what)
 
   def init(key: Array, input_size: int) -> MinLSTMParams:
     return MinLSTMParams(

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg
 
-from rnnjax._src import checks
+from rnnjax._src import arguments
 from rnnjax._src import init as inits
 from rnnjax._src.activations import ACTIVATIONS
 from rnnjax._src.cells import base
@@ -91,7 +91,7 @@ def _lstm_zeros(H: int, P: int | None = None) -> Callable[..., LSTMCarry]:
 
 
 def _activation(name: str, what: str) -> Callable[[Array], Array]:
-  checks.choice("activation", name, ACTIVATIONS, what)
+  arguments.choice("activation", name, ACTIVATIONS, what)
   return ACTIVATIONS[name].fn
 
 
@@ -154,7 +154,7 @@ def mgu(hidden_size: int, *, param_dtype: DType = jnp.float32) -> base.Cell:
     ((5, 2, 4), rnnjax.mgu(4))
   """
   what = "rnnjax.mgu"
-  H = checks.positive_int("hidden_size", hidden_size, what)
+  H = arguments.positive_int("hidden_size", hidden_size, what)
   recurrent_init = inits.blockwise(inits.orthogonal(), 2)
 
   def init(key: Array, input_size: int) -> MGUParams:
@@ -246,7 +246,7 @@ def indrnn(
     True
   """
   what = "rnnjax.indrnn"
-  H = checks.positive_int("hidden_size", hidden_size, what)
+  H = arguments.positive_int("hidden_size", hidden_size, what)
   fn = _activation(activation, what)
   if recurrent_max is not None and (
     isinstance(recurrent_max, bool)
@@ -335,7 +335,7 @@ def peephole_lstm(
     ((2, 4), (12,))
   """
   what = "rnnjax.peephole_lstm"
-  H = checks.positive_int("hidden_size", hidden_size, what)
+  H = arguments.positive_int("hidden_size", hidden_size, what)
   recurrent_init = inits.blockwise(inits.orthogonal(), 4)
 
   def init(key: Array, input_size: int) -> PeepholeLSTMParams:
@@ -413,7 +413,7 @@ def cifg_lstm(
     (4, 12)
   """
   what = "rnnjax.cifg_lstm"
-  H = checks.positive_int("hidden_size", hidden_size, what)
+  H = arguments.positive_int("hidden_size", hidden_size, what)
   recurrent_init = inits.blockwise(inits.orthogonal(), 3)
 
   def init(key: Array, input_size: int) -> CIFGParams:
@@ -500,8 +500,8 @@ def lstm_projected(
     ((5, 4, 2), (4, 2), (4, 6))
   """
   what = "rnnjax.lstm_projected"
-  H = checks.positive_int("hidden_size", hidden_size, what)
-  P = checks.positive_int("proj_size", proj_size, what)
+  H = arguments.positive_int("hidden_size", hidden_size, what)
+  P = arguments.positive_int("proj_size", proj_size, what)
   recurrent_init = inits.blockwise(inits.orthogonal(), 4)
 
   def init(key: Array, input_size: int) -> LSTMProjectedParams:
@@ -611,7 +611,7 @@ def layer_norm_lstm(
     (5, 2, 4)
   """
   what = "rnnjax.layer_norm_lstm"
-  H = checks.positive_int("hidden_size", hidden_size, what)
+  H = arguments.positive_int("hidden_size", hidden_size, what)
   eps = _check_eps(eps, what)
   recurrent_init = inits.blockwise(inits.orthogonal(), 4)
 
@@ -703,7 +703,7 @@ def layer_norm_gru(
     (2, 4)
   """
   what = "rnnjax.layer_norm_gru"
-  H = checks.positive_int("hidden_size", hidden_size, what)
+  H = arguments.positive_int("hidden_size", hidden_size, what)
   eps = _check_eps(eps, what)
   recurrent_init = inits.blockwise(inits.orthogonal(), 3)
 
@@ -806,7 +806,7 @@ def orthogonal_rnn(
     True
   """
   what = "rnnjax.orthogonal_rnn"
-  H = checks.positive_int("hidden_size", hidden_size, what)
+  H = arguments.positive_int("hidden_size", hidden_size, what)
   fn = _activation(activation, what)
 
   def init(key: Array, input_size: int) -> OrthogonalRNNParams:
