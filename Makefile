@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test fuzz lint typecheck docs check bench notebooks clean
+.PHONY: demo test test-slow fuzz lint typecheck docs check bench notebooks clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,9 +32,15 @@ $(VENV)/.bench: pyproject.toml | $(VENV)/bin/python
 demo: $(VENV)/.apps
 	$(PY) -m rnnjax demo $(ARGS)
 
-# The tests, the docstrings' examples and the README's code blocks (doctests).
+# The tests, the docstrings' examples and the README's and docs' code blocks
+# (doctests), in under 10 minutes on 2 cores; the tests marked slow in
+# tests/conftest.py (learning demonstrations, whole notebooks, multi-process runs)
+# run with `make test-slow`, and CI runs both.
 test: $(VENV)/.test
-	$(PY) -m pytest -q -n 2 --durations=15 $(ARGS)
+	$(PY) -m pytest -q -n 2 --durations=15 -m "not slow" $(ARGS)
+
+test-slow: $(VENV)/.test
+	$(PY) -m pytest -q -n 2 --durations=15 -m slow tests $(ARGS)
 
 # The property-based bad-input suite with a large hypothesis budget (make test runs
 # it with a small one).

@@ -1,10 +1,70 @@
-"""Test configuration: float64 available, silent broadcasting is an error."""
+"""Test configuration: float64 available, silent broadcasting is an error, and the
+tests that take minutes kept out of `make test` (run by `make test-slow` and CI)."""
+
+import os
+
+# The suite's shapes are tiny, so compiling dominates its time: XLA's CPU backend
+# without LLVM's optimisation passes compiles about a quarter faster (measured on
+# tests/test_scan.py and test_resets.py: 88 s -> 64 s on 2 cores). It changes how
+# the machine code is scheduled, not what it computes (no fast-math either way).
+# Set before JAX starts its backend; subprocesses the tests start inherit it.
+os.environ["XLA_FLAGS"] = " ".join(
+  [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"]
+).strip()
 
 import jax
 import pytest
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# Tests that need 10 s or more each on this 2-core machine (measured with
+# `--durations`), left out of `make test` to keep the suite under 10 minutes and
+# run by `make test-slow`; CI runs both. Each entry says what keeps its subject
+# covered in the fast suite. A node id without brackets covers every parameter.
+SLOW = {
+  # learning demonstrations: they train until a model has learnt something
+  "tests/test_demo.py::test_demo_learns_and_writes_summary": "test_cli_visualize's run",
+  "tests/test_models.py::test_seq2seq_generalises_to_held_out_strings_of_every_length": "",
+  "tests/test_models.py::test_bidirectional_tagger_uses_the_future": "",
+  "tests/test_models.py::test_held_out_strings_carry_no_loss_in_training": "",
+  "tests/test_models.py::test_classifier_learns_with_lengths_and_ignores_padding": "",
+  "tests/test_boundaries.py::test_experiment_boundaries_smoke": "its unit tests",
+  "tests/test_charlm.py::test_regularised_training_is_reproducible_and_off_at_evaluation": "",
+  "tests/test_docs.py::test_docs_python_blocks_are_doctests_that_run_alone[docs/guides/"
+  "gradients.md]": "the walkthrough trains a model first",
+  # whole notebooks: test_stored_notebook_is_current_and_executed checks the stored ones
+  "tests/test_notebooks.py::test_notebook_executes": "make notebooks",
+  # runs in subprocesses: four devices, a killed run (test_run_lock kills one too)
+  "tests/test_multidevice.py::test_one_and_four_devices_agree_and_a_four_device_run_resumes": "",
+  "tests/test_charlm.py::test_killed_run_resumes_to_the_same_loss_curve": "test_run_lock",
+  # larger members of a parametrised family whose small member stays in the suite
+  "tests/test_bptt.py::test_tbptt_with_resets_matches_stop_gradient_reference[2-7]": "[3-3]",
+  "tests/test_bptt.py::test_tbptt_with_resets_matches_stop_gradient_reference[4-8]": "[3-3]",
+  "tests/test_bptt.py::test_tbptt_with_resets_matches_stop_gradient_reference[3-5]": "[3-3]",
+  "tests/test_bptt.py::test_tbptt_matches_stop_gradient_reference[2-7]": "the others",
+  "tests/test_parallel.py::test_parallel_equals_scan_with_lengths_and_reverse[hmlstm-quasi]": "",
+  "tests/test_parallel.py::test_gradients_equal_scans[gru-parallel]": "the other cells",
+  "tests/test_layers.py::test_stacked_bidirectional_resets_equal_separate_episodes": (
+    "test_resets, per cell"
+  ),
+  "tests/test_parallel.py::test_damping_keeps_chaos_finite_and_diagnose_predicts_it": (
+    "test_deer_repairs_overflow_..., test_full_elk_damps_..."
+  ),
+  "tests/test_explore.py::test_explore_writes_one_self_contained_page": (
+    "the page's parts, and the browser tests on a synthetic page"
+  ),
+}
+
+
+def pytest_configure(config):
+  config.addinivalue_line("markers", "slow: minutes-long; `make test-slow` (and CI) runs it")
+
+
+def pytest_collection_modifyitems(config, items):
+  for item in items:
+    if item.nodeid in SLOW or item.nodeid.split("[")[0] in SLOW:
+      item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture
