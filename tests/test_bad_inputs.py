@@ -30,8 +30,14 @@ from rnnjax import interop
 from rnnjax import jacobian as jac
 from tests.helpers import assert_trees_close, f64
 
+# The suite's budget is small and derandomised (the same examples on every run, so a
+# red CI is a change's doing); `make fuzz` draws 300 fresh examples per property.
 settings.register_profile(
-  "rnnjax-ci", max_examples=10, deadline=None, suppress_health_check=list(HealthCheck)
+  "rnnjax-ci",
+  max_examples=10,
+  deadline=None,
+  derandomize=True,
+  suppress_health_check=list(HealthCheck),
 )
 settings.register_profile(
   "rnnjax-fuzz", max_examples=300, deadline=None, suppress_health_check=list(HealthCheck)
@@ -386,6 +392,8 @@ def test_empty_axes_give_empty_outputs_and_the_initial_carry(fn, name, shape, wi
   kw = {"lengths": jnp.zeros(b, jnp.int32)} if with_lengths else {}
   if fn == "nnx.RNN":
     carry_out, ys = FUNCTIONS[fn](name, xs, carry=carry, return_carry=True, **kw)
+    if isinstance(carry, rj.LSTMCarry):  # the module answers in flax's layout, (c, h)
+      carry = (carry.c, carry.h)
   elif fn in ("stacked", "bidirectional"):
     carry_out, ys = FUNCTIONS[fn](name, xs, carry=carry, **kw)
     carry_out = carry_out[0]
