@@ -1,19 +1,6 @@
-"""Initialisers for recurrent weights, in the `jax.nn.initializers` signature.
+"""The implementation of `rnnjax.init`, whose module docstring documents it.
 
-Every initialiser is ``init(key, shape, dtype) -> array``. The recurrent
-matrix of a gated cell, ``w_h: [H, kH]``, is initialised block by block
-(each ``[H, H]`` gate block on its own) by `blockwise`, as flax does with
-one Dense per gate.
-
-* `orthogonal` (default): ``Wᵀ W = I``; every singular value is 1, so the
-  linear part of ``∂h_j/∂h_{j-1} = diag(f'(z_j)) W`` neither grows nor
-  shrinks a gradient (Saxe et al. 2014).
-* `identity`: ``W = scale·I``, the IRNN of Le, Jaitly & Hinton (2015), meant
-  for ReLU RNNs.
-* `gaussian(gain)`: ``W_ij ~ N(0, g²/H)``; spectral radius ≈ g for large H, the
-  chaos studies' ensemble (Sompolinsky, Crisanti & Sommers 1988).
-* `glorot_uniform`, `lecun_normal`: jax's, for the input weights.
-* `chrono_bias`: Tallec & Ollivier (2018): forget bias ``log U[1, T_max-1]``.
+Initialisers for recurrent weights, in the `jax.nn.initializers` signature.
 """
 
 from __future__ import annotations

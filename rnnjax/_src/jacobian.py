@@ -1,26 +1,6 @@
-"""Jacobian tools: why gradients explode or vanish, measured.
+"""The implementation of `rnnjax.jacobian`, whose module docstring documents it.
 
-The lecture's chain: ``h_j = f(z_j)``, ``z_j = V x_j + W h_{j-1} + b``:
-
-    ∂h_j/∂h_{j-1} = diag(f'(z_j)) W                       (the step Jacobian J_j)
-    ‖J_j‖ ≤ ‖diag f'(z_j)‖ · ‖W‖                           (the lecture's bound)
-    ∂L_T/∂h_k = ∂L_T/∂h_T · J_T J_{T-1} ⋯ J_{k+1}           (products over the lag T − k)
-
-Products of norms above 1 explode, below 1 vanish. Pascanu, Mikolov & Bengio
-(2013): with ``|f'| ≤ γ`` (γ = 1 for tanh, 1/4 for sigmoid), ``σ_max(W) < 1/γ``
-is sufficient for vanishing and ``σ_max(W) > 1/γ`` necessary for exploding.
-
-The tools read what a cell declares, never its name: a cell whose step is
-``h = f(zx + h_{t-1} w_h)`` declares its `rnnjax.Activation` (with ``γ``), and
-gets the lecture's bound and Pascanu's conditions; every cell gets the
-measured step Jacobians, their norms, products, spectra and Lyapunov
-exponents.
-
-Everything here works on one sequence (``xs: [T, I]``); vmap for batches.
-States are flattened: ``s = h`` (S = H), or ``s = [h; c]`` for the LSTM (S = 2H).
-Products of many Jacobians are never formed naively: norms are carried in log
-space with a running normalisation, and the Lyapunov spectrum uses the QR
-(Benettin) method.
+Jacobian tools: why gradients explode or vanish, measured.
 """
 
 from __future__ import annotations

@@ -1,12 +1,6 @@
-"""Long-range synthetic tasks with their analytic baselines (Arjovsky et al. 2016).
+"""The implementation of `rnnjax.tasks`, whose module docstring documents it.
 
-* **Adding problem**: two length-T channels: values ``U[0, 1]`` and a marker
-  with one 1 in each half; the target is the sum of the two marked values.
-  Predicting the mean, 1, gives ``MSE = Var(X₁ + X₂) = 2/12 = 1/6``.
-* **Copy memory**: 10 symbols from an alphabet of 8, ``T − 1`` blanks, a
-  delimiter, 10 blanks; the output is blank for ``T + 10`` steps, then the 10
-  symbols. A memoryless model outputs blanks, then uniform guesses:
-  ``CE = 10 · ln 8 / (T + 20)`` per step.
+Long-range synthetic tasks with their analytic baselines (Arjovsky et al. 2016).
 """
 
 from __future__ import annotations
