@@ -218,9 +218,9 @@ def hmlstm_cpu() -> str:
 
 
 DEMO_RUNS = {
-  "summary_idle_cpu.json": "alone on the machine",
+  "summary_idle_cpu.json": "alone on the machine (an earlier session)",
   "summary_shared_cpu.json": "beside a test run",
-  "summary.json": "beside five other jobs (the stored report's run)",
+  "summary.json": "alone on the machine, after the merge of issues 19-25 (the stored report's run)",
 }
 """The stored `make demo` runs, under three machine loads (180 s of training each)."""
 
