@@ -42,11 +42,16 @@ def test_range_scores_rank_the_planted_cell_and_its_mirror():
   q = _planted()
   scores = explore.range_scores(q, 40, 49, pad=5)
   a = explore.normalised(q)
-  # by hand for cell 2: mean inside minus mean over 35..39 and 50..54
-  around = np.r_[35:40, 50:55]
-  assert scores["score"][2] == pytest.approx(a[40:50, 2].mean() - a[around, 2].mean())
+  # by hand for cell 2: the correlation with the selection over 35..54 (1 on 40..49)
+  considered = np.r_[35:55]
+  indicator = (considered >= 40) & (considered < 50)
+  r = np.corrcoef(a[considered, 2], indicator)[0, 1]
+  assert scores["score"][2] == pytest.approx(r, rel=1e-12)
+  assert scores["inside"][2] == pytest.approx(a[40:50, 2].mean())
+  assert scores["around"][2] == pytest.approx(a[np.r_[35:40, 50:55], 2].mean())
   assert explore.rank(scores)[:2] in ([2, 4], [4, 2])  # |score|: on there, or off there
   assert explore.rank(scores, "on")[0] == 2 and scores["score"][4] < 0
+  assert explore.rank(scores, "off")[0] == 4  # the mirror: off there, on elsewhere
   match = explore.match_positions(q, [2], scores)
   assert match.tolist() == [40 <= t < 50 for t in range(120)]
   assert explore.match_positions(q, [2, 4], scores).sum() == 10  # the mirror agrees
@@ -54,13 +59,74 @@ def test_range_scores_rank_the_planted_cell_and_its_mirror():
     explore.range_scores(q, 50, 40)
   rest = explore.range_scores(q, 40, 49)  # elsewhere: the rest of the text
   assert rest["around"][2] == pytest.approx(np.r_[a[:40, 2], a[50:, 2]].mean())
+  assert rest["score"][2] == pytest.approx(np.corrcoef(a[:, 2], match)[0, 1], rel=1e-12)
   assert explore.rank(rest, "on")[0] == 2
   with pytest.raises(
     ValueError, match=r"pad must be >= 0 or None \(the rest of the text\), got -1"
   ):
     explore.range_scores(q, 1, 2, pad=-1)
-  with pytest.raises(ValueError, match="sign must be 'both' or 'on', got 'off'"):
-    explore.rank(scores, "off")
+  with pytest.raises(ValueError, match="sign must be 'both', 'on' or 'off', got 'up'"):
+    explore.rank(scores, "up")
+
+
+def test_the_score_is_each_cells_correlation_with_the_selection():
+  """Per-cell spread, not range: a cell whose range is set by one outlier but that
+  moves cleanly with the selection outranks a wide, noisy one that moves by more."""
+  rng = np.random.default_rng(3)
+  n = 200
+  states = np.zeros((n, 3))
+  states[:, 0] = 0.05 * rng.normal(size=n)
+  states[60:70, 0] += 0.3  # on there, cleanly, by 0.3 of ...
+  states[150, 0] = -1.0  # ... a range set by one outlier
+  states[:, 1] = rng.uniform(-1, 1, size=n)
+  states[60:70, 1] += 0.6  # on there by more of its range, in a wide spread
+  states[:, 2] = rng.normal(size=n)
+  q = explore.quantise(states)[0]
+  a = explore.normalised(q)
+  scores = explore.range_scores(q, 60, 69)
+  sel = np.zeros(n, bool)
+  sel[60:70] = True
+  for i in range(3):
+    assert scores["score"][i] == pytest.approx(np.corrcoef(a[:, i], sel)[0, 1], rel=1e-12)
+  assert explore.rank(scores) == [0, 1, 2]
+  # the mean difference over the cell's largest |value| (the score before) ranks them the other way
+  diff = scores["inside"] - scores["around"]
+  assert abs(diff[1]) > abs(diff[0])
+
+
+def test_selection_of_several_ranges():
+  q = _planted()
+  a = explore.normalised(q)
+  two = explore.selection_scores(q, [(10, 14), (40, 49)], pad=3)
+  inside = np.r_[10:15, 40:50]
+  around = np.r_[7:10, 15:18, 37:40, 50:53]  # 3 on either side of each range
+  both = np.r_[inside, around]
+  r = np.corrcoef(a[both, 2], np.isin(both, inside))[0, 1]
+  assert two["score"][2] == pytest.approx(r, rel=1e-12)
+  assert two["around"][2] == pytest.approx(a[around, 2].mean())
+  # pads that fall inside another selected range do not count as elsewhere
+  near = explore.selection_scores(q, [(40, 44), (46, 49)], pad=2)
+  assert near["around"][2] == pytest.approx(a[np.r_[38:40, 45, 50:52], 2].mean())
+  with pytest.raises(ValueError, match=r"no range selected"):
+    explore.selection_scores(q, [])
+  with pytest.raises(ValueError, match=r"the range \[5, 120\] must satisfy .* < N = 120"):
+    explore.selection_scores(q, [(1, 2), (5, 120)])
+  assert not np.any(explore.selection_scores(q, [(0, 119)])["score"])  # nothing elsewhere
+
+
+def test_selecting_every_occurrence_of_a_feature_ranks_as_the_feature():
+  text = 'x = f("a(b", [1])  # c\n    y = "zz"\n' * 4
+  f = interpret.text_features(text)
+  rng = np.random.default_rng(4)
+  states = rng.normal(size=(len(text), 6))
+  states[:, 1] += 2 * f["in_quotes"]
+  q = explore.quantise(states)[0]
+  strings = explore.runs(f["in_quotes"] > 0)
+  assert len(strings) == 8 and strings[0] == (6, 10)  # "a(b"
+  sel = explore.selection_scores(q, strings)
+  feat = explore.feature_scores(q, f["in_quotes"])
+  np.testing.assert_allclose(sel["score"], feat["score"], rtol=1e-9)
+  assert explore.rank(sel) == explore.rank(feat) and explore.rank(sel)[0] == 1
 
 
 def test_feature_scores_are_best_cells_pearson_r():

@@ -52,6 +52,7 @@ from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import Select  # noqa: E402
 
 TEXT = (
@@ -63,12 +64,16 @@ TEXT = (
   "print('done', x)\n"
 ) * 3
 PLANT = (TEXT.index("return"), TEXT.index("return") + 5)  # cell 3 is on exactly here
+_P = [i for i in range(len(TEXT)) if TEXT.startswith("print", i)]
+TWO = [(_P[0], _P[0] + 4), (_P[1], _P[1] + 4)]  # cell 6 is on exactly over these, cell 7 off
 H = 8
 
 
 def synthetic():
   """States of two kinds for H cells: cell 3 on exactly over PLANT, cell 5 tracks
-  the bracket depth, the others noise; and a gradient panel for two positions."""
+  the bracket depth, cell 6 on exactly over the two ranges TWO (the first two of the
+  three `print`s) and cell 7 off there, the others noise; and a gradient panel for two
+  positions."""
   rng = np.random.default_rng(0)
   n = len(TEXT)
   f = interpret.text_features(TEXT)
@@ -76,6 +81,10 @@ def synthetic():
   c[:, 3] = -0.4 + 0.02 * rng.normal(size=n)
   c[PLANT[0] : PLANT[1] + 1, 3] = 1.0
   c[:, 5] = f["in_brackets"] + 0.1 * rng.normal(size=n)
+  c[:, 6] = -0.3 + 0.02 * rng.normal(size=n)
+  for a, b in TWO:
+    c[a : b + 1, 6] = 0.8
+  c[:, 7] = -c[:, 6] + 0.05 * rng.normal(size=n)
   h = np.tanh(c)
   positions, window = [49, 99], 20
   norms = np.full((2, window + 1), np.nan)
@@ -168,19 +177,37 @@ def test_hover_shows_the_value_of_a_planted_character(browser):
   assert shown == pytest.approx(expected, rel=1e-3) and shown == pytest.approx(1.0, abs=0.01)
 
 
+def _drag(driver, a, b, add=False):
+  """A real mouse selection from character a to b (holding Ctrl to add a range)."""
+  spans = driver.find_elements(By.CSS_SELECTOR, "#text .ln span")
+  chain = ActionChains(driver)
+  if add:
+    chain.key_down(Keys.CONTROL)
+  chain.move_to_element_with_offset(spans[a], -3, 0).click_and_hold()
+  chain.move_to_element_with_offset(spans[b], 3, 0).release()
+  if add:
+    chain.key_up(Keys.CONTROL)
+  chain.perform()
+
+
+def _order(driver):
+  rows = driver.find_elements(By.CSS_SELECTOR, "#ranking tbody tr")
+  return [int(r.get_attribute("data-cell")) for r in rows]
+
+
 def test_selecting_a_range_ranks_the_planted_cell_first_as_python_does(browser):
   driver, _, c = browser
-  spans = driver.find_elements(By.CSS_SELECTOR, "#text .ln span")
-  drag = ActionChains(driver).move_to_element_with_offset(spans[PLANT[0]], -3, 0)
-  drag.click_and_hold().move_to_element_with_offset(spans[PLANT[1]], 3, 0).release().perform()
-  lo = int(driver.find_element(By.ID, "from").get_attribute("value"))
-  hi = int(driver.find_element(By.ID, "to").get_attribute("value"))
-  assert (lo, hi) == PLANT  # the mouse selection, read back as character indices
-  rows = driver.find_elements(By.CSS_SELECTOR, "#ranking tbody tr")
-  js_order = [int(r.get_attribute("data-cell")) for r in rows]
-  scores = explore.range_scores(_q(c), lo, hi)  # the page's default: the rest of the text
+  _drag(driver, *PLANT)
+  ranges = driver.find_element(By.ID, "ranges").get_attribute("value")
+  assert ranges == f"{PLANT[0]}-{PLANT[1]}"  # the mouse selection, read back as characters
+  js_order = _order(driver)
+  scores = explore.range_scores(_q(c), *PLANT)  # the page's default: the rest of the text
   assert js_order[0] == 3
   assert js_order == explore.rank(scores)[: len(js_order)]
+  shown = [
+    float(td.text) for td in driver.find_elements(By.CSS_SELECTOR, "#ranking td:nth-child(4)")
+  ]
+  np.testing.assert_allclose(shown, scores["score"][js_order], atol=5e-5)  # 4 decimals
   # the default: the top 3 ticked; the marked positions are Python's matches
   driver.find_element(By.ID, "match").click()
   count = int(driver.find_element(By.ID, "match-info").get_attribute("data-count"))
@@ -195,10 +222,34 @@ def test_selecting_a_range_ranks_the_planted_cell_first_as_python_does(browser):
   pad = driver.find_element(By.ID, "pad")
   pad.send_keys("5")
   driver.find_element(By.ID, "rank").click()
-  rows = driver.find_elements(By.CSS_SELECTOR, "#ranking tbody tr")
-  padded = explore.rank(explore.range_scores(_q(c), lo, hi, pad=5))
-  assert [int(r.get_attribute("data-cell")) for r in rows] == padded[: len(rows)]
+  assert _order(driver) == explore.rank(explore.range_scores(_q(c), *PLANT, pad=5))[:8]
   pad.clear()
+
+
+def test_ctrl_adds_a_range_and_the_matches_become_the_selection(browser):
+  driver, _, c = browser
+  _drag(driver, *TWO[0])
+  _drag(driver, *TWO[1], add=True)
+  ranges = driver.find_element(By.ID, "ranges").get_attribute("value")
+  assert ranges == ", ".join(f"{a}-{b}" for a, b in TWO)
+  scores = explore.selection_scores(_q(c), TWO)
+  js_order = _order(driver)
+  assert js_order[:2] == [6, 7] and js_order == explore.rank(scores)[:8]
+  Select(driver.find_element(By.ID, "sign")).select_by_value("off")  # off there only
+  assert _order(driver)[0] == 7 and _order(driver) == explore.rank(scores, "off")[:8]
+  Select(driver.find_element(By.ID, "sign")).select_by_value("both")
+  driver.find_element(By.ID, "rank").click()
+  # LSTMVis's next step: the positions where the ticked cells match become the selection
+  for box in driver.find_elements(By.CSS_SELECTOR, "#ranking .mk")[1:]:
+    if box.is_selected():
+      box.click()  # only cell 6 ticked
+  driver.find_element(By.ID, "select-matches").click()
+  match = explore.match_positions(_q(c), [6], scores)
+  runs = explore.runs(match)
+  assert runs == TWO  # cell 6 is on exactly there
+  assert driver.find_element(By.ID, "ranges").get_attribute("value") == ranges
+  assert _order(driver) == explore.rank(explore.selection_scores(_q(c), runs))[:8]
+  driver.find_element(By.ID, "ranges").clear()
 
 
 def test_ranking_by_a_feature_is_pythons(browser):

@@ -8,14 +8,15 @@ embedded in it (no server, network or CDN):
   the H cells of any layer), a colour bar naming the quantity and its range,
   the exact (quantised) value on hover, and a strip under each line showing a
   feature of the text (`rnnjax.apps.interpret.FEATURE_DEFINITIONS`).
-* **Hypothesis selection** (after LSTMVis, Strobelt et al. 2018): select a
-  range of text, and the page ranks the cells by `range_scores`, the mean of
-  the cell's normalised state inside the range minus its mean elsewhere (the
-  rest of the text, or ``pad`` characters on either side); or pick a feature, and it ranks them by
-  `feature_scores`, the Pearson correlation with the feature over the text.
-  It then marks every position where the chosen cells all match the pattern
-  (`match_positions`). The functions here are the reference the page's
-  JavaScript is tested against.
+* **Hypothesis selection** (after LSTMVis, Strobelt et al. 2018): select one
+  or more ranges of text, and the page ranks the cells by `selection_scores`,
+  the correlation of each cell's state with the selection (its mean inside
+  minus its mean elsewhere, in units of its own spread; elsewhere: the rest of
+  the text, or ``pad`` characters on either side); or pick a feature, and it
+  ranks them by `feature_scores`, the Pearson correlation with the feature
+  over the text. It then marks every position where the chosen cells all match
+  the pattern (`match_positions`). The functions here are the reference the
+  page's JavaScript is tested against.
 * **Gradient flow**: for each exported position ``t``, ``‖∂L_t/∂s_k‖₂``
   against ``k`` back along the text (`rnnjax.jacobian.gradient_norms_vs_lag`),
   the picked cell's share of it, the step Jacobian's spectral norm
@@ -95,59 +96,101 @@ def dequantise(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------- hypothesis selection
 
 
-def _check_range(n: int, start: int, stop: int) -> None:
-  if not 0 <= start <= stop < n:
+def _ranges(n: int, ranges: Sequence[tuple[int, int]]) -> np.ndarray:
+  """The characters of ``ranges`` (``[start, stop]``, inclusive) as an ``[N]`` mask."""
+  if len(ranges) == 0:
+    raise ValueError("selection_scores: no range selected; give at least one (start, stop)")
+  inside = np.zeros(n, bool)
+  for start, stop in ranges:
+    if not 0 <= start <= stop < n:
+      raise ValueError(
+        f"selection_scores: the range [{start}, {stop}] must satisfy 0 <= start <= stop < N = {n}"
+      )
+    inside[start : stop + 1] = True
+  return inside
+
+
+def selection_scores(
+  q: np.ndarray, ranges: Sequence[tuple[int, int]], pad: int | None = None
+) -> dict[str, np.ndarray]:
+  """How much each cell is on (or off) in the selected ranges and not elsewhere.
+
+  The selection is one or more ranges of characters; "elsewhere" is the rest of
+  the text, or with ``pad`` the ``pad`` characters before and after each range
+  that are not selected themselves (LSTMVis's padding; the rest of the text
+  when that leaves none). The score is the Pearson correlation, over the
+  selected and elsewhere characters, between the cell's state ``a`` and the
+  selection (1 inside, 0 elsewhere):
+
+      score = (mean(a inside) - mean(a elsewhere)) * sqrt(n_in n_out) / (n sd(a)),
+
+  with ``sd`` the cell's standard deviation over those ``n = n_in + n_out``
+  characters (the point-biserial correlation). Dividing by each cell's own
+  spread puts cells of small and large ranges on one scale, so a cell that
+  moves by little but cleanly ranks above one that moves by more in the
+  middle of a wide spread; and selecting every character where a 0/1 feature
+  is 1 ranks the cells as `feature_scores` does for that feature. The page
+  ranks cells by ``|score|`` (or by ``score`` for cells on there only, by
+  ``-score`` for cells off there only), ties by cell index.
+
+  Args:
+    q: quantised states ``[N, H]`` (`quantise`).
+    ranges: the selected ranges, ``(start, stop)`` with ``stop`` inclusive.
+    pad: characters on either side of each range that make "elsewhere"
+      (default: the whole rest of the text).
+
+  Returns:
+    ``{"score": [H], "inside": [H], "around": [H]}``: the score and the two
+    means of ``a = (q - 128) / 127`` (the state over the cell's largest |value|).
+
+  Raises:
+    ValueError: no range, a range outside the text, or a negative ``pad``.
+
+  Examples:
+    >>> import numpy as np
+    >>> q = np.full((6, 2), 128, np.uint8); q[2:4, 1] = 255
+    >>> selection_scores(q, [(2, 3)])["score"].round(12).tolist()
+    [0.0, 1.0]
+  """
+  n = len(q)
+  inside = _ranges(n, ranges)
+  if pad is not None and pad < 0:
     raise ValueError(
-      f"range_scores: the range [{start}, {stop}] must satisfy 0 <= start <= stop < N = {n}"
+      f"selection_scores: pad must be >= 0 or None (the rest of the text), got {pad}"
     )
+  a = normalised(q)
+  around = np.zeros(n, bool)
+  if pad is not None:
+    for start, stop in ranges:
+      around[max(0, start - pad) : start] = True
+      around[stop + 1 : stop + 1 + pad] = True
+    around &= ~inside
+  if not around.any():
+    around = ~inside
+  m_in = a[inside].mean(0)
+  if not around.any():  # the whole text is selected: nothing to compare with
+    return dict(score=np.zeros(a.shape[1]), inside=m_in, around=np.zeros(a.shape[1]))
+  m_out = a[around].mean(0)
+  n_in, n_out = int(inside.sum()), int(around.sum())
+  both = a[inside | around]
+  sd = np.sqrt(((both - both.mean(0)) ** 2).mean(0))
+  weight = math.sqrt(n_in * n_out) / (n_in + n_out)
+  score = np.where(sd > 0, (m_in - m_out) * weight / np.where(sd > 0, sd, 1.0), 0.0)
+  return dict(score=score, inside=m_in, around=m_out)
 
 
 def range_scores(
   q: np.ndarray, start: int, stop: int, pad: int | None = None
 ) -> dict[str, np.ndarray]:
-  """How much each cell is on in ``text[start : stop + 1]`` and off elsewhere.
-
-  With ``a = (q - 128) / 127`` (the state over the cell's scale, in [-1, 1]),
-  ``score = mean(a inside) - mean(a elsewhere)``, "elsewhere" being the rest of
-  the text, or with ``pad`` the ``pad`` characters before and after the range
-  (LSTMVis's padding; the rest of the text when the range leaves none). The
-  page ranks cells by ``|score|`` (or by ``score``, for cells on there only)
-  and ties by cell index.
-
-  Args:
-    q: quantised states ``[N, H]`` (`quantise`).
-    start: the first character of the range.
-    stop: the last character of the range (inclusive).
-    pad: characters on either side that make "elsewhere" (default: the whole rest).
-
-  Returns:
-    ``{"score": [H], "inside": [H], "around": [H]}``: the score and the two means.
-
-  Raises:
-    ValueError: the range is outside the text or ``pad`` is negative.
+  """`selection_scores` for one range ``text[start : stop + 1]``.
 
   Examples:
     >>> import numpy as np
     >>> q = np.full((6, 2), 128, np.uint8); q[2:4, 1] = 255
-    >>> range_scores(q, 2, 3)["score"].tolist()
+    >>> range_scores(q, 2, 3)["score"].round(12).tolist()
     [0.0, 1.0]
   """
-  n = len(q)
-  _check_range(n, start, stop)
-  if pad is not None and pad < 0:
-    raise ValueError(f"range_scores: pad must be >= 0 or None (the rest of the text), got {pad}")
-  a = normalised(q)
-  inside = np.zeros(n, bool)
-  inside[start : stop + 1] = True
-  around = np.zeros(n, bool)
-  if pad is not None:
-    around[max(0, start - pad) : start] = True
-    around[stop + 1 : stop + 1 + pad] = True
-  if not around.any():
-    around = ~inside
-  m_in = a[inside].mean(0)
-  m_out = a[around].mean(0) if around.any() else np.zeros(a.shape[1])
-  return dict(score=m_in - m_out, inside=m_in, around=m_out)
+  return selection_scores(q, [(start, stop)], pad)
 
 
 def feature_scores(q: np.ndarray, feature: np.ndarray) -> dict[str, np.ndarray]:
@@ -178,11 +221,12 @@ def feature_scores(q: np.ndarray, feature: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def rank(scores: dict[str, np.ndarray], sign: str = "both") -> list[int]:
-  """Cells by ``|score|`` (``sign="both"``) or by ``score`` (``"on"``), ties by index."""
-  if sign not in ("both", "on"):
-    raise ValueError(f"rank: sign must be 'both' or 'on', got {sign!r}")
+  """Cells by ``|score|`` (``sign="both"``), by ``score`` (``"on"``: on there, off
+  elsewhere) or by ``-score`` (``"off"``: off there, on elsewhere), ties by index."""
+  if sign not in ("both", "on", "off"):
+    raise ValueError(f"rank: sign must be 'both', 'on' or 'off', got {sign!r}")
   s = np.asarray(scores["score"], np.float64)
-  key = -np.abs(s) if sign == "both" else -s
+  key = {"both": -np.abs(s), "on": -s, "off": s}[sign]
   return [int(i) for i in np.lexsort((np.arange(len(s)), key))]
 
 
@@ -202,6 +246,22 @@ def match_positions(
     sgn = 1.0 if scores["score"][i] >= 0 else -1.0
     ok &= sgn * (a[:, i] - theta) > 0
   return ok
+
+
+def runs(mask: np.ndarray) -> list[tuple[int, int]]:
+  """The maximal runs of ``True`` in ``mask`` as ranges ``(start, stop)``, ``stop``
+  inclusive: the selection the page's *select the matches* makes of `match_positions`.
+
+  Examples:
+    >>> runs(np.array([0, 1, 1, 0, 1], bool))
+    [(1, 2), (4, 4)]
+  """
+  on = np.flatnonzero(np.asarray(mask, bool))
+  if len(on) == 0:
+    return []
+  cut = np.diff(on) > 1
+  starts, stops = on[np.r_[True, cut]], on[np.r_[cut, True]]
+  return [(int(a), int(b)) for a, b in zip(starts, stops, strict=True)]
 
 
 # ----------------------------------------------------------------- gradient flow
@@ -556,21 +616,26 @@ cell's largest |value| over the text.</p>
 <div id="text"></div>
 </section>
 <section id="p-hyp"><h2>2. Hypothesis selection</h2>
-<p class="note">Select a range of the text with the mouse (or type it), and the page ranks
-the current layer's cells (h or c, as shown) by <b>score = mean of a inside &minus; mean of a
-elsewhere</b>, where a is the cell's state over its largest |value| (in [&minus;1, 1]) and
-"elsewhere" is the rest of the text, or, with a <i>pad</i>, that many characters on either
-side (LSTMVis's padding): cells on there and off elsewhere. Ranking by
-a feature uses the Pearson correlation r with it over the whole text instead. The ticked
-cells then mark (underlined in the text) every position where all of them match the
-pattern: a above (or, for a negative score, below) halfway between its two means.</p>
+<p class="note">Select a range of the text with the mouse (hold Ctrl, or &#8984; on a Mac,
+to add another range), or type ranges such as <code>40-49, 120-131</code>, and the page ranks
+the current layer's cells (h or c, as shown) by <b>score = the correlation between the cell's
+state and the selection</b> (1 on a selected character, 0 elsewhere): the cell's mean inside
+minus its mean elsewhere, in units of its own spread (standard deviation), so cells of small
+and large ranges compare on one scale. "Elsewhere" is the rest of the text, or, with a
+<i>pad</i>, that many characters on either side of each range (LSTMVis's padding). Cells rank
+by |score| (on there and off elsewhere, or off there and on elsewhere), or by one sign.
+Ranking by a feature uses the Pearson correlation r with it over the whole text instead:
+selecting every character where a 0/1 feature is 1 gives the same ranking. The ticked cells
+then mark (underlined in the text) every position where all of them match the pattern: the
+state above (or, for a negative score, below) halfway between its two means; <i>select the
+matches</i> makes those positions the selection, to rank again.</p>
 <div class="controls">
-<label>from <input id="from" type="number" min="0" value="0"></label>
-<label>to <input id="to" type="number" min="0" value="0"></label>
+<label>ranges <input id="ranges" type="text" size="30" placeholder="e.g. 40-49, 120-131"></label>
 <label>pad <input id="pad" type="number" min="0" value="" placeholder="rest of text"></label>
 <label>cells <select id="sign"><option value="both">on or off there (|score|)</option>
-<option value="on">on there only (score)</option></select></label>
-<button id="rank">rank cells for the range</button>
+<option value="on">on there only (score)</option>
+<option value="off">off there only (&minus;score)</option></select></label>
+<button id="rank">rank cells for the selection</button>
 <label>or feature <select id="feature"></select></label>
 <button id="rank-feature">rank cells by the feature</button>
 </div>
@@ -578,6 +643,7 @@ pattern: a above (or, for a negative score, below) halfway between its two means
 <table id="ranking"><thead><tr><th>match</th><th>rank</th><th>cell</th><th>score</th>
 <th>mean inside</th><th>mean elsewhere</th></tr></thead><tbody></tbody></table>
 <div class="controls"><button id="match">mark where the ticked cells match</button>
+<button id="select-matches">select the matches</button>
 <button id="clear-match">clear marks</button></div>
 <p id="match-info" class="info"></p>
 </section>
@@ -628,7 +694,7 @@ const Q = D.layers.map(L => {
   const o = {}; for (const k of L.kinds) o[k] = u8(L.q[k]); return o; });
 const $ = id => document.getElementById(id);
 const st = { layer: 0, kind: D.layers[0].kinds[0], cell: 0, strip: 'in_quotes', scores: null,
-  order: [], pos: 0, hovered: -1 };
+  order: [], pos: 0, hovered: -1, matches: [] };
 // the colours of rnnjax.apps.interpret: blue (-1), white (0), red (+1)
 function colour(a) {
   a = Math.max(-1, Math.min(1, a));
@@ -690,20 +756,43 @@ function hover(t) {
     D.features.values[st.strip][t] + ')';
 }
 // ---- hypothesis selection (the formulas of rnnjax.apps.explore)
-function rangeScores(a0, a1, pad) {
-  const h = H(), out = { score: [], inside: [], around: [] };
-  const around = [];
-  if (pad !== null) {
-    for (let t = Math.max(0, a0 - pad); t < a0; t++) around.push(t);
-    for (let t = a1 + 1; t < Math.min(N, a1 + 1 + pad); t++) around.push(t);
+function parseRanges(txt) {
+  // "40-49, 120-131" (or "40") -> [[40, 49], [120, 131]], each ordered and inside the text
+  const out = [], re = /(\d+)\s*(?:-\s*(\d+))?/g;
+  let m;
+  while ((m = re.exec(txt)) !== null) {
+    let a = parseInt(m[1], 10), b = m[2] === undefined ? a : parseInt(m[2], 10);
+    if (b < a) { const x = a; a = b; b = x; }
+    if (a < N) out.push([a, Math.min(b, N - 1)]);
   }
-  if (around.length === 0) for (let t = 0; t < N; t++) if (t < a0 || t > a1) around.push(t);
+  return out;
+}
+function selectionScores(ranges, pad) {
+  const h = H(), out = { score: [], inside: [], around: [] };
+  const inside = new Uint8Array(N), around = new Uint8Array(N);
+  for (const [a0, a1] of ranges) for (let t = a0; t <= a1; t++) inside[t] = 1;
+  let nOut = 0;
+  if (pad !== null) {
+    for (const [a0, a1] of ranges) {
+      for (let t = Math.max(0, a0 - pad); t < a0; t++) around[t] = 1;
+      for (let t = a1 + 1; t < Math.min(N, a1 + 1 + pad); t++) around[t] = 1;
+    }
+    for (let t = 0; t < N; t++) { if (inside[t]) around[t] = 0; nOut += around[t]; }
+  }
+  if (nOut === 0) for (let t = 0; t < N; t++) { around[t] = inside[t] ? 0 : 1; nOut += around[t]; }
+  const ins = [], aro = [];
+  for (let t = 0; t < N; t++) { if (inside[t]) ins.push(t); else if (around[t]) aro.push(t); }
+  const nIn = ins.length, n = nIn + nOut, w = Math.sqrt(nIn * nOut) / n;
   for (let i = 0; i < h; i++) {
-    let si = 0; for (let t = a0; t <= a1; t++) si += norm(t, i);
-    const mi = si / (a1 - a0 + 1);
-    let so = 0; for (const t of around) so += norm(t, i);
-    const mo = around.length ? so / around.length : 0;
-    out.score.push(mi - mo); out.inside.push(mi); out.around.push(mo);
+    let si = 0; for (const t of ins) si += norm(t, i);
+    let so = 0; for (const t of aro) so += norm(t, i);
+    const mi = si / nIn, mo = nOut ? so / nOut : 0, m = (si + so) / n;
+    let ss = 0;
+    for (const t of ins) { const d = norm(t, i) - m; ss += d * d; }
+    for (const t of aro) { const d = norm(t, i) - m; ss += d * d; }
+    const sd = Math.sqrt(ss / n);
+    out.score.push(nOut && sd > 0 ? (mi - mo) * w / sd : 0);
+    out.inside.push(mi); out.around.push(mo);
   }
   return out;
 }
@@ -725,7 +814,8 @@ function featureScores(name) {
 }
 function rankOrder(sc, sign) {
   const idx = sc.score.map((_, i) => i);
-  const key = i => sign === 'both' ? -Math.abs(sc.score[i]) : -sc.score[i];
+  const key = i => sign === 'both' ? -Math.abs(sc.score[i]) : sign === 'on' ? -sc.score[i] :
+    sc.score[i];
   idx.sort((x, y) => (key(x) - key(y)) || (x - y));
   return idx;
 }
@@ -740,17 +830,19 @@ function showRanking(sc, what) {
   $('ranking').tBodies[0].innerHTML = rows.join('');
 }
 function rankRange() {
-  let a0 = parseInt($('from').value, 10), a1 = parseInt($('to').value, 10);
+  const ranges = parseRanges($('ranges').value);
   const pv = parseInt($('pad').value, 10);
   const pad = pv >= 0 ? pv : null;  // empty: the rest of the text
-  if (!(a0 >= 0) || !(a1 >= 0)) return;
-  if (a1 < a0) { const x = a0; a0 = a1; a1 = x; }
-  a1 = Math.min(a1, N - 1);
-  const sel = TEXT.slice(a0, a1 + 1).join('').replace(/\n/g, '\\n');
-  showRanking(rangeScores(a0, a1, pad), 'range [' + a0 + ', ' + a1 + '] "' +
-    (sel.length > 60 ? sel.slice(0, 60) + '...' : sel) + '", elsewhere: ' +
+  if (ranges.length === 0) return;
+  $('ranges').value = ranges.map(r => r[0] + '-' + r[1]).join(', ');
+  const first = ranges[0], sel = TEXT.slice(first[0], first[1] + 1).join('').replace(/\n/g, '\\n');
+  const n = ranges.reduce((k, r) => k + r[1] - r[0] + 1, 0);
+  showRanking(selectionScores(ranges, pad), ranges.length + ' range' +
+    (ranges.length > 1 ? 's' : '') + ' (' + n + ' characters): [' + first[0] + ', ' + first[1] +
+    '] "' + (sel.length > 60 ? sel.slice(0, 60) + '...' : sel) + '"' +
+    (ranges.length > 1 ? ', ...' : '') + '; elsewhere: ' +
     (pad === null ? 'the rest of the text' : pad + ' characters either side') + ', ' +
-    D.layers[st.layer].quantity[st.kind]);
+    D.layers[st.layer].quantity[st.kind] + '; score = correlation with the selection');
 }
 function rankFeature() {
   const name = $('feature').value;
@@ -761,14 +853,15 @@ function markMatches() {
   const cells = Array.from(document.querySelectorAll('.mk:checked')).map(e => +e.value);
   for (const s of spans) s.classList.remove('m');
   if (!st.scores || cells.length === 0) { $('match-info').textContent = ''; return; }
-  let n = 0, runs = 0, prev = false; const sc = st.scores;
+  let n = 0, runs = 0, prev = false; const sc = st.scores; st.matches = [];
   for (let t = 0; t < N; t++) {
     let ok = true;
     for (const i of cells) {
       const th = (sc.inside[i] + sc.around[i]) / 2, sg = sc.score[i] >= 0 ? 1 : -1;
       if (!(sg * (norm(t, i) - th) > 0)) { ok = false; break; }
     }
-    if (ok) { spans[t].classList.add('m'); n++; if (!prev) runs++; }
+    if (ok) { spans[t].classList.add('m'); n++; if (!prev) { runs++; st.matches.push([t, t]); }
+      st.matches[st.matches.length - 1][1] = t; }
     prev = ok;
   }
   $('match-info').textContent = n + ' of ' + N + ' characters (' + runs +
@@ -906,7 +999,7 @@ function init() {
   $('next').onclick = () => { st.cell = (st.cell + 1) % H(); recolour(); };
   $('strip').onchange = () => { st.strip = $('strip').value; restrip(); };
   $('text').addEventListener('mouseover', e => { const t = idx(e.target); if (t >= 0) hover(t); });
-  $('text').addEventListener('mouseup', () => {
+  $('text').addEventListener('mouseup', e => {
     const s = window.getSelection();
     if (!s || s.isCollapsed) return;
     // the selected characters: a boundary at the end of a character's text starts after
@@ -917,11 +1010,17 @@ function init() {
     if (r.startContainer.nodeType === 3 && r.startOffset >= r.startContainer.length) a += 1;
     if (r.endContainer.nodeType === 3 && r.endOffset === 0) b -= 1;
     if (b < a) return;
-    $('from').value = a; $('to').value = b; rankRange();
+    const add = (e.ctrlKey || e.metaKey) && $('ranges').value.trim() !== '';
+    $('ranges').value = (add ? $('ranges').value + ', ' : '') + a + '-' + b; rankRange();
   });
   $('rank').onclick = rankRange; $('rank-feature').onclick = rankFeature;
   $('sign').onchange = () => { if (st.scores) showRanking(st.scores, $('sel-info').textContent); };
   $('match').onclick = markMatches;
+  $('select-matches').onclick = () => {
+    markMatches();
+    if (st.matches && st.matches.length) {
+      $('ranges').value = st.matches.map(r => r[0] + '-' + r[1]).join(', '); rankRange(); }
+  };
   $('clear-match').onclick = () => { for (const s of spans) s.classList.remove('m');
     $('match-info').textContent = ''; };
   $('ranking').addEventListener('click', e => {
