@@ -3,10 +3,10 @@
     python benchmarks/explore_screenshots.py PAGE.html --selection selection.json \\
         --out docs/screenshots
 
-Shows the quote cell of ``selection.json`` (`explore_selection.py`) in the text
-view (its c), ranks the cells' h for the first short string and marks where the
-top three match,
-and draws the gradient panel at a position inside a string.
+Shows the bracket-depth cell of ``selection.json`` (`explore_selection.py`) in
+the text view (its c), ranks the cells' h for the first bracketed span and marks
+where the top three match, and draws the gradient panel at a position inside
+that span.
 """
 
 from __future__ import annotations
@@ -30,9 +30,8 @@ def main() -> None:
   from selenium.webdriver.common.by import By
   from selenium.webdriver.support.ui import Select
 
-  sel = json.loads(args.selection.read_text())["c"]
-  quote = sel["in_quotes"]
-  a, b = quote["spans"][1] if len(quote["spans"]) > 1 else quote["spans"][0]
+  found = json.loads(args.selection.read_text())["c"]["in_brackets"]
+  a, b = found["by_selection"]["bracketed span"]["first"]["span"]
   options = webdriver.ChromeOptions()
   options.binary_location = shutil.which("chromium") or "chromium"
   profile = tempfile.mkdtemp()
@@ -49,7 +48,8 @@ def main() -> None:
   args.out.mkdir(parents=True, exist_ok=True)
   try:
     driver.get(args.page.resolve().as_uri())
-    Select(driver.find_element(By.ID, "cell")).select_by_value(str(quote["cell"]))
+    Select(driver.find_element(By.ID, "cell")).select_by_value(str(found["cell"]))
+    Select(driver.find_element(By.ID, "strip")).select_by_value("in_brackets")
     # scroll the text view to the selection and hover a character in it
     driver.execute_script(
       "const s = document.querySelectorAll('#text .ln span')[arguments[0]];"
@@ -62,19 +62,17 @@ def main() -> None:
       "arguments[0].dispatchEvent(new MouseEvent('mouseover', {bubbles: true}))", span
     )
     driver.find_element(By.ID, "p-text").screenshot(str(args.out / "explore_text.png"))
-    driver.find_element(By.ID, "kind-h").click()  # LSTMVis ranks h; the quote cell is first
+    driver.find_element(By.ID, "kind-h").click()  # LSTMVis ranks h
     driver.execute_script(
-      "document.getElementById('from').value = arguments[0];"
-      "document.getElementById('to').value = arguments[1];"
+      "document.getElementById('ranges').value = arguments[0];"
       "document.getElementById('rank').click();"
       "document.getElementById('match').click();",
-      a,
-      b,
+      f"{a}-{b}",
     )
     driver.find_element(By.ID, "p-hyp").screenshot(str(args.out / "explore_selection.png"))
     driver.find_element(By.ID, "p-text").screenshot(str(args.out / "explore_matches.png"))
     positions = driver.execute_script("return D.grad.positions")
-    p = min(range(len(positions)), key=lambda j: abs(positions[j] - b))
+    p = min(range(len(positions)), key=lambda j: abs(positions[j] - (a + b) // 2))
     Select(driver.find_element(By.ID, "gpos")).select_by_value(str(p))
     driver.find_element(By.ID, "p-grad").screenshot(str(args.out / "explore_gradient.png"))
   finally:
