@@ -112,6 +112,12 @@ def test_selection_of_several_ranges():
   with pytest.raises(ValueError, match=r"the range \[5, 120\] must satisfy .* < N = 120"):
     explore.selection_scores(q, [(1, 2), (5, 120)])
   assert not np.any(explore.selection_scores(q, [(0, 119)])["score"])  # nothing elsewhere
+  # a cell flat over the selection and its pads scores 0 exactly, whatever its level
+  flat = q.copy()
+  flat[:, 0] = 20
+  flat[30:70, 0] = 176  # a = 48 / 127, not a binary fraction
+  assert explore.selection_scores(flat, [(40, 49)], pad=5)["score"][0] == 0.0
+  assert explore.selection_scores(flat, [(40, 49)])["score"][0] > 0
 
 
 def test_selecting_every_occurrence_of_a_feature_ranks_as_the_feature():

@@ -204,10 +204,10 @@ def test_selecting_a_range_ranks_the_planted_cell_first_as_python_does(browser):
   scores = explore.range_scores(_q(c), *PLANT)  # the page's default: the rest of the text
   assert js_order[0] == 3
   assert js_order == explore.rank(scores)[: len(js_order)]
-  shown = [
-    float(td.text) for td in driver.find_elements(By.CSS_SELECTOR, "#ranking td:nth-child(4)")
-  ]
-  np.testing.assert_allclose(shown, scores["score"][js_order], atol=5e-5)  # 4 decimals
+  # the page's scores are Python's to the last bit (exact integer sums of the bytes)
+  assert driver.execute_script("return st.scores.score") == scores["score"].tolist()
+  shown = driver.find_elements(By.CSS_SELECTOR, "#ranking td:nth-child(4)")
+  assert [td.text for td in shown] == [f"{scores['score'][i]:.4f}" for i in js_order]
   # the default: the top 3 ticked; the marked positions are Python's matches
   driver.find_element(By.ID, "match").click()
   count = int(driver.find_element(By.ID, "match-info").get_attribute("data-count"))
@@ -235,6 +235,7 @@ def test_ctrl_adds_a_range_and_the_matches_become_the_selection(browser):
   scores = explore.selection_scores(_q(c), TWO)
   js_order = _order(driver)
   assert js_order[:2] == [6, 7] and js_order == explore.rank(scores)[:8]
+  assert driver.execute_script("return st.scores.score") == scores["score"].tolist()
   Select(driver.find_element(By.ID, "sign")).select_by_value("off")  # off there only
   assert _order(driver)[0] == 7 and _order(driver) == explore.rank(scores, "off")[:8]
   Select(driver.find_element(By.ID, "sign")).select_by_value("both")

@@ -158,7 +158,6 @@ def selection_scores(
     raise ValueError(
       f"selection_scores: pad must be >= 0 or None (the rest of the text), got {pad}"
     )
-  a = normalised(q)
   around = np.zeros(n, bool)
   if pad is not None:
     for start, stop in ranges:
@@ -167,15 +166,20 @@ def selection_scores(
     around &= ~inside
   if not around.any():
     around = ~inside
-  m_in = a[inside].mean(0)
-  if not around.any():  # the whole text is selected: nothing to compare with
-    return dict(score=np.zeros(a.shape[1]), inside=m_in, around=np.zeros(a.shape[1]))
-  m_out = a[around].mean(0)
+  # in whole bytes x = q - 128, so the sums are exact integers here and in the page:
+  # score = (S_in n_out - S_out n_in) / (sqrt(n_in n_out) sqrt(n SS - S^2)), S = S_in + S_out
+  x = np.asarray(q, np.int64) - 128
   n_in, n_out = int(inside.sum()), int(around.sum())
-  both = a[inside | around]
-  sd = np.sqrt(((both - both.mean(0)) ** 2).mean(0))
-  weight = math.sqrt(n_in * n_out) / (n_in + n_out)
-  score = np.where(sd > 0, (m_in - m_out) * weight / np.where(sd > 0, sd, 1.0), 0.0)
+  s_in, s_out = x[inside].sum(0), x[around].sum(0)
+  m_in = s_in / n_in / 127  # the means of a = x / 127, computed as the page does
+  if n_out == 0:  # the whole text is selected: nothing to compare with
+    return dict(score=np.zeros(x.shape[1]), inside=m_in, around=np.zeros(x.shape[1]))
+  m_out = s_out / n_out / 127
+  ss = (x[inside | around] ** 2).sum(0)
+  num = s_in * n_out - s_out * n_in
+  var = (n_in + n_out) * ss - (s_in + s_out) ** 2  # n^2 127^2 sd(a)^2, an integer
+  den = math.sqrt(n_in * n_out) * np.sqrt(np.maximum(var, 1))
+  score = np.where(var > 0, num / den, 0.0)
   return dict(score=score, inside=m_in, around=m_out)
 
 
@@ -782,17 +786,16 @@ function selectionScores(ranges, pad) {
   if (nOut === 0) for (let t = 0; t < N; t++) { around[t] = inside[t] ? 0 : 1; nOut += around[t]; }
   const ins = [], aro = [];
   for (let t = 0; t < N; t++) { if (inside[t]) ins.push(t); else if (around[t]) aro.push(t); }
-  const nIn = ins.length, n = nIn + nOut, w = Math.sqrt(nIn * nOut) / n;
+  // in whole bytes x = q - 128 the sums are exact integers, as in Python:
+  // score = (S_in n_out - S_out n_in) / (sqrt(n_in n_out) sqrt(n SS - S^2))
+  const nIn = ins.length, n = nIn + nOut, Q0 = Q[st.layer][st.kind], h0 = H();
   for (let i = 0; i < h; i++) {
-    let si = 0; for (const t of ins) si += norm(t, i);
-    let so = 0; for (const t of aro) so += norm(t, i);
-    const mi = si / nIn, mo = nOut ? so / nOut : 0, m = (si + so) / n;
-    let ss = 0;
-    for (const t of ins) { const d = norm(t, i) - m; ss += d * d; }
-    for (const t of aro) { const d = norm(t, i) - m; ss += d * d; }
-    const sd = Math.sqrt(ss / n);
-    out.score.push(nOut && sd > 0 ? (mi - mo) * w / sd : 0);
-    out.inside.push(mi); out.around.push(mo);
+    let si = 0, so = 0, ss = 0;
+    for (const t of ins) { const x = Q0[t * h0 + i] - 128; si += x; ss += x * x; }
+    for (const t of aro) { const x = Q0[t * h0 + i] - 128; so += x; ss += x * x; }
+    const num = si * nOut - so * nIn, v = n * ss - (si + so) * (si + so);
+    out.score.push(nOut > 0 && v > 0 ? num / (Math.sqrt(nIn * nOut) * Math.sqrt(v)) : 0);
+    out.inside.push(si / nIn / 127); out.around.push(nOut > 0 ? so / nOut / 127 : 0);
   }
   return out;
 }
