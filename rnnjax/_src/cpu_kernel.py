@@ -79,14 +79,17 @@ def _load() -> tuple[Any, str]:
 
 
 def unavailable_reason() -> str | None:
-  """Why the FFI kernel cannot run here, or None when it can."""
+  """Why the FFI kernel cannot run here, and the fix, or None when it can."""
   if os.environ.get(DISABLE_ENV, "") not in ("", "0"):
-    return f"it is disabled by the environment variable {DISABLE_ENV}=1"
+    return f"it is disabled by the environment variable {DISABLE_ENV}=1; unset it"
   module, why = _load()
   if module is None:
-    return why
+    return (
+      f"{why}; build it by reinstalling rnnjax with a C++ compiler present (pip install -e . "
+      f"compiles rnnjax/_src/csrc)"
+    )
   if jax.default_backend() != "cpu":
-    return f"it runs on the CPU backend only (JAX's default backend is {jax.default_backend()})"
+    return f"it runs on the CPU backend only, and JAX's default backend is {jax.default_backend()}"
   return None
 
 
@@ -149,13 +152,12 @@ def use_ffi(
     rule = rule_for(cell)
     assert rule is not None
     B, H = xs.shape[1], cell.hidden_size
-    return any(s == rule.ffi and H >= mh and B <= mb for s, mh, mb in AUTO_WINS)
+    return any(s == rule.ffi and mh <= H and mb >= B for s, mh, mb in AUTO_WINS)
   why = unavailable_reason()
   if why is not None:
     raise ValueError(
-      f"{what}(kernel='ffi'): the C++ CPU kernel cannot run: {why}; build it by reinstalling "
-      f"rnnjax with a C++ compiler present (pip install -e . , which compiles "
-      f"rnnjax/_src/csrc), or use kernel='xla' (or 'auto', which falls back to it)"
+      f"{what}(kernel='ffi'): the C++ CPU kernel cannot run: {why}; or use kernel='xla' (or "
+      f"'auto', which falls back to it)"
     )
   if unfit is not None:
     raise ValueError(f"{what}(kernel='ffi'): {unfit}")
@@ -179,7 +181,13 @@ def _call(target: str, outs: list[jax.ShapeDtypeStruct], *args: Array, **attrs: 
 
 
 def _forward(
-  cfg: Config, w_h: Array, b_hn: Array, zx: Array, carry0: tuple[Array, ...], mask: Array, keep: bool
+  cfg: Config,
+  w_h: Array,
+  b_hn: Array,
+  zx: Array,
+  carry0: tuple[Array, ...],
+  mask: Array,
+  keep: bool,
 ) -> tuple[Array, Array, Array]:
   """The forward call: ``(hs, cs, res)``; ``cs`` is ``[0]`` but for the LSTM,
   ``res`` ``[0]`` without ``keep`` (and for the Elman cell)."""
@@ -191,7 +199,11 @@ def _forward(
   def sds(*shape: int) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(shape, dt)
 
-  outs = [sds(T, B, H), sds(T, B, H) if lstm else sds(0), sds(T, B, R * H) if keep and R else sds(0)]
+  outs = [
+    sds(T, B, H),
+    sds(T, B, H) if lstm else sds(0),
+    sds(T, B, R * H) if keep and R else sds(0),
+  ]
   hs, cs, res = _call(
     "forward", outs, zx, w_h, b_hn, carry0[0], c0, mask, cell=cfg.cell, act=cfg.act, keep=keep
   )

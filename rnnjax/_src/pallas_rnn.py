@@ -436,7 +436,8 @@ def _unsupported(cell: Cell, what: str) -> str:
 def use_pallas(kernel: str, cell: Cell, backward: str, resets: bool, B: int, what: str) -> bool:
   """Whether `rnnjax.scan` runs the Pallas kernels, checking ``kernel``'s value.
 
-  ``"xla"`` and ``"ffi"`` (the C++ CPU kernel, `rnnjax._src.cpu_kernel`): never. ``"auto"``: only for a supported cell, the hand-written
+  ``"xla"`` and ``"ffi"`` (the C++ CPU kernel, `rnnjax._src.cpu_kernel`):
+  never. ``"auto"``: only for a supported cell, the hand-written
   backward, no resets, and a shape that `AUTO_WINS` lists for this backend.
   ``"pallas"``: always, or a ValueError naming what does not fit and the fix.
   """

@@ -84,8 +84,20 @@ template <class T> Lane<T> relu_grad(Lane<T> y) { return {y.v > 0 ? T(1) : T(0)}
 
 // ---------------------------------------------------------------- threads
 
-// A reusable barrier for the two threads of one call: spins briefly, then yields
-// (the machine may be shared, and a spinning thread must not starve the other).
+// Waits until pred() holds: spins for a few microseconds (a step of a quiet
+// machine is that short), then sleeps on cv, so that on a loaded machine a
+// waiting thread gives its core to the thread it waits for.
+template <class Pred>
+void SpinThenWait(std::mutex& mu, std::condition_variable& cv, Pred pred) {
+  for (int spins = 0; spins < 2000; ++spins) {
+    if (pred()) return;
+    RNNJAX_PAUSE();
+  }
+  std::unique_lock<std::mutex> lock(mu);
+  cv.wait(lock, pred);
+}
+
+// A reusable barrier for the threads of one call.
 class Barrier {
  public:
   explicit Barrier(int n) : n_(n) {}
@@ -94,22 +106,22 @@ class Barrier {
     int gen = gen_.load(std::memory_order_acquire);
     if (count_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {
       count_.store(0, std::memory_order_relaxed);
-      gen_.fetch_add(1, std::memory_order_release);
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        gen_.fetch_add(1, std::memory_order_release);
+      }
+      cv_.notify_all();
       return;
     }
-    for (int spins = 0; gen_.load(std::memory_order_acquire) == gen; ++spins) {
-      if (spins < 4000) {
-        RNNJAX_PAUSE();
-      } else {
-        std::this_thread::yield();
-      }
-    }
+    SpinThenWait(mu_, cv_, [&] { return gen_.load(std::memory_order_acquire) != gen; });
   }
 
  private:
   const int n_;
   std::atomic<int> count_{0};
   std::atomic<int> gen_{0};
+  std::mutex mu_;
+  std::condition_variable cv_;
 };
 
 // One persistent worker thread. Run(fn) runs fn(0) here and fn(1) on the
@@ -132,13 +144,8 @@ class Worker {
     }
     cv_.notify_one();
     fn(0);
-    for (int spins = 0; done_.load(std::memory_order_acquire) != ticket; ++spins) {
-      if (spins < 4000) {
-        RNNJAX_PAUSE();
-      } else {
-        std::this_thread::yield();
-      }
-    }
+    SpinThenWait(done_mu_, done_cv_,
+                 [&] { return done_.load(std::memory_order_acquire) == ticket; });
     return true;
   }
 
@@ -155,19 +162,24 @@ class Worker {
         job = job_;
       }
       (*job)(1);
-      done_.store(seen, std::memory_order_release);
+      {
+        std::lock_guard<std::mutex> lock(done_mu_);
+        done_.store(seen, std::memory_order_release);
+      }
+      done_cv_.notify_all();
     }
   }
-  std::mutex busy_, mu_;
-  std::condition_variable cv_;
+  std::mutex busy_, mu_, done_mu_;
+  std::condition_variable cv_, done_cv_;
   const std::function<void(int)>* job_ = nullptr;
   uint64_t posted_ = 0;
   std::atomic<uint64_t> done_{0};
   std::thread thread_;
 };
 
-// Below this many multiply-adds in a step's GEMM (B·H·G·H) one thread runs the call.
-constexpr int64_t kParallelMinWork = int64_t{1} << 16;
+// Below this many multiply-adds in a step's GEMM (B·H·G·H) one thread runs the
+// call: the latency shape's LSTM step (B = 1, H = 128: 2^16) ran faster alone.
+constexpr int64_t kParallelMinWork = int64_t{1} << 20;
 
 int ThreadsWanted(int64_t B, int64_t H, int64_t G) {
   static const int forced = [] {
