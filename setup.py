@@ -6,16 +6,19 @@ build prints a warning and rnnjax installs without it, and `rnnjax.scan` runs
 its pure-JAX kernels (`rnnjax._src.cpu_kernel.available()` is then False).
 """
 
+import importlib.util
+import os
+
 from setuptools import Extension, setup
 
 
 def _ffi_include() -> list[str]:
-  try:
-    import jax.ffi
-
-    return [jax.ffi.include_dir()]
-  except Exception:  # no jax at build time: the compile fails, and the extension is skipped
-    return []
+  """jaxlib's include directory (the XLA FFI headers, jax.ffi.include_dir()),
+  found without importing jaxlib; pyproject's build requirements install it."""
+  spec = importlib.util.find_spec("jaxlib")
+  if spec is None or not spec.submodule_search_locations:
+    return []  # no jaxlib at build time: the compile fails, and the extension is skipped
+  return [os.path.join(next(iter(spec.submodule_search_locations)), "include")]
 
 
 setup(
