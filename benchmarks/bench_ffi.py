@@ -284,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
   ap.add_argument("--shapes", nargs="*", default=list(SHAPES), choices=list(SHAPES))
   ap.add_argument("--profile", action="store_true", help="also cut the LSTM's time in parts")
   ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ffi_cpu"))
+  ap.add_argument(
+    "--merge", action="store_true", help="keep the stored rows of the cells and shapes not run"
+  )
   args = ap.parse_args(argv)
   if not cpu_kernel.available():
     print(f"the FFI kernel cannot run: {cpu_kernel.unavailable_reason()}", file=sys.stderr)
@@ -303,6 +306,14 @@ def main(argv: list[str] | None = None) -> int:
     "load_after": os.getloadavg()[0],
   }
   out = Path(args.out)
+  if args.merge and out.with_suffix(".json").exists():
+    old = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+    ran = {(r["cell"], r["shape"]) for r in rows}
+    rows = [r for r in old["rows"] if (r["cell"], r["shape"]) not in ran] + rows
+    shapes = {p["shape"] for p in prof}
+    prof = [p for p in old.get("profile", []) if p["shape"] not in shapes] + prof
+    info["load_before"] = max(info["load_before"], old["load_before"])
+    info["load_after"] = max(info["load_after"], old["load_after"])
   write_atomic(
     out.with_suffix(".json"), json.dumps({**info, "rows": rows, "profile": prof}, indent=1)
   )

@@ -143,16 +143,17 @@ def use_ffi(
   """
   if kernel not in ("ffi", "auto"):
     return False
-  W = recurrent_weight(cell, params, what) if cell.recurrent_weight is not None else None
-  cdt, acc = compute_dtypes(cell.dtype, xs, *([] if W is None else [W]))
+  rule = rule_for(cell)
+  B, H = xs.shape[1], cell.hidden_size
+  if kernel == "auto" and (
+    rule is None or not any(s == rule.ffi and mh <= H and mb >= B for s, mh, mb in AUTO_WINS)
+  ):
+    return False  # the default path: nothing more is read unless AUTO_WINS lists the shape
+  W = [] if rule is None else [recurrent_weight(cell, params, what)]
+  cdt, acc = compute_dtypes(cell.dtype, xs, *W)
   unfit = _unfit(cell, backward, resets, cdt, acc)
   if kernel == "auto":
-    if unfit is not None or jnp.dtype(cdt) != jnp.dtype(jnp.float32) or not available():
-      return False
-    rule = rule_for(cell)
-    assert rule is not None
-    B, H = xs.shape[1], cell.hidden_size
-    return any(s == rule.ffi and mh <= H and mb >= B for s, mh, mb in AUTO_WINS)
+    return unfit is None and jnp.dtype(cdt) == jnp.dtype(jnp.float32) and available()
   why = unavailable_reason()
   if why is not None:
     raise ValueError(
@@ -176,6 +177,7 @@ class Config(NamedTuple):
 
 
 def _call(target: str, outs: list[jax.ShapeDtypeStruct], *args: Array, **attrs: Any) -> Any:
+  _load()  # registers the targets
   attrs = {k: (v if isinstance(v, bool) else np.int64(v)) for k, v in attrs.items()}
   return jax.ffi.ffi_call(_TARGETS[target], outs, vmap_method="sequential")(*args, **attrs)
 

@@ -6,13 +6,15 @@
 // here is visible to the other file but the functions declared in rnn_kernels.h;
 // everything else has internal linkage, so no AVX-512 copy of an inline function
 // can stand in for the portable one at link time.
+#include <cstdint>
+
+#include "rnn_kernels.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
 #pragma GCC target("avx512f,avx512dq,fma")
 #include <immintrin.h>
 
-#include <cstdint>
-
 #include "rnn_cells.h"
-#include "rnn_kernels.h"
 
 namespace {
 
@@ -169,3 +171,18 @@ void Avx512BackwardRow(int64_t cell, int64_t act, int64_t H, int64_t u0, int64_t
 }
 
 }  // namespace rnnjax_kernels
+
+#else  // not x86-64 GCC/Clang: no AVX-512 path, the plain loops run everywhere
+
+namespace rnnjax_kernels {
+bool Avx512Supported() { return false; }
+void Avx512Gemm(const float*, int64_t, int64_t, int64_t, const float*, int64_t, int64_t, int64_t,
+                int64_t, int64_t, float*, int64_t, bool) {}
+void Avx512ForwardRow(int64_t, int64_t, int64_t, int64_t, int64_t, const float*, const float*,
+                      const float*, const float*, const float*, float*, float*, float*) {}
+void Avx512BackwardRow(int64_t, int64_t, int64_t, int64_t, int64_t, const float*, const float*,
+                       const float*, const float*, const float*, const float*, const float*,
+                       float*, float*, float*, float*) {}
+}  // namespace rnnjax_kernels
+
+#endif
