@@ -57,11 +57,14 @@ STEPS: dict[str, tuple[int, int]] = {
 """The C++ kernel's steps: a `Rule`'s ``ffi`` name -> (cell code, activation code)
 as ``rnn_cpu.cc`` numbers them."""
 
-AUTO_WINS: tuple[tuple[str, int, int], ...] = ()
+AUTO_WINS: tuple[tuple[str, int, int], ...] = (("lstm", 256, 128),)
 """``(step, min H, max B)`` where ``benchmarks/bench_ffi.py`` measured the FFI
-kernel faster than the XLA scan and the fastest peer (forward+backward and
-forward-only, float32, ``benchmarks/results/ffi_cpu.md``); ``kernel="auto"``
-picks it only there."""
+kernel faster than the XLA scan and PyTorch, forward+backward and forward-only,
+float32 (``benchmarks/results/ffi_cpu.md``: the LSTM at the medium and large
+shapes; at the latency shape its forward+backward lost to the XLA scan, and the
+GRU and Elman cells lost in one mode or the other); ``kernel="auto"`` picks it
+only there."""
+
 
 _TARGETS = {"forward": "rnnjax_cpu_forward", "backward": "rnnjax_cpu_backward"}
 
