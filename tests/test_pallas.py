@@ -89,7 +89,7 @@ def test_errors_name_the_fix():
   params, xs = cell.init(jax.random.key(0), I), jnp.ones((T, B, I))
   with pytest.raises(
     ValueError,
-    match=r"rnnjax.scan: unknown kernel 'cuda'; expected one of \('auto', 'xla', 'pallas'\)",
+    match=r"rnnjax.scan: unknown kernel 'cuda'; expected one of \('auto', 'xla', 'pallas', 'ffi'\)",
   ):
     rj.scan(cell, params, xs, kernel="cuda")
   mgu = rj.mgu(H)

@@ -48,8 +48,8 @@ from rnnjax._src.typing import Array, Carry, Params
 if TYPE_CHECKING:  # Pallas is imported only when a kernel launches
   from jax.experimental import pallas as pl
 
-Kernel = Literal["auto", "xla", "pallas"]
-KERNELS = ("auto", "xla", "pallas")
+Kernel = Literal["auto", "xla", "pallas", "ffi"]
+KERNELS = ("auto", "xla", "pallas", "ffi")  # "ffi": rnnjax._src.cpu_kernel
 SUPPORTED = ("lstm", "gru", "elman")
 """The cells whose factories declare a Pallas `Rule` (for messages)."""
 
@@ -436,13 +436,14 @@ def _unsupported(cell: Cell, what: str) -> str:
 def use_pallas(kernel: str, cell: Cell, backward: str, resets: bool, B: int, what: str) -> bool:
   """Whether `rnnjax.scan` runs the Pallas kernels, checking ``kernel``'s value.
 
-  ``"xla"``: never. ``"auto"``: only for a supported cell, the hand-written
+  ``"xla"`` and ``"ffi"`` (the C++ CPU kernel, `rnnjax._src.cpu_kernel`):
+  never. ``"auto"``: only for a supported cell, the hand-written
   backward, no resets, and a shape that `AUTO_WINS` lists for this backend.
   ``"pallas"``: always, or a ValueError naming what does not fit and the fix.
   """
   if kernel not in KERNELS:
     raise ValueError(f"{what}: unknown kernel {kernel!r}; expected one of {KERNELS}")
-  if kernel == "xla":
+  if kernel in ("xla", "ffi"):
     return False
   supported = rule_for(cell) is not None
   if kernel == "auto":

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from rnnjax._src import arguments, bptt, pallas_rnn
+from rnnjax._src import arguments, bptt, cpu_kernel, pallas_rnn
 from rnnjax._src import kernel as xla_kernel  # `kernel` is scan's argument
 from rnnjax._src.cells.base import Cell, compute_dtypes, field
 from rnnjax._src.cells.base import input_size as declared_input_size
@@ -126,7 +126,12 @@ def scan(
       apply) or ``"auto"`` (default), which picks ``"pallas"`` only where a GPU
       measurement showed it faster and is ``"xla"`` everywhere until one has
       (``benchmarks/bench_pallas.py``). Away from a GPU ``"pallas"`` runs in
-      Pallas interpret mode: correct, but slow.
+      Pallas interpret mode: correct, but slow. ``"ffi"``: the C++ CPU kernel
+      (`rnnjax._src.cpu_kernel`, compiled by ``pip install`` where a C++
+      compiler is found), for the same cells (`rnnjax.gru` with
+      ``reset="after"`` only) under the same rules, in float32 or float64;
+      ``"auto"`` picks it only where ``benchmarks/bench_ffi.py`` measured it
+      faster (`rnnjax._src.cpu_kernel.AUTO_WINS`).
 
   Returns:
     ``(carry, ys)``: the carry after each sequence's last valid step (leaves
@@ -199,6 +204,9 @@ def scan(
       "pass resets=[T, B] bool as well (the starting carry is the carry argument)"
     )
   pallas = pallas_rnn.use_pallas(kernel, cell, backward, resets is not None, B, "rnnjax.scan")
+  ffi = not pallas and cpu_kernel.use_ffi(
+    kernel, cell, params, xs, backward, resets is not None, "rnnjax.scan"
+  )
   if T == 0 or B == 0:
     return _empty(cell, params, xs, carry, time_major)
   if reverse:
@@ -209,6 +217,8 @@ def scan(
   mode = "bptt" if backward == "auto" else backward
   if pallas:
     carry, ys = pallas_rnn.pallas_scan(cell, params, xs, carry, mask)
+  elif ffi:
+    carry, ys = cpu_kernel.ffi_scan(cell, params, xs, carry, mask)
   elif mode == "bptt":
     carry, ys = bptt.bptt_scan(cell, unroll, params, xs, carry, mask, resets, reset_carry)
   elif mode == "autodiff":

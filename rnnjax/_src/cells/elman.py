@@ -74,7 +74,7 @@ def pallas_rule(act: Activation) -> tiles.Rule:
     dz = d[0] * act.grad_from_output(cur[0].astype(acc))  # backprop through f
     return (tiles.mm_t(dz, w[0], cdt, acc),), (dz,), (dz,)  # dh_{t-1} = dz w_hᵀ
 
-  return tiles.Rule(1, 1, 0, forward, backward, tiles.outer_grads)
+  return tiles.Rule(1, 1, 0, forward, backward, tiles.outer_grads, ffi=f"elman-{act.name}")
 
 
 @base.memoized

@@ -151,6 +151,7 @@ def pallas_rule(after: bool) -> tiles.Rule:
     weight_grads,
     split=after,
     bias="b_hn" if after else None,
+    ffi="gru" if after else None,  # the C++ kernel has the reset-after GRU only
   )
 
 

@@ -95,7 +95,7 @@ def _tile_backward(
   return (dh_prev, dc * res[1]), dz, dz  # dc_{t-1} = dc ⊙ f
 
 
-PALLAS = tiles.Rule(4, 2, 4, _tile_forward, _tile_backward, tiles.outer_grads)
+PALLAS = tiles.Rule(4, 2, 4, _tile_forward, _tile_backward, tiles.outer_grads, ffi="lstm")
 """The LSTM's step on the Pallas kernel's tiles."""
 
 

@@ -62,6 +62,9 @@ class Rule(NamedTuple):
     split: the backward's ``dzh`` differs from ``dzx`` and is stored apart.
     bias: the params field of a recurrent-side bias ``[H]`` the kernel passes
       as ``b_hn`` (``"b_hn"`` for the reset-after GRU), or None for zeros.
+    ffi: the step of the C++ CPU kernel (`rnnjax._src.cpu_kernel`) that computes
+      this same math (``"lstm"``, ``"gru"``, ``"elman-tanh"``, ...), or None
+      where it has none.
   """
 
   gates: int
@@ -72,3 +75,4 @@ class Rule(NamedTuple):
   weight_grads: Callable[..., tuple[Array, Array | None]]
   split: bool = False
   bias: str | None = None
+  ffi: str | None = None
