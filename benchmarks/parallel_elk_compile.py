@@ -33,6 +33,9 @@ import rnnjax as rj
 from rnnjax.apps import io
 
 S, I, T = 12, 4, 200
+TRACES: list[int] = []
+"""One entry per trace of the cell's step (appended while JAX traces it, never at run
+time): how many times a call re-traced the cell."""
 
 
 def tiny() -> rj.Cell:
@@ -44,12 +47,35 @@ def tiny() -> rj.Cell:
     }
 
   def step(p: dict, h: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    TRACES.append(1)
     h = jnp.tanh(h @ p["w"] + x @ p["v"])
     return h, h
 
   return rj.custom_cell(
     init, step, lambda shape=(), dtype=jnp.float32: jnp.zeros((*shape, S), dtype), name="tiny"
   )
+
+
+def markdown(info_m: dict, rows: list[dict]) -> list[str]:
+  """The table of every stored row."""
+  md = [
+    f"Machine: {info_m['cpu']} ({info_m['cores']} cores, heavily shared while this ran: "
+    f"every time is inflated, compare the rows), backend {info_m['backend']}, jax "
+    f"{info_m['jax']}; `python benchmarks/parallel_elk_compile.py` (ELK, a hint-free "
+    f"custom tanh cell, S = {S}, I = {I}, T = {T}, B = 1, float32, default settings).",
+    "",
+    "| rnnjax | plain calls 1, 2, 3 (s) | step traced per call | jit: trace + lower (s) "
+    "| compile (s) | run (ms) | iterations | converged |",
+    "|---|---|---|---:|---:|---:|---:|---|",
+  ]
+  for r in rows:
+    calls = ", ".join(f"{c:.2f}" for c in r["plain_calls_s"])
+    md.append(
+      f"| {r['label']} | {calls} | {', '.join(map(str, r['step_traces_per_plain_call']))} | "
+      f"{r['trace_and_lower_s']:.2f} | {r['compile_s']:.2f} | "
+      f"{r['run_ms']:.1f} | {r['iterations']} | {r['converged']} |"
+    )
+  return md
 
 
 def main() -> None:
@@ -61,11 +87,13 @@ def main() -> None:
   cell = tiny()
   params = cell.init(jax.random.key(0), I)
   xs = jax.random.normal(jax.random.key(1), (T, 1, I), jnp.float32)
-  plain = []
+  plain, traces = [], []
   for _ in range(3):
+    n = len(TRACES)
     t = time.perf_counter()
     _, _, info = jax.block_until_ready(rj.parallel_scan(cell, params, xs, method="elk"))
     plain.append(time.perf_counter() - t)
+    traces.append(len(TRACES) - n)
   fn = jax.jit(lambda p, x: rj.parallel_scan(cell, p, x, method="elk"))
   t = time.perf_counter()
   lowered = fn.lower(params, xs)
@@ -81,6 +109,7 @@ def main() -> None:
   row = dict(
     label=args.label,
     plain_calls_s=plain,
+    step_traces_per_plain_call=traces,
     trace_and_lower_s=t_lower,
     compile_s=t_compile,
     run_ms=1e3 * statistics.median(runs),
@@ -94,22 +123,7 @@ def main() -> None:
   old = json.loads(path.read_text(encoding="utf-8"))["rows"] if path.exists() else []
   rows = [r for r in old if r["label"] != args.label] + [row]
   io.write_json(path, dict(machine=info_m, config=dict(S=S, I=I, T=T, B=1), rows=rows))
-  md = [
-    f"Machine: {info_m['cpu']} ({info_m['cores']} cores, heavily shared while this ran: "
-    f"every time is inflated, compare the rows), backend {info_m['backend']}, jax "
-    f"{info_m['jax']}; `python benchmarks/parallel_elk_compile.py` (ELK, a hint-free "
-    f"custom tanh cell, S = {S}, I = {I}, T = {T}, B = 1, float32, default settings).",
-    "",
-    "| rnnjax | plain calls 1, 2, 3 (s) | jit: trace + lower (s) | compile (s) | run (ms) "
-    "| iterations | converged |",
-    "|---|---|---:|---:|---:|---:|---|",
-  ]
-  for r in rows:
-    calls = ", ".join(f"{c:.2f}" for c in r["plain_calls_s"])
-    md.append(
-      f"| {r['label']} | {calls} | {r['trace_and_lower_s']:.2f} | {r['compile_s']:.2f} | "
-      f"{r['run_ms']:.1f} | {r['iterations']} | {r['converged']} |"
-    )
+  md = markdown(info_m, rows)
   io.atomic_write_text(args.out / f"{name}.md", "\n".join(md) + "\n")
   print("\n".join(md))
 

@@ -1,20 +1,22 @@
-"""Quasi-DEER's Jacobian diagonal three ways, per solve: the cell's closed form, one pass
-of ``jax.jacfwd``, and a loop of S JVPs.
+"""Quasi-DEER's Jacobian diagonal: one pass against the loop of S JVPs, per solve.
 
 `rj.parallel_scan(method="quasi")` on a tanh Elman RNN (``W ~ N(0, g²/H)``,
 ``V ~ N(0, 1/H)``, ``I = H``, driven by ``x_t ~ N(0, 1)``, float32, B = 1, from zeros,
-default tolerance, ``fallback="none"``), compiled three times in one process:
+default tolerance, ``fallback="none"``), compiled twice in one process:
 
-- loop: the diagonals from a ``fori_loop`` of S JVPs (``DIAG_CLOSED_FORM = False``,
-  ``DIAG_ONE_PASS_ELEMENTS = 0``);
-- one pass: ``jax.jacfwd`` under ``vmap`` and the diagonal (``DIAG_CLOSED_FORM = False``),
-  what a cell without `rnnjax.ClosedDiagonal` gets while ``T·B·S²`` is small enough;
-- closed: the Elman cell's `rnnjax.ClosedDiagonal`, ``(1 − h_t²) ⊙ diag(w_h)`` (the default).
+- before: the diagonals from a ``fori_loop`` of S JVPs (``DIAG_ONE_PASS_ELEMENTS = 0``,
+  the old path);
+- after: the default, one pass of ``jax.jacfwd`` under ``vmap`` and the diagonal.
 
-Compile excluded; the three are timed in interleaved rounds (``--rounds``, each one
-call of each, the order rotated), so the machine's load falls on all alike; the table
-gives the medians and the ratios, and checks that all ran the same iterations to the
-same result. JSON and markdown go to ``--out`` (default ``benchmarks/results``).
+Both with ``DIAG_CLOSED_FORM = False``: the Elman cell's `rnnjax.ClosedDiagonal` is not
+used, so this compares the two ways a cell without one gets (the closed form against
+the one pass: `benchmarks/parallel_references.py`, rnnjax elman against the hint-free
+custom cell).
+
+Compile excluded; the two are timed alternately (``--rounds`` rounds, each one call of
+each), so the machine's load falls on both alike; the table gives the medians and
+their ratio, and checks that both ran the same iterations to the same result. JSON
+and markdown go to ``--out`` (default ``benchmarks/results``).
 
     python benchmarks/parallel_quasi.py
 """
@@ -37,20 +39,18 @@ import rnnjax as rj
 from rnnjax._src import parallel
 from rnnjax.apps import io
 
-WAYS = {"loop": (False, 0), "one pass": (False, None), "closed": (True, None)}
-"""Each way's (``DIAG_CLOSED_FORM``, ``DIAG_ONE_PASS_ELEMENTS``; None: the default)."""
 
-
-def compiled(cell, params, xs, closed: bool, budget: int | None):
-  """The quasi-DEER solve traced and compiled with the given diagonal settings."""
-  saved = parallel.DIAG_CLOSED_FORM, parallel.DIAG_ONE_PASS_ELEMENTS
-  parallel.DIAG_CLOSED_FORM = closed
-  parallel.DIAG_ONE_PASS_ELEMENTS = saved[1] if budget is None else budget
+def compiled(cell, params, xs, budget: int):
+  """The quasi-DEER solve traced and compiled with the given diagonal budget."""
+  default = parallel.DIAG_ONE_PASS_ELEMENTS
+  parallel.DIAG_ONE_PASS_ELEMENTS = budget
+  parallel.DIAG_CLOSED_FORM = False
   try:
     fn = jax.jit(lambda p, x: rj.parallel_scan(cell, p, x, method="quasi", fallback="none"))
     out = jax.block_until_ready(fn(params, xs))
   finally:
-    parallel.DIAG_CLOSED_FORM, parallel.DIAG_ONE_PASS_ELEMENTS = saved
+    parallel.DIAG_ONE_PASS_ELEMENTS = default
+    parallel.DIAG_CLOSED_FORM = True
   return fn, out
 
 
@@ -58,27 +58,28 @@ def one(H: int, T: int, g: float, rounds: int) -> dict:
   cell = rj.elman(H, input_init=rj.init.gaussian(1.0), recurrent_init=rj.init.gaussian(g))
   params = cell.init(jax.random.key(0), H)
   xs = jax.random.normal(jax.random.key(1), (T, 1, H), jnp.float32)
-  fns, outs = {}, {}
-  for way, (closed, budget) in WAYS.items():
-    fns[way], outs[way] = compiled(cell, params, xs, closed, budget)
-  names = list(WAYS)
-  times: dict[str, list[float]] = {n: [] for n in names}
-  for r in range(rounds):
-    for name in names[r % 3 :] + names[: r % 3]:
+  before, (_, ys_b, info_b) = compiled(cell, params, xs, 0)
+  after, (_, ys_a, info_a) = compiled(cell, params, xs, parallel.DIAG_ONE_PASS_ELEMENTS)
+  times: dict[str, list[float]] = {"before": [], "after": []}
+  for _ in range(rounds):
+    for name, fn in (("before", before), ("after", after)):
       t = time.perf_counter()
-      jax.block_until_ready(fns[name](params, xs))
+      jax.block_until_ready(fn(params, xs))
       times[name].append(time.perf_counter() - t)
   med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
-  ys = {n: o[1] for n, o in outs.items()}
   return dict(
     H=H,
     T=T,
     g=g,
-    iterations={n: int(o[2].iterations) for n, o in outs.items()},
-    converged=all(bool(o[2].converged) for o in outs.values()),
-    max_abs_difference=max(float(jnp.max(jnp.abs(ys[n] - ys["closed"]))) for n in names),
-    ms=med,
-    ms_all={n: [1e3 * t for t in v] for n, v in times.items()},
+    iterations_before=int(info_b.iterations),
+    iterations_after=int(info_a.iterations),
+    converged=bool(info_a.converged) and bool(info_b.converged),
+    max_abs_difference=float(jnp.max(jnp.abs(ys_a - ys_b))),
+    ms_before=med["before"],
+    ms_after=med["after"],
+    speedup=med["before"] / med["after"],
+    ms_before_all=[1e3 * t for t in times["before"]],
+    ms_after_all=[1e3 * t for t in times["after"]],
   )
 
 
@@ -92,7 +93,7 @@ def main() -> None:
   rows = []
   for H, g in grid:
     r = one(H, args.T, g, args.rounds)
-    print({k: v for k, v in r.items() if k != "ms_all"}, flush=True)
+    print({k: v for k, v in r.items() if not k.endswith("_all")}, flush=True)
     rows.append(r)
   info = machine()
   config = dict(T=args.T, rounds=args.rounds, grid=grid)
@@ -103,20 +104,18 @@ def main() -> None:
     f"read the ratios, not the absolute times), backend {info['backend']}, jax {info['jax']}; "
     f"`python benchmarks/parallel_quasi.py` (quasi-DEER, tanh Elman, T = {args.T}, B = 1, "
     "float32, N(0, 1) drive, default tol 1e-5). Per-solve medians of "
-    f"{args.rounds} interleaved calls, compile excluded; loop: the diagonal from S JVPs; "
-    "one pass: jacfwd under vmap, then the diagonal; closed: the cell's rj.ClosedDiagonal.",
+    f"{args.rounds} alternating calls, compile excluded; before: the diagonal from a loop "
+    "of S JVPs; after: one pass (jacfwd under vmap, then the diagonal).",
     "",
-    "| H | g | iterations (loop, one pass, closed) | converged | ms loop | ms one pass "
-    "| ms closed | one pass / closed | loop / closed | max abs difference |",
-    "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|",
+    "| H | g | iterations (before, after) | converged | ms before | ms after | speed-up "
+    "| max abs difference |",
+    "|---:|---:|---|---|---:|---:|---:|---:|",
   ]
   for r in rows:
-    it, ms = r["iterations"], r["ms"]
     md.append(
-      f"| {r['H']} | {r['g']:g} | {it['loop']}, {it['one pass']}, {it['closed']} | "
-      f"{r['converged']} | {ms['loop']:.2f} | {ms['one pass']:.2f} | {ms['closed']:.2f} | "
-      f"{ms['one pass'] / ms['closed']:.2f}× | {ms['loop'] / ms['closed']:.2f}× | "
-      f"{r['max_abs_difference']:.1e} |"
+      f"| {r['H']} | {r['g']:g} | {r['iterations_before']}, {r['iterations_after']} | "
+      f"{r['converged']} | {r['ms_before']:.2f} | {r['ms_after']:.2f} | "
+      f"{r['speedup']:.2f}× | {r['max_abs_difference']:.1e} |"
     )
   io.atomic_write_text(args.out / f"{name}.md", "\n".join(md) + "\n")
   print("\n".join(md))

@@ -135,8 +135,9 @@ def user_cell(H: int) -> rj.Cell:
   )
 
 
-def timed(fns: dict, args: dict, rounds: int) -> dict[str, float]:
-  """Median ms of each compiled ``fns[name](*args[name])``, interleaved, rotated."""
+def timed(fns: dict, args: dict, rounds: int) -> dict[str, list[float]]:
+  """Each compiled ``fns[name](*args[name])``'s ms in every round (interleaved, the
+  order rotated from round to round)."""
   names = list(fns)
   times: dict[str, list[float]] = {n: [] for n in names}
   for r in range(rounds):
@@ -144,17 +145,25 @@ def timed(fns: dict, args: dict, rounds: int) -> dict[str, float]:
       t = time.perf_counter()
       jax.block_until_ready(fns[n](*args[n]))
       times[n].append(time.perf_counter() - t)
-  return {n: 1e3 * statistics.median(v) for n, v in times.items()}
+  return {n: [1e3 * t for t in v] for n, v in times.items()}
+
+
+def paired_ratio(a: list[float], b: list[float]) -> float:
+  """The median over rounds of ``a / b`` measured in the same round: robust to the
+  load of a shared machine changing from round to round."""
+  return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
 
 def sequential(H: int, p: tuple[jax.Array, ...], xs: jax.Array) -> jax.Array:
   return rj.scan(rj.elman(H), rnnjax_params(p), xs[:, None])[1][:, 0]
 
 
-def quasi_rows(elk_deer: types.ModuleType, rounds: int) -> list[dict]:
+def quasi_rows(elk_deer: types.ModuleType, rounds: int, sizes: list[int] | None) -> list[dict]:
   rows = []
   T = QUASI_T
   for H, g in QUASI_GRID:
+    if sizes and H not in sizes:
+      continue
     p, xs = problem(H, g, T, seed=H)
     y0 = jnp.zeros(H, jnp.float32)
     ref = jax.jit(
@@ -173,6 +182,7 @@ def quasi_rows(elk_deer: types.ModuleType, rounds: int) -> list[dict]:
     want = sequential(H, p, xs)
     outs = {n: jax.block_until_ready(fns[n](*args[n])) for n in fns}  # compile
     ms = timed(fns, args, rounds)
+    base = ms["elk seq1d(quasi=True)"]
     for n, out in outs.items():
       if n.startswith("elk"):
         ys, iters = out
@@ -181,7 +191,9 @@ def quasi_rows(elk_deer: types.ModuleType, rounds: int) -> list[dict]:
         ys, info = out[1][:, 0], out[2]
         iters, conv = info.iterations, bool(info.converged)
       row = dict(
-        H=H, g=g, T=T, impl=n, iterations=int(iters), converged=conv, ms=ms[n],
+        H=H, g=g, T=T, impl=n, iterations=int(iters), converged=conv,
+        ms=statistics.median(ms[n]), ms_min=min(ms[n]), ratio_vs_elk=paired_ratio(ms[n], base),
+        ratio_of_minima=min(ms[n]) / min(base),
         max_abs_error_vs_scan=float(jnp.max(jnp.abs(ys - want))),
       )  # fmt: skip
       print(row, flush=True)
@@ -276,7 +288,8 @@ def elk_rows(rounds: int) -> list[dict]:
     for n, (_, ys, info) in outs.items():
       row = dict(
         H=H, g=g, T=ELK_T, damping=n.split("=")[1], default=n == f"damping={default:g}",
-        iterations=int(info.iterations), converged=bool(info.converged), ms=ms[n],
+        iterations=int(info.iterations), converged=bool(info.converged),
+        ms=statistics.median(ms[n]),
         max_abs_error_vs_scan=float(jnp.max(jnp.abs(ys[:, 0] - want))),
       )  # fmt: skip
       print(row, flush=True)
@@ -294,21 +307,27 @@ def markdown(data: dict) -> str:
     f"{cfg['deer_commit']}. Problem: tanh RNN, W ~ N(0, g²/H), V ~ N(0, 1/H), "
     "b ~ N(0, 0.1²), x ~ N(0, 1), float32, B = 1, from zeros; tolerance 1e-4 "
     "(the references: the step between iterates; rnnjax: the residual). Compile "
-    f"excluded; medians of {cfg['rounds']} interleaved rounds.",
+    f"excluded; medians of {cfg['rounds']} interleaved rounds; a ratio is the median "
+    "over rounds of the two times taken in the same round, and the ratio of the fastest "
+    "times (the least disturbed by the other jobs)."
+    + (f" ({cfg['note']}.)" if cfg.get("note") else ""),
     "",
     f"### Quasi-DEER, T = {QUASI_T}",
     "",
-    "| H | g | elk ms (iters) | rnnjax elman ms (iters) | ratio | rnnjax custom cell ms "
-    "| ratio | max error vs scan (elk, rnnjax) |",
+    "| H | g | elk ms (iters) | rnnjax elman ms (iters) | ratio: paired, of minima "
+    "| rnnjax custom cell ms | ratio: paired, of minima | max error vs scan (elk, rnnjax) |",
     "|---:|---:|---:|---:|---:|---:|---:|---|",
   ]
   q = data["quasi"]
   for H, g in QUASI_GRID:
     r = {x["impl"]: x for x in q if x["H"] == H and x["g"] == g}
+    if len(r) < 3:  # not run
+      continue
     e, o, u = r["elk seq1d(quasi=True)"], r["rnnjax elman"], r["rnnjax custom cell"]
     md.append(
       f"| {H} | {g:g} | {e['ms']:.2f} ({e['iterations']}) | {o['ms']:.2f} ({o['iterations']}) "
-      f"| {o['ms'] / e['ms']:.2f}× | {u['ms']:.2f} | {u['ms'] / e['ms']:.2f}× | "
+      f"| {o['ratio_vs_elk']:.2f}×, {o['ratio_of_minima']:.2f}× | {u['ms']:.2f} | "
+      f"{u['ratio_vs_elk']:.2f}×, {u['ratio_of_minima']:.2f}× | "
       f"{e['max_abs_error_vs_scan']:.1e}, {o['max_abs_error_vs_scan']:.1e} |"
     )
   md += [
@@ -335,6 +354,8 @@ def markdown(data: dict) -> str:
           for x in d
           if x["dtype"] == dt and x["g"] == g and x["T"] == T and x["seed"] == seed
         }
+        if len(r) < 3:  # not run
+          continue
         e, mdr, o = r["elk seq1d"], r["machine-discovery deer"], r["rnnjax"]
         errs = ", ".join(f"{x['max_abs_error_vs_scan']:.1e}" for x in (e, mdr, o))
         res = ", ".join(f"{x['residual']:.1e}" for x in (e, mdr, o))
@@ -349,7 +370,7 @@ def markdown(data: dict) -> str:
     "| H | g | damping | default | iterations | converged | ms | max error vs scan |",
     "|---:|---:|---:|---|---:|---|---:|---:|",
   ]
-  for r in data["elk"]:
+  for r in data.get("elk", []):
     md.append(
       f"| {r['H']} | {r['g']:g} | {r['damping']} | {r['default']} | {r['iterations']} | "
       f"{r['converged']} | {r['ms']:.2f} | {r['max_abs_error_vs_scan']:.1e} |"
@@ -365,6 +386,7 @@ def main() -> None:
   ap.add_argument("--deer-commit", default="unknown", help="recorded with the results")
   ap.add_argument("--rounds", type=int, default=9)
   ap.add_argument("--parts", nargs="*", default=["quasi", "deer", "elk"])
+  ap.add_argument("--quasi-H", type=int, nargs="*", default=None, help="only these H")
   ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
   args = ap.parse_args()
   jax.config.update("jax_enable_x64", True)  # for the float64 DEER rows; the rest is float32
@@ -389,7 +411,8 @@ def main() -> None:
     elk_T=ELK_T,
   )
   if "quasi" in args.parts:
-    data["quasi"] = quasi_rows(elk_deer, args.rounds)
+    new = quasi_rows(elk_deer, args.rounds, args.quasi_H)
+    data["quasi"] = [r for r in data.get("quasi", []) if r["H"] not in {x["H"] for x in new}] + new
   if "deer" in args.parts:
     data["deer"] = deer_rows(elk_deer, deer_seq)
   if "elk" in args.parts:

@@ -210,7 +210,9 @@ class _Problem(NamedTuple):
 
     Three ways (``way``; default `diagonal_way`), the same numbers: the cell's
     closed form when it declares one (``"closed"``: `rnnjax.ClosedDiagonal`,
-    `closed_diagonals`; measured the fastest wherever tried, below), else
+    `closed_diagonals`; measured against the one pass on the same tanh RNN as
+    ``rj.elman`` against a hint-free ``rj.custom_cell``,
+    ``benchmarks/results/parallel_references_cpu.md``), else
 
     - one pass (when ``T·B·S² <= DIAG_ONE_PASS_ELEMENTS``): `jacobians` (``jax.jacfwd``
       of each step under ``vmap``: the basis tangents are the same at every step, so
