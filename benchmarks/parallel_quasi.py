@@ -8,6 +8,11 @@ default tolerance, ``fallback="none"``), compiled twice in one process:
   the old path);
 - after: the default, one pass of ``jax.jacfwd`` under ``vmap`` and the diagonal.
 
+Both with ``DIAG_CLOSED_FORM = False``: the Elman cell's `rnnjax.ClosedDiagonal` is not
+used, so this compares the two ways a cell without one gets (the closed form against
+the one pass: `benchmarks/parallel_references.py`, rnnjax elman against the hint-free
+custom cell).
+
 Compile excluded; the two are timed alternately (``--rounds`` rounds, each one call of
 each), so the machine's load falls on both alike; the table gives the medians and
 their ratio, and checks that both ran the same iterations to the same result. JSON
@@ -39,11 +44,13 @@ def compiled(cell, params, xs, budget: int):
   """The quasi-DEER solve traced and compiled with the given diagonal budget."""
   default = parallel.DIAG_ONE_PASS_ELEMENTS
   parallel.DIAG_ONE_PASS_ELEMENTS = budget
+  parallel.DIAG_CLOSED_FORM = False
   try:
     fn = jax.jit(lambda p, x: rj.parallel_scan(cell, p, x, method="quasi", fallback="none"))
     out = jax.block_until_ready(fn(params, xs))
   finally:
     parallel.DIAG_ONE_PASS_ELEMENTS = default
+    parallel.DIAG_CLOSED_FORM = True
   return fn, out
 
 

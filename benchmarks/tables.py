@@ -174,6 +174,79 @@ def parallel_cpu() -> str:
   ) + _source("`parallel_cpu.json` (GRU, float32; `python benchmarks/bench_parallel.py`)")
 
 
+def parallel_references_cpu() -> str:
+  """Quasi-DEER per solve and DEER's iterations against the papers' own code."""
+  d = load("parallel_references_cpu.json")
+  cfg = d["config"]
+  quasi = []
+  for H, g in cfg["quasi_grid"]:
+    r = {x["impl"]: x for x in d["quasi"] if x["H"] == H and x["g"] == g}
+    if len(r) < 3:  # not run
+      continue
+    e, o, u = r["elk seq1d(quasi=True)"], r["rnnjax elman"], r["rnnjax custom cell"]
+    quasi.append(
+      [
+        str(H),
+        f"{g:g}",
+        f"{e['ms']:.2f} ({e['iterations']})",
+        f"{o['ms']:.2f} ({o['iterations']})",
+        f"{o['ratio_vs_elk']:.2f}×, {o['ratio_of_minima']:.2f}×",
+        f"{u['ms']:.2f} ({u['iterations']})",
+        f"{u['ratio_vs_elk']:.2f}×, {u['ratio_of_minima']:.2f}×",
+      ]
+    )
+  out = _table(
+    [
+      "H",
+      "g",
+      "elk quasi ms (iters)",
+      "rnnjax elman ms (iters)",
+      "ratio: paired, of minima",
+      "rnnjax hint-free cell ms (iters)",
+      "ratio: paired, of minima",
+    ],
+    ["---:", "---:", "---:", "---:", "---:", "---:", "---:"],
+    quasi,
+  )
+
+  def iters(rows: list[dict[str, Any]]) -> str:
+    return ", ".join(str(r["iterations"]) + ("" if r["converged"] else "✗") for r in rows)
+
+  deer = []
+  for dt in sorted({x["dtype"] for x in d["deer"]}, reverse=True):
+    for g, T in cfg["deer_grid"]:
+      rows = [x for x in d["deer"] if x["dtype"] == dt and x["g"] == g and x["T"] == T]
+      if not rows:  # not run
+        continue
+      by = {
+        i: [x for x in rows if x["impl"] == i]
+        for i in ("elk seq1d", "machine-discovery deer", "rnnjax")
+      }
+      worst = max(x["residual"] for x in by["rnnjax"])
+      deer.append(
+        [dt, f"{g:g}", str(T), iters(by["elk seq1d"]), iters(by["machine-discovery deer"]),
+         iters(by["rnnjax"]), f"{worst:.0e}"]
+      )  # fmt: skip
+  out += "\n" + _table(
+    ["dtype", "g", "T", "elk DEER", "machine-discovery DEER", "rnnjax DEER", "rnnjax residual"],
+    ["---", "---:", "---:", "---:", "---:", "---:", "---:"],
+    deer,
+  )
+  elk = [
+    [str(r["H"]), f"{r['g']:g}", r["damping"] + (" (default)" if r["default"] else ""),
+     str(r["iterations"]), f"{r['ms']:.1f}"]
+    for r in d.get("elk", [])
+  ]  # fmt: skip
+  out += "\n" + _table(
+    ["H", "g", "ELK damping", "iterations", "ms"], ["---:", "---:", "---", "---:", "---:"], elk
+  )
+  return out + _source(
+    f"`parallel_references_cpu.json` (`python benchmarks/parallel_references.py`; lindermanlab/elk "
+    f"{cfg['elk_commit'][:7]}, machine-discovery/deer {cfg['deer_commit'][:7]}; quasi-DEER at "
+    f"T = {cfg['quasi_T']}, DEER iterations per seed, ✗: not converged within the budget T)"
+  )
+
+
 def min_cells_cpu() -> str:
   d = load("min_cells_cpu.json")
   names = {"gru": "GRU", "mingru": "minGRU", "minlstm": "minLSTM"}
@@ -301,6 +374,7 @@ TABLES: dict[str, Callable[[], str]] = {
   "memory_long": memory_long,
   "memory_cpu": memory_cpu,
   "parallel_cpu": parallel_cpu,
+  "parallel_references_cpu": parallel_references_cpu,
   "min_cells_cpu": min_cells_cpu,
   "hmlstm_lm_cpu": hmlstm_lm_cpu,
   "hmlstm_cpu": hmlstm_cpu,

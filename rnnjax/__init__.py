@@ -7,8 +7,8 @@ command) live in `rnnjax.apps`, and nothing here imports from there.
 * Cells: `elman`, `gru`, `lstm` (or `make_cell` by name), each a `Cell`:
   three pure functions over NamedTuple params and carries, with declared
   properties. Your own: `custom_cell`, with optional hints (`ProjectedStep`,
-  `MatmulStep`, `BackwardStep`, `BackwardRows`, `ClosedJacobian`) held to the
-  plain step by `check_cell`.
+  `MatmulStep`, `BackwardStep`, `BackwardRows`, `ClosedJacobian`,
+  `ClosedDiagonal`) held to the plain step by `check_cell`.
 * Running: `scan` (with the hand-written BPTT `bptt_scan` as its default
   backward), `flip`; layers: `stacked`, `stacked_step`, `bidirectional`,
   `init_stacked`, `dropout`, `embedding`.
@@ -80,6 +80,7 @@ from rnnjax._src.deprecated import reference_elman_grads as reference_elman_grad
 from rnnjax._src.deprecated import tune_host_allocator as tune_host_allocator
 from rnnjax._src.hints import BackwardRows as BackwardRows
 from rnnjax._src.hints import BackwardStep as BackwardStep
+from rnnjax._src.hints import ClosedDiagonal as ClosedDiagonal
 from rnnjax._src.hints import ClosedJacobian as ClosedJacobian
 from rnnjax._src.hints import LocalBackward as LocalBackward
 from rnnjax._src.hints import MatmulStep as MatmulStep
@@ -122,6 +123,7 @@ __all__ = [
   "Cell",
   "CellCheck",
   "CellCheckError",
+  "ClosedDiagonal",
   "ClosedJacobian",
   "ConvLSTMParams",
   "ElmanParams",

@@ -9,7 +9,15 @@ import rnnjax as rj
 from tests.helpers import CELLS
 
 H, I = 3, 2
-CHECKS = ["carry", "fast_step", "lengths", "reverse", "backward_step", "state_jacobian"]
+CHECKS = [
+  "carry",
+  "fast_step",
+  "lengths",
+  "reverse",
+  "backward_step",
+  "state_jacobian",
+  "state_diagonal",
+]
 
 
 def _scaled(fn, s=1.01):
@@ -25,6 +33,7 @@ def test_the_builtin_cells_pass(variant):
   assert all(c.passed and not c.skipped for c in report.values())
   assert report["backward_step"].max_rel_err < 1e-12  # float64: bptt is autodiff to rounding
   assert report["state_jacobian"].max_rel_err < 1e-12
+  assert report["state_diagonal"].max_rel_err < 1e-12
   assert report["fast_step"].slot == "fast_step" and report["lengths"].compared
 
 
@@ -60,6 +69,7 @@ def test_a_custom_cell_passes():
     report = rj.check_cell(my_lstm, I)
   assert list(report) == CHECKS and all(c.passed for c in report.values())
   assert report["state_jacobian"].skipped  # no closed form: the tools use jax.jacfwd
+  assert report["state_diagonal"].skipped
   assert report["backward_step"].max_rel_err < 1e-12
 
 
@@ -172,3 +182,14 @@ def test_bad_arguments():
     rj.check_cell(rj.lstm(H), I, key=0)
   with pytest.raises(ValueError, match=r"rtol must be a non-negative number"):
     rj.check_cell(rj.lstm(H), I, rtol=-1.0)
+
+
+def test_a_wrong_state_diagonal_is_named():
+  cell = rj.lstm(H)
+  with pytest.raises(
+    rj.CellCheckError,
+    match=r"check 'state_diagonal' failed in slot 'state_diagonal': the closed-form "
+    r"state_diagonal and the diagonal of jax.jacfwd of step differ at diag at index",
+  ) as e:
+    rj.check_cell(cell._replace(state_diagonal=_scaled(cell.state_diagonal, 0.99)), I)
+  assert e.value.report["state_diagonal"].max_rel_err == pytest.approx(0.01, rel=1e-6)

@@ -318,3 +318,108 @@ def test_empty_inputs_return_what_scan_returns(T_, B_):
     assert_trees_close(got_c, carry, 0, 0)  # unchanged
     assert (int(info.iterations), bool(info.converged), bool(info.fell_back)) == (0, True, False)
     assert info.residual_history.shape == (7,) and info.trajectory.shape == (T_, B_, 4)
+
+
+DIAGONAL_CELLS = {
+  "elman tanh": lambda: rj.elman(4),
+  "elman relu": lambda: rj.elman(4, "relu"),
+  "gru reset before": lambda: rj.gru(4, reset="before"),
+  "gru reset after": lambda: rj.gru(4, reset="after"),
+  "lstm": lambda: rj.lstm(3),
+}
+
+
+@pytest.mark.parametrize("name", list(DIAGONAL_CELLS))
+def test_closed_diagonals_equal_the_jvp_path(name):
+  """Each built-in's rj.ClosedDiagonal equals the diagonal the loop of S JVPs reads
+  (float64, tiny H) at random states, and is 1 on masked steps (the state kept)."""
+  from rnnjax._src import parallel
+
+  cell = DIAGONAL_CELLS[name]()
+  assert cell.state_diagonal is not None
+  params = f64(cell.init(jax.random.key(0), I))
+  params = jax.tree.map(lambda a: a + 0.3 * jax.random.normal(jax.random.key(1), a.shape), params)
+  carry = cell.initial_carry((B,), jnp.float64)
+  shapes = tuple(leaf.shape[1:] for leaf in jax.tree.leaves(carry))
+  prob = parallel._Problem(cell, jax.tree.structure(carry), shapes)
+  S = sum(s[0] for s in shapes)
+  prev = 0.7 * jax.random.normal(jax.random.key(2), (T, B, S), jnp.float64)
+  xs = jax.random.normal(jax.random.key(3), (T, B, I), jnp.float64)
+  mask = jax.random.bernoulli(jax.random.key(4), 0.7, (T, B))
+
+  @jax.jit
+  def both(m):
+    return tuple(prob.diagonals(params, prev, xs, m, way) for way in ("closed", "loop"))
+
+  for m in (None, mask):
+    closed, loop = both(m)
+    assert closed.shape == (T, B, S)
+    np.testing.assert_allclose(closed, loop, rtol=1e-12)
+  np.testing.assert_array_equal(closed[~mask], 1.0)
+
+
+def test_quasi_with_the_closed_diagonal_reaches_the_trajectory_as_without(monkeypatch):
+  """Quasi-DEER with the GRU's and the LSTM's closed-form diagonal runs the same
+  iterations to the same trajectory as with the diagonal read off jacfwd, and that
+  trajectory is rj.scan's. (Quasi-ELK reads its diagonals by the same call.)"""
+  from rnnjax._src import parallel
+
+  for name in ("gru", "lstm"):
+    cell, params, xs, carry = _setup(CELLS[name])
+    runs = []
+    for closed in (True, False):
+      monkeypatch.setattr(parallel, "DIAG_CLOSED_FORM", closed)
+      runs.append(rj.parallel_scan(cell, params, xs, carry, method="quasi", fallback="none"))
+    (_, ys_c, info_c), (_, ys_j, info_j) = runs
+    assert bool(info_c.converged) and bool(info_j.converged), name
+    assert int(info_c.iterations) == int(info_j.iterations), name
+    np.testing.assert_allclose(ys_c, ys_j, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ys_c, rj.scan(cell, params, xs, carry)[1], rtol=1e-8, atol=1e-10)
+
+
+def test_a_closed_diagonal_of_the_wrong_shape_is_refused():
+  """A user's ClosedDiagonal is what quasi-DEER calls; one that returns the full
+  Jacobian, or a diagonal of another size, fails at trace time naming both shapes."""
+  elman = rj.elman(4)
+  params = f64(elman.init(jax.random.key(0), I))
+  xs = jax.random.normal(jax.random.key(1), (T, B, I), jnp.float64)
+  for wrong, shown in ((elman.state_jacobian, r"\(4, 4\)"), (lambda p, h, x: h[:3], r"\(3,\)")):
+    cell = rj.custom_cell(
+      elman.init, elman.step, elman.initial_carry, name="mine", diagonal=rj.ClosedDiagonal(wrong)
+    )
+    with pytest.raises(ValueError, match=rf"ClosedDiagonal of .*mine.* returned shape {shown}"):
+      rj.parallel_scan(cell, params, xs, method="quasi")
+  with pytest.raises(ValueError, match=r"needs the diagonal .* shape \(4,\)"):
+    rj.parallel_scan(cell, params, xs, method="quasi-elk")
+  with pytest.raises(TypeError, match=r"diagonal must be rnnjax.ClosedDiagonal\(fn\)"):
+    rj.custom_cell(elman.init, elman.step, elman.initial_carry, diagonal=elman.state_jacobian)
+
+
+def test_a_call_outside_jit_compiles_once():
+  """rj.parallel_scan called as a new user does (no jax.jit): the solve is compiled at
+  the first call and reused, so the cell's step is not traced again (it was, at every
+  call: ELK's 30 s a call on a small cell). The cache is the same for every method;
+  the cheapest one to compile is tried."""
+  traces = []
+
+  def step(p, h, x):
+    traces.append(1)
+    h = jnp.tanh(h @ p["w"] + x @ p["v"])
+    return h, h
+
+  def init(key, input_size):
+    kw, kv = jax.random.split(key)
+    return {"w": 0.5 * jax.random.normal(kw, (3, 3)), "v": jax.random.normal(kv, (input_size, 3))}
+
+  cell = rj.custom_cell(
+    init, step, lambda shape=(), dtype=jnp.float32: jnp.zeros((*shape, 3), dtype), name="counted"
+  )
+  params = cell.init(jax.random.key(0), 2)
+  xs = jax.random.normal(jax.random.key(1), (4, 1, 2))
+  _, first, _ = rj.parallel_scan(cell, params, xs, method="quasi", fallback="none")
+  n = len(traces)
+  assert n > 0
+  _, again, info = rj.parallel_scan(cell, params, xs, method="quasi", fallback="none")
+  assert len(traces) == n
+  assert bool(info.converged)
+  np.testing.assert_array_equal(first, again)

@@ -106,6 +106,9 @@ def check_cell(
     the params' gradients differ.
   * ``"state_jacobian"``: the closed form equals ``jax.jacfwd`` of ``step``
     (`rnnjax.jacobian.step_jacobians`); skipped when the cell has none.
+  * ``"state_diagonal"``: the closed-form diagonal (`rnnjax.ClosedDiagonal`)
+    equals the diagonal of ``jax.jacfwd`` of ``step``; skipped when the cell
+    has none.
 
   Args:
     cell: the `rnnjax.Cell` to check.
@@ -131,7 +134,8 @@ def check_cell(
     >>> import jax, rnnjax as rj
     >>> report = rj.check_cell(rj.gru(3, reset="after"), 2)
     >>> list(report)
-    ['carry', 'fast_step', 'lengths', 'reverse', 'backward_step', 'state_jacobian']
+    ['carry', 'fast_step', 'lengths', 'reverse', 'backward_step', 'state_jacobian',
+     'state_diagonal']
     >>> all(c.passed for c in report.values()), report["backward_step"].max_rel_err < 1e-10
     (True, True)
 
@@ -293,6 +297,7 @@ class _Checker:
     gc = _noisy(jax.tree.map(np.zeros_like, runs["plain"][0]), rng, 1.0)
     self.check_backward(params, xs, carry0, lengths, gy, gc)
     self.check_state_jacobian(params, xs[:, 0], jax.tree.map(lambda c: c[0], carry0))
+    self.check_state_diagonal(params, xs[:, 0], jax.tree.map(lambda c: c[0], carry0))
     return self.report
 
   def forwards(
@@ -511,6 +516,30 @@ class _Checker:
       _compare([("J", closed)], [("J", measured)], self.rtol, self.atol),
       "state_jacobian must be ∂s_t/∂s_{t-1} over the flattened carry "
       "(rnnjax.jacobian.flatten_state); J[t] belongs to step t + 1",
+    )
+
+  def check_state_diagonal(self, params: Params, xs: np.ndarray, carry0: Carry) -> None:
+    cell = self.cell
+    fn = cell.state_diagonal
+    if fn is None:
+      none = "nothing: the cell has no closed-form diagonal (quasi-DEER reads it off jax.jacfwd)"
+      self.report["state_diagonal"] = CellCheck("state_diagonal", none, 0.0, 0.0, True, "", True)
+      return
+
+    def both() -> tuple[Array, Array]:
+      prevs, _ = jac.trajectory(cell, params, xs, carry0)
+      closed = jax.vmap(lambda c, x: fn(params, c, x))(prevs, xs)
+      measured = jac.step_jacobians(cell, params, xs, carry0, method="jacfwd")
+      return closed, jnp.diagonal(measured, axis1=-2, axis2=-1)
+
+    closed, measured = self.guarded("state_diagonal", "state_diagonal", jax.jit(both))
+    self.record(
+      "state_diagonal",
+      "state_diagonal",
+      "the closed-form state_diagonal and the diagonal of jax.jacfwd of step",
+      _compare([("diag", closed)], [("diag", measured)], self.rtol, self.atol),
+      "state_diagonal (rnnjax.ClosedDiagonal) must be the diagonal of ∂s_t/∂s_{t-1} over "
+      "the flattened carry, [S] for one example; diag[t] belongs to step t + 1",
     )
 
 

@@ -38,6 +38,7 @@ from rnnjax._src.activations import Activation
 from rnnjax._src.cells.base import Cell, Compiled
 from rnnjax._src.hints import (
   STEP_HINTS,
+  ClosedDiagonal,
   ClosedJacobian,
   LocalBackward,
   RecurrentMatmul,
@@ -72,6 +73,7 @@ def custom_cell(
   output_size: int | None = None,
   fast: StepHint | None = None,
   jacobian: ClosedJacobian | None = None,
+  diagonal: ClosedDiagonal | None = None,
   recurrent_weight: str | None = None,
   input_weight: str | None = None,
   activation: Activation | None = None,
@@ -106,6 +108,10 @@ def custom_cell(
       hand-written local backward); each may carry a ``project``.
     jacobian: the Jacobian hint, `rnnjax.ClosedJacobian`: the closed-form
       ``∂s_t/∂s_{t-1}`` the Jacobian tools use instead of ``jax.jacfwd``.
+    diagonal: the diagonal hint, `rnnjax.ClosedDiagonal`: the closed-form
+      diagonal of ``∂s_t/∂s_{t-1}``, ``[S]`` for one example, which quasi-DEER
+      and quasi-ELK (`rnnjax.parallel_scan`) use instead of reading it off
+      ``jax.jacfwd`` of the step.
     recurrent_weight: declared: the params field of the recurrent weight ``W``
       (what the Jacobian tools' bounds read), or None.
     input_weight: declared: the params field of the input weight ``[I, ...]``,
@@ -159,7 +165,8 @@ def custom_cell(
     per step;
   * ``backward``: the user's local backward on saved residuals, instead of
     ``jax.vjp``'s recompute of the step;
-  * ``state_jacobian``: the Jacobian tools call it instead of ``jax.jacfwd``.
+  * ``state_jacobian``: the Jacobian tools call it instead of ``jax.jacfwd``;
+  * ``diagonal``: quasi-DEER calls it instead of ``jax.jacfwd`` of the step.
 
   Shapes are checked:
     The cell's ``init``, ``step`` and ``initial_carry`` (and ``update`` and
@@ -217,6 +224,7 @@ def custom_cell(
     output_size=output_size,
     fast=fast,
     jacobian=jacobian,
+    diagonal=diagonal,
     recurrent_weight=recurrent_weight,
     input_weight=input_weight,
     activation=activation,
@@ -238,6 +246,7 @@ def build(
   output_size: int | None = None,
   fast: StepHint | None = None,
   jacobian: ClosedJacobian | None = None,
+  diagonal: ClosedDiagonal | None = None,
   project: ProjectFn | None = None,
   update: UpdateFn | None = None,
   recurrent: RecurrentMatmul | None = None,
@@ -273,6 +282,13 @@ def build(
   if jacobian is not None and not isinstance(jacobian, ClosedJacobian):
     raise TypeError(f"{what}: jacobian must be rnnjax.ClosedJacobian(fn), got {jacobian!r}")
   closed = jacobian.fn if jacobian is not None else state_jacobian
+  if diagonal is not None and not isinstance(diagonal, ClosedDiagonal):
+    raise TypeError(f"{what}: diagonal must be rnnjax.ClosedDiagonal(fn), got {diagonal!r}")
+  if diagonal is not None and not callable(diagonal.fn):
+    raise TypeError(
+      f"{what}: ClosedDiagonal(fn) needs a function fn(params, carry, x) -> [S], got "
+      f"{type(diagonal.fn).__name__}"
+    )
   if activation is not None and recurrent_weight is None:
     raise ValueError(
       f"{what}: activation= declares h_t = f(zx_t + h_(t-1) @ W); name W's params field "
@@ -352,6 +368,7 @@ def build(
       recurrent_grads=slots.recurrent_grads,
       rows_are_dzx=slots.rows_are_dzx,
       state_jacobian=closed,  # None: jax.jacfwd of step
+      state_diagonal=None if diagonal is None else diagonal.fn,  # None: read off jacfwd
       pallas=pallas,
       gates=gates,
     ),

@@ -15,7 +15,10 @@ object that carries everything it needs, so hints compose by construction:
     (optionally after a projection);
 
 * a *Jacobian hint* (``jacobian=``): `ClosedJacobian`, the closed-form
-  ``∂s_t/∂s_{t-1}``.
+  ``∂s_t/∂s_{t-1}``;
+* a *diagonal hint* (``diagonal=``): `ClosedDiagonal`, the closed-form diagonal
+  of ``∂s_t/∂s_{t-1}``, which quasi-DEER and quasi-ELK (`rnnjax.parallel_scan`)
+  use instead of taking it from S forward-mode derivatives.
 
 Every pair is legal: each slot takes one object, and each object's fields are
 all it needs. `compile_step` turns a step hint into the private `Compiled`
@@ -35,7 +38,14 @@ import jax.numpy as jnp
 from rnnjax._src import dataflow
 from rnnjax._src.cells.base import field
 from rnnjax._src.shapes import describe
-from rnnjax._src.typing import Array, Carry, Params, ProjectFn, StateJacobianFn
+from rnnjax._src.typing import (
+  Array,
+  Carry,
+  Params,
+  ProjectFn,
+  StateDiagonalFn,
+  StateJacobianFn,
+)
 
 UpdateFn = Callable[..., tuple[Carry, Array]]
 """``update(params, carry, zx) -> (carry, y)``: a step after its input projection
@@ -141,6 +151,26 @@ class ClosedJacobian(NamedTuple):
   """
 
   fn: StateJacobianFn
+
+
+class ClosedDiagonal(NamedTuple):
+  """Diagonal hint: the closed-form diagonal of the step Jacobian, for quasi-DEER.
+
+  `rnnjax.parallel_scan` with ``method="quasi"`` or ``"quasi-elk"`` keeps only
+  the diagonal of each step's Jacobian. Without this hint it reads it off
+  ``jax.jacfwd`` of the step (S forward-mode derivatives at every step, the
+  ``[S, S]`` Jacobian formed and all but its diagonal thrown away) or, for large
+  ``T·B·S²``, from a loop of S JVPs. A closed form is typically ``O(S)`` or one
+  ``[S, S]`` matmul per step, e.g. for ``h_t = tanh(z_t)``, ``z_t = x_t w_x +
+  h_{t-1} w_h + b``: ``(1 − h_t²) ⊙ diag(w_h)``.
+
+  Attributes:
+    fn: ``fn(params, carry, x) -> [S]``, ``∂s_t[i]/∂s_{t-1}[i]`` for one example
+      (``carry`` unbatched, ``x: [I]``) over the flattened carry (its leaves
+      concatenated in order, as `ClosedJacobian`'s).
+  """
+
+  fn: StateDiagonalFn
 
 
 StepHint = ProjectedStep | MatmulStep | BackwardStep | BackwardRows

@@ -204,6 +204,24 @@ class StateJacobianFn(Protocol):
     ...
 
 
+class StateDiagonalFn(Protocol):
+  """`rnnjax.Cell.state_diagonal`: the closed-form diagonal of the step Jacobian."""
+
+  def __call__(self, params: Params, carry: Carry, x: Array, /) -> Array:
+    """The diagonal of ``∂s_t/∂s_{t-1}`` for one example.
+
+    Args:
+      params: the cell's params.
+      carry: the previous carry, unbatched (leaves ``[H]``).
+      x: the input ``[I]``.
+
+    Returns:
+      ``[S]``: ``∂s_t[i]/∂s_{t-1}[i]`` over the flattened state ``s`` (the
+      carry's leaves concatenated in order), what quasi-DEER and quasi-ELK use.
+    """
+    ...
+
+
 class OutputFn(Protocol):
   """`rnnjax.Cell.output`: the per-step output read from a carry."""
 

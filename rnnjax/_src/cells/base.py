@@ -56,6 +56,8 @@ class Compiled(NamedTuple):
       its ``dzx`` (declared by the hint), so the BPTT stacks them once.
     state_jacobian: `StateJacobianFn`, the closed-form ``∂s_t/∂s_{t-1}``, or
       None for ``jax.jacfwd`` of the step.
+    state_diagonal: `StateDiagonalFn`, the closed-form diagonal of
+      ``∂s_t/∂s_{t-1}`` (quasi-DEER's), or None: it is read off ``jax.jacfwd``.
     pallas: the per-step math the Pallas kernel runs on ``[Bb, Hp]`` tiles
       (a `rnnjax._src.cells.tiles.Rule`), declared by a built-in cell's
       factory; None: the cell runs on the XLA kernel only.
@@ -69,6 +71,7 @@ class Compiled(NamedTuple):
   recurrent_grads: t.RecurrentGradsFn | None = None
   rows_are_dzx: bool = False
   state_jacobian: t.StateJacobianFn | None = None
+  state_diagonal: t.StateDiagonalFn | None = None
   pallas: Any = None
   gates: int = 1
 
@@ -169,6 +172,11 @@ class Cell:
   def state_jacobian(self) -> t.StateJacobianFn | None:
     """The compiled ``state_jacobian`` slot (`Compiled`)."""
     return self.compiled.state_jacobian
+
+  @property
+  def state_diagonal(self) -> t.StateDiagonalFn | None:
+    """The compiled ``state_diagonal`` slot (`Compiled`)."""
+    return self.compiled.state_diagonal
 
   @property
   def gates(self) -> int:

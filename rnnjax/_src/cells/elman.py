@@ -13,9 +13,10 @@ Backward of one step (min-char-rnn style):
     dz_t = dh_t * f'(z_t)                      # backprop through f
     dh_{t-1} = dz_t @ w_hᵀ                     # through the recurrent matrix
 
-State Jacobian (the lecture's "cause of all problems"):
+State Jacobian (the lecture's "cause of all problems"), and its diagonal (quasi-DEER's):
 
     ∂h_t/∂h_{t-1} = diag(f'(z_t)) W = diag(f'(z_t)) w_hᵀ
+    diag(∂h_t/∂h_{t-1}) = f'(z_t) ⊙ diag(w_h)
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from rnnjax._src import init as inits
 from rnnjax._src.activations import ACTIVATIONS, Activation
 from rnnjax._src.cells import base, tiles
 from rnnjax._src.custom import build
-from rnnjax._src.hints import BackwardRows, ClosedJacobian
+from rnnjax._src.hints import BackwardRows, ClosedDiagonal, ClosedJacobian
 from rnnjax._src.typing import Array, DType
 
 
@@ -165,6 +166,10 @@ def elman(
     h_new, _ = step(params, h, x)
     return fprime(h_new)[:, None] * params.w_h.T  # diag(f'(z)) W
 
+  def state_diagonal(params: ElmanParams, h: Array, x: Array) -> Array:
+    h_new, _ = step(params, h, x)
+    return fprime(h_new) * jnp.diagonal(params.w_h)  # f'(z) ⊙ diag(W)
+
   return build(
     init,
     step,
@@ -174,6 +179,7 @@ def elman(
     what=what,
     fast=BackwardRows(forward, backward, recurrent_grads, project, rows_are_dzx=True),
     jacobian=ClosedJacobian(state_jacobian),
+    diagonal=ClosedDiagonal(state_diagonal),
     options=(("activation", activation),),
     dtype=dtype,
     activation=act,

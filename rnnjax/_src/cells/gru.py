@@ -36,7 +36,7 @@ from rnnjax._src import init as inits
 from rnnjax._src.cells import base, tiles
 from rnnjax._src.cells.tiles import Blocks
 from rnnjax._src.custom import build
-from rnnjax._src.hints import BackwardRows, ClosedJacobian
+from rnnjax._src.hints import BackwardRows, ClosedDiagonal, ClosedJacobian
 from rnnjax._src.typing import Array, DType
 
 Residuals = tuple[Array, Array, Array, Array | None]
@@ -309,6 +309,19 @@ def gru(
     dn = (1 - n * n)[:, None] * dn_pre
     return jnp.diag(z) + (h - n)[:, None] * dz + (1 - z)[:, None] * dn
 
+  def state_diagonal(params: GRUParams, h: Array, x: Array) -> Array:
+    cdt, acc = base.compute_dtypes(dtype, h, params.w_h)
+    r, z, n, hn = _gates(params, h, project(params, x), cdt, acc)
+    w_hr, w_hz, w_hn = (params.w_h[:, k * H : (k + 1) * H] for k in range(3))
+    dr = r * (1 - r) * jnp.diagonal(w_hr)  # ∂r_i/∂h_i
+    dz = z * (1 - z) * jnp.diagonal(w_hz)  # ∂z_i/∂h_i
+    if after:  # n_pre = .. + r ⊙ (h w_hn + b_hn)
+      dn_pre = cast(Array, hn) * dr + r * jnp.diagonal(w_hn)
+    else:  # n_pre = .. + (r ⊙ h) w_hn: Σ_k h_k r_k(1 − r_k) w_hr[i, k] w_hn[k, i] too
+      dn_pre = r * jnp.diagonal(w_hn) + (h * r * (1 - r)) @ (w_hr.T * w_hn)
+    dn = (1 - n * n) * dn_pre
+    return z + (h - n) * dz + (1 - z) * dn  # h_t = z ⊙ h + (1 − z) ⊙ n
+
   return build(
     init,
     step,
@@ -318,6 +331,7 @@ def gru(
     what=what,
     fast=BackwardRows(forward, backward, recurrent_grads, project, rows_are_dzx=not after),
     jacobian=ClosedJacobian(state_jacobian),
+    diagonal=ClosedDiagonal(state_diagonal),
     options=(("reset", reset),),
     dtype=dtype,
     activation=None,

@@ -34,7 +34,7 @@ from rnnjax._src import arguments
 from rnnjax._src import init as inits
 from rnnjax._src.cells import base, tiles
 from rnnjax._src.custom import build
-from rnnjax._src.hints import BackwardRows, ClosedJacobian
+from rnnjax._src.hints import BackwardRows, ClosedDiagonal, ClosedJacobian
 from rnnjax._src.typing import Array, DType
 
 
@@ -237,6 +237,15 @@ def lstm(
     dh_dc = (o * (1 - tc * tc))[:, None] * dc_dc
     return jnp.block([[dh_dh, dh_dc], [dc_dh, dc_dc]])
 
+  def state_diagonal(params: LSTMParams, carry: LSTMCarry, x: Array) -> Array:
+    cdt, acc = base.compute_dtypes(dtype, carry.h, params.w_h)
+    new, (i, f, g, o) = _cell(params, carry, project(params, x), cdt, acc)
+    d_i, d_f, d_g, d_o = (jnp.diagonal(params.w_h[:, k * H : (k + 1) * H]) for k in range(4))
+    tc = jnp.tanh(new.c)
+    dc_dh = carry.c * f * (1 - f) * d_f + g * i * (1 - i) * d_i + i * (1 - g * g) * d_g
+    dh_dh = tc * o * (1 - o) * d_o + o * (1 - tc * tc) * dc_dh  # ∂h_i/∂h_i
+    return jnp.concatenate([dh_dh, f])  # [∂h_t/∂h_{t-1}; ∂c_t/∂c_{t-1}] diagonals
+
   options = (
     (("forget_bias", forget_bias),) if chrono_t_max is None else (("chrono_t_max", chrono_t_max),)
   )
@@ -249,6 +258,7 @@ def lstm(
     what=what,
     fast=BackwardRows(forward, backward, recurrent_grads, project, rows_are_dzx=True),
     jacobian=ClosedJacobian(state_jacobian),
+    diagonal=ClosedDiagonal(state_diagonal),
     options=options,
     dtype=dtype,
     activation=None,
