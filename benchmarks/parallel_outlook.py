@@ -110,7 +110,8 @@ def main() -> None:
   ap.add_argument("--H", type=int, default=16)
   ap.add_argument("--Ts", type=int, nargs="*", default=TS)
   ap.add_argument("--gains", type=float, nargs="*", default=GAINS)
-  ap.add_argument("--train-steps", type=int, default=300)
+  ap.add_argument("--train-steps", type=int, default=2000)
+  ap.add_argument("--train-lr", type=float, default=3e-3)
   ap.add_argument("--elk-T", type=int, nargs="*", default=[100, 300])
   ap.add_argument("--dampings", type=float, nargs="*", default=[1.0, 1e-2, 1e-4, 1e-6])
   ap.add_argument("--skip", nargs="*", default=[], choices=["tanh", "gated", "elk"])
@@ -154,7 +155,14 @@ def main() -> None:
       gcell = rj.make_cell(cname, H)
       init = gcell.init(jax.random.key(0), 2)
       res = experiment.run_experiment(
-        "adding", cname, 100, hidden=H, steps=args.train_steps, minutes=None, progress=False
+        "adding",
+        cname,
+        100,
+        hidden=H,
+        steps=args.train_steps,
+        lr=args.train_lr,
+        minutes=None,
+        progress=False,
       )
       trained = res["params"]["rnn"]
       for stage, p in (("initialised", init), ("trained", trained)):

@@ -1039,14 +1039,16 @@ def parallel_outlook(
   The prediction adds three terms, each from one part of the analysis:
 
       n = n_newton + OUTLOOK_WINDOW_ITERATIONS · G + n_front,
-      n_newton = 2 + log₂(log₁₀(1/tol))                (quadratic convergence)
+      n_newton = 2 + log₂(log₁₀(1/tol))                (quadratic convergence),
+                 doubled near the edge: λ₁ > −OUTLOOK_EDGE, λ½ > −OUTLOOK_FRONT_THRESHOLD
       n_front  = T · min(1, OUTLOOK_FRONT_RATE · (λ½ − OUTLOOK_FRONT_THRESHOLD))
                  when λ₁ > −OUTLOOK_EDGE and λ½ > OUTLOOK_FRONT_THRESHOLD, else 0,
 
-  capped at T (DEER is exact after T iterations); ``λ₁ > 0`` (chaotic)
-  predicts T. A front forms when the iterates' linearisation expands and the
-  trajectory does not damp the errors (``λ₁`` near 0): the exact prefix then
-  advances a bounded number of steps per iteration, so the count grows like T.
+  capped at T (DEER is exact after T iterations); ``λ₁T > 1`` (chaotic:
+  perturbations grow over the sequence) predicts T. A front forms when the
+  iterates' linearisation expands and the trajectory does not damp the errors
+  (``λ₁`` near 0): the exact prefix then advances a bounded number of steps per
+  iteration, so the count grows like T.
   The constants are calibrated on the grid of
   ``benchmarks/results/parallel_outlook_cpu.md`` (tanh RNNs at gains 0.5–3,
   driven and not, a GRU and an LSTM before and after training), where the
@@ -1162,10 +1164,13 @@ def outlook_from(
   k = np.arange(T, dtype=np.float64)
   log_kappa = G + float(np.logaddexp.reduce(lam1 * k))
   n_newton = 2.0 + math.log2(max(math.log10(1.0 / tol), 1.0))
+  edge = lam1 > -OUTLOOK_EDGE and lam_half > -OUTLOOK_FRONT_THRESHOLD
+  if edge:  # the basin of quadratic convergence shrinks with the conditioning
+    n_newton *= 2
   n_window = OUTLOOK_WINDOW_ITERATIONS * G
   front = lam1 > -OUTLOOK_EDGE and lam_half > OUTLOOK_FRONT_THRESHOLD
   frac = min(1.0, OUTLOOK_FRONT_RATE * (lam_half - OUTLOOK_FRONT_THRESHOLD)) if front else 0.0
-  chaotic = lam1 > 0
+  chaotic = lam1 * T > 1  # perturbations grow by more than e over the sequence
   n = float(T) if chaotic else min(float(T), n_newton + n_window + frac * T)
   iterations = max(1, round(n))
   lo, hi = max(1, math.floor(n / 2)), min(T, math.ceil(2 * n))
@@ -1173,7 +1178,7 @@ def outlook_from(
   prediction = "no" if chaotic or iterations >= T else ("fast" if pays_off else "slow")
   if chaotic:
     why = (
-      f"λ₁ = {lam1:+.3f} > 0: chaotic, the merit function's conditioning degrades like "
+      f"λ₁ = {lam1:+.3f} > 1/T: chaotic, the merit function's conditioning degrades like "
       f"e^(λ₁T); DEER is exact only after about T iterations (and overflows on the way "
       f"in float32): evaluate sequentially"
     )
