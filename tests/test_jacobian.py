@@ -510,6 +510,21 @@ def test_outlook_says_driven_g3_does_not_pay_off():
   assert not converged or its > 200 / 10  # the measurement agrees: it does not pay off
 
 
+def test_outlook_sees_what_a_negative_lyapunov_exponent_hides():
+  """An undriven g = 3 tanh RNN from a random carry: λ₁ < 0 along its trajectory, yet
+  DEER needs 66 iterations at T = 100 (benchmarks/results/parallel_outlook_cpu.md, the
+  same draw), because its linearisation between zeros and the trajectory expands."""
+  H, T = 16, 100
+  cell = rj.elman(H, input_init=rj.init.gaussian(1.0), recurrent_init=rj.init.gaussian(1.0))
+  p = cell.init(jax.random.key(0), H)
+  p = p._replace(w_h=3.0 * p.w_h)
+  carry = jax.random.normal(jax.random.key(5), (H,), jnp.float32)
+  out = jac.parallel_outlook(cell, p, jnp.zeros((T, H), jnp.float32), carry)
+  assert out["lyapunov_max"] < 0 and out["halfway_growth"] > 0.1
+  assert not out["pays_off"] and out["prediction"] == "slow"
+  assert 66 / 2 <= out["iterations"] <= 2 * 66
+
+
 def test_outlook_closed_form_on_a_linear_expanding_cell():
   """``h_t = 1.5 h_{t-1}``: every step grows perturbations by 1.5, so the largest
   window growth is ``T log 1.5``, the halfway growth ``log 1.5``, and λ₁ > 0."""
