@@ -267,7 +267,9 @@ def parallel_outlook_cpu() -> str:
       cell = f"{meas} / {r['predicted']}{'' if r['pays_off'] else ' ⊘'}"
       cells.append(f"**{cell}**" if miss else cell)
     lam = [mine[T]["lyapunov_max"] for T in Ts if T in mine]
-    what = label if not label.startswith("tanh") else f"{label}, {'driven' if drive else 'undriven'}"
+    what = (
+      label if not label.startswith("tanh") else f"{label}, {'driven' if drive else 'undriven'}"
+    )
     rows.append([what, f"{min(lam):+.2f} … {max(lam):+.2f}", *cells])
   conv = [r for r in rows_in if r["within_2x"] is not None]
   slow = [r for r in rows_in if r["pays_off_target"] is not None]
