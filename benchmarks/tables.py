@@ -368,6 +368,50 @@ def ffi_cpu() -> str:
   return main + note
 
 
+def parallel_outlook_cpu() -> str:
+  d = load("parallel_outlook_cpu.json")
+  rows_in = d["rows"]
+  Ts = sorted({r["T"] for r in rows_in})
+  systems: list[tuple[str, Any]] = []
+  for r in rows_in:
+    if (r["label"], r["drive"]) not in systems:
+      systems.append((r["label"], r["drive"]))
+  rows = []
+  for label, drive in systems:
+    mine = {r["T"]: r for r in rows_in if r["label"] == label and r["drive"] == drive}
+    cells = []
+    for T in Ts:
+      r = mine.get(T)
+      if r is None:
+        cells.append("")
+        continue
+      meas = str(r["measured"]) if r["converged"] else "✗"
+      miss = r["within_2x"] is False or r["pays_off_target"] is False
+      cell = f"{meas} / {r['predicted']}{'' if r['pays_off'] else ' ⊘'}"
+      cells.append(f"**{cell}**" if miss else cell)
+    lam = [mine[T]["lyapunov_max"] for T in Ts if T in mine]
+    what = (
+      label if not label.startswith("tanh") else f"{label}, {'driven' if drive else 'undriven'}"
+    )
+    rows.append([what, f"{min(lam):+.2f} … {max(lam):+.2f}", *cells])
+  conv = [r for r in rows_in if r["within_2x"] is not None]
+  slow = [r for r in rows_in if r["pays_off_target"] is not None]
+  hits = (
+    f"within 2× where DEER converges: {sum(r['within_2x'] for r in conv)}/{len(conv)}; "
+    f"'does not pay off' where it needs > T/10: "
+    f"{sum(r['pays_off_target'] for r in slow)}/{len(slow)}"
+  )
+  return _table(
+    ["system", "λ₁", *(f"T = {T:,}" for T in Ts)],
+    ["---", "---:", *("---:" for _ in Ts)],
+    rows,
+  ) + _source(
+    "`parallel_outlook_cpu.json`: measured / predicted DEER iterations (float32, tol 1e-5, "
+    "budget T); ✗ not converged within T; ⊘ predicted not to pay off (> T/10); bold: a "
+    f"miss. {hits}; `python benchmarks/parallel_outlook.py`"
+  )
+
+
 TABLES: dict[str, Callable[[], str]] = {
   "kernels_cpu": kernels_cpu,
   "kernels_gpu": kernels_gpu,
@@ -375,6 +419,7 @@ TABLES: dict[str, Callable[[], str]] = {
   "memory_cpu": memory_cpu,
   "parallel_cpu": parallel_cpu,
   "parallel_references_cpu": parallel_references_cpu,
+  "parallel_outlook_cpu": parallel_outlook_cpu,
   "min_cells_cpu": min_cells_cpu,
   "hmlstm_lm_cpu": hmlstm_lm_cpu,
   "hmlstm_cpu": hmlstm_cpu,

@@ -37,6 +37,7 @@ from rnnjax._src.jacobian import log_singular_values as log_singular_values
 from rnnjax._src.jacobian import lyapunov_spectrum as lyapunov_spectrum
 from rnnjax._src.jacobian import max_lyapunov_perturbation as max_lyapunov_perturbation
 from rnnjax._src.jacobian import norms as norms
+from rnnjax._src.jacobian import parallel_outlook as parallel_outlook
 from rnnjax._src.jacobian import parallel_prediction as parallel_prediction
 from rnnjax._src.jacobian import pascanu_conditions as pascanu_conditions
 from rnnjax._src.jacobian import product_norm_power as product_norm_power
@@ -57,6 +58,7 @@ __all__ = [
   "lyapunov_spectrum",
   "max_lyapunov_perturbation",
   "norms",
+  "parallel_outlook",
   "parallel_prediction",
   "pascanu_conditions",
   "product_norm_power",

@@ -467,3 +467,123 @@ def test_norms_equal_numpy():
   np.testing.assert_allclose(n["frobenius"], np.linalg.norm(Js, "fro", axis=(-2, -1)), rtol=1e-12)
   one = jac.norms(jnp.asarray(Js[0]))  # a single [S, S] matrix
   assert float(one["spectral"]) == pytest.approx(np.linalg.norm(Js[0], 2), rel=1e-12)
+
+
+# ----------------------------------------------------------------- parallel outlook
+
+
+def _driven_tanh(H, g, T, seed=0):
+  """A tanh RNN with ``W ~ N(0, g²/H)`` driven by N(0, 1) inputs (the issue's setting)."""
+  cell = rj.elman(H, input_init=rj.init.gaussian(1.0), recurrent_init=rj.init.gaussian(g))
+  p = cell.init(jax.random.key(seed), H)
+  xs = jax.random.normal(jax.random.key(1000 + seed), (T, H), jnp.float32)
+  return cell, p, xs
+
+
+def _deer_iterations(cell, p, xs):
+  T = xs.shape[0]
+  _, _, info = rj.parallel_scan(cell, p, xs[:, None], max_iters=T, fallback="none")
+  return int(info.iterations), bool(info.converged)
+
+
+def test_outlook_predicts_contracting_deer_within_2x():
+  cell, p, xs = _driven_tanh(8, 0.5, 100)
+  out = jac.parallel_outlook(cell, p, xs)
+  its, converged = _deer_iterations(cell, p, xs)
+  assert converged
+  assert out["iterations"] / 2 <= its <= 2 * out["iterations"], (out, its)
+  lo, hi = out["range"]
+  assert lo <= its <= hi
+  assert out["pays_off"] and out["prediction"] == "fast"
+  assert out["lyapunov_max"] < -0.5 and out["T"] == 100 and out["tol"] == 1e-5
+  json.dumps(out)  # JSON-ready
+
+
+def test_outlook_says_driven_g3_does_not_pay_off():
+  """The issue's case: a driven g = 3 tanh RNN whose λ₁ hovers near 0 (−0.064 in the
+  issue's draw) while DEER needs about T iterations; the sign of λ₁ said "fast"."""
+  cell, p, xs = _driven_tanh(16, 3.0, 200)
+  out = jac.parallel_outlook(cell, p, xs)
+  assert not out["pays_off"] and out["prediction"] in ("slow", "no")
+  assert out["iterations"] > 200 / 10
+  its, converged = _deer_iterations(cell, p, xs)
+  assert not converged or its > 200 / 10  # the measurement agrees: it does not pay off
+
+
+def test_outlook_sees_what_a_negative_lyapunov_exponent_hides():
+  """An undriven g = 3 tanh RNN from a random carry: λ₁ < 0 along its trajectory, yet
+  DEER needs 66 iterations at T = 100 (benchmarks/results/parallel_outlook_cpu.md, the
+  same draw), because its linearisation between zeros and the trajectory expands."""
+  H, T = 16, 100
+  cell = rj.elman(H, input_init=rj.init.gaussian(1.0), recurrent_init=rj.init.gaussian(1.0))
+  p = cell.init(jax.random.key(0), H)
+  p = p._replace(w_h=3.0 * p.w_h)
+  carry = jax.random.normal(jax.random.key(5), (H,), jnp.float32)
+  out = jac.parallel_outlook(cell, p, jnp.zeros((T, H), jnp.float32), carry)
+  assert out["lyapunov_max"] < 0 and out["halfway_growth"] > 0.1
+  assert not out["pays_off"] and out["prediction"] == "slow"
+  assert 66 / 2 <= out["iterations"] <= 2 * 66
+
+
+def test_outlook_closed_form_on_a_linear_expanding_cell():
+  """``h_t = 1.5 h_{t-1}``: every step grows perturbations by 1.5, so the largest
+  window growth is ``T log 1.5``, the halfway growth ``log 1.5``, and λ₁ > 0."""
+  T = 30
+  cell = rj.elman(3, "linear", recurrent_init=rj.init.identity(1.5))
+  p = f64(cell.init(jax.random.key(0), 2))
+  out = jac.parallel_outlook(cell, p, jnp.zeros((T, 2)), jnp.ones(3))
+  np.testing.assert_allclose(out["window_growth"], T * math.log(1.5), rtol=1e-9)
+  np.testing.assert_allclose(out["halfway_growth"], math.log(1.5), rtol=1e-9)
+  np.testing.assert_allclose(out["lyapunov_max"], math.log(1.5), rtol=1e-9)
+  assert out["prediction"] == "no" and out["iterations"] == T and not out["pays_off"]
+  assert out["tol"] == 1e-10  # float64: parallel_scan's own default
+
+
+def test_max_window_equals_brute_force():
+  from rnnjax._src.jacobian import _max_window  # a private helper under test
+
+  rng = np.random.default_rng(0)
+  for g in (rng.normal(size=40), -np.abs(rng.normal(size=9)), rng.normal(size=1)):
+    want = max([0.0] + [g[i:j].sum() for i in range(len(g)) for j in range(i + 1, len(g) + 1)])
+    np.testing.assert_allclose(_max_window(g), want, rtol=1e-12, atol=1e-12)
+
+
+def test_outlook_batch_reports_the_worst_sequence():
+  cell = rj.elman(4, recurrent_init=rj.init.gaussian(0.5))
+  p = f64(cell.init(jax.random.key(0), 2))
+  xs = jax.random.normal(jax.random.key(1), (40, 3, 2))
+  out = jac.parallel_outlook(cell, p, xs)
+  each = [jac.parallel_outlook(cell, p, xs[:, b]) for b in range(3)]
+  assert out["batch"] == 3 and out["iterations"] == max(e["iterations"] for e in each)
+
+
+def test_diagnose_reports_the_outlook():
+  cell, p, xs = _driven_tanh(8, 0.5, 60)
+  r = jac.diagnose(cell, p, xs)["parallel_evaluation"]
+  assert {"iterations", "range", "pays_off", "lyapunov_max", "why"} <= set(r)
+  assert r["prediction"] == "fast" and r["pays_off"]
+
+
+def test_outlook_bad_input():
+  cell = rj.elman(4)
+  p = cell.init(jax.random.key(0), 3)
+  xs = jnp.zeros((10, 3))
+  with pytest.raises(ValueError, match=r"method 'quasi' is not predicted.*method='deer'"):
+    jac.parallel_outlook(cell, p, xs, method="quasi")
+  with pytest.raises(ValueError, match=r"unknown method 'newton'; expected one of \['deer'\]"):
+    jac.parallel_outlook(cell, p, xs, method="newton")
+  with pytest.raises(ValueError, match=r"tol must be a positive number, got 0"):
+    jac.parallel_outlook(cell, p, xs, tol=0)
+  with pytest.raises(ValueError, match=r"xs must be one sequence \[T, I\] or a batch \[T, B, I\]"):
+    jac.parallel_outlook(cell, p, jnp.zeros((10,)))
+  with pytest.raises(ValueError, match=r"lyapunov_transient must be an int in \[0, T=10\)"):
+    jac.parallel_outlook(cell, p, xs, lyapunov_transient=10)
+  with pytest.raises(ValueError, match=r"xs has feature size 5 but params expect input_size 3"):
+    jac.parallel_outlook(cell, p, jnp.zeros((10, 5)))
+  with pytest.raises(TypeError, match=r"cell must be an rnnjax Cell"):
+    jac.parallel_outlook("elman", p, xs)
+
+
+def test_parallel_prediction_is_deprecated():
+  with pytest.warns(DeprecationWarning, match="use rnnjax.jacobian.parallel_outlook"):
+    assert jac.parallel_prediction(-0.5)["prediction"] == "fast"

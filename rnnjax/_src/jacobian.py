@@ -6,6 +6,7 @@ Jacobian tools: why gradients explode or vanish, measured.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple
@@ -34,6 +35,7 @@ __all__ = [
   "lyapunov_spectrum",
   "max_lyapunov_perturbation",
   "norms",
+  "parallel_outlook",
   "parallel_prediction",
   "pascanu_conditions",
   "product_norm_power",
@@ -894,7 +896,7 @@ def diagnose(
     Frobenius norms, ``log ‖∏ J‖₂`` by lag, ``‖∂L_T/∂s_k‖`` by lag, and for a
     cell that declares its activation ``lecture_bound`` and ``pascanu``
     (`PascanuConditions` as a dict); ``parallel_evaluation``, the prediction
-    for `rnnjax.parallel_scan` from ``λ₁`` (`parallel_prediction`).
+    for `rnnjax.parallel_scan`'s DEER iterations on ``xs`` (`parallel_outlook`).
 
   Examples:
     >>> import jax, jax.numpy as jnp, rnnjax as rj
@@ -943,22 +945,281 @@ def diagnose(
     log_product_norm_by_lag=np.asarray(logprod).tolist(),
     grad_norm_by_lag=np.asarray(grads[::-1]).tolist(),
   )
-  report["parallel_evaluation"] = parallel_prediction(lam1, tol)
+  report["parallel_evaluation"] = parallel_outlook(
+    cell, params, xs, carry, lyapunov_transient=lyapunov_transient
+  )
   if cell.activation is not None:
     report["lecture_bound"] = np.asarray(lecture_bound(cell, params, xs, carry)).tolist()
     report["pascanu"] = pascanu_conditions(cell, params)._asdict()
   return report
 
 
-def parallel_prediction(lyapunov_max: float, tol: float = 0.01) -> dict[str, Any]:
-  """Whether `rnnjax.parallel_scan`'s Newton iterations will converge fast, from ``λ₁``.
+OUTLOOK_METHODS = ("deer",)
+"""The methods `parallel_outlook` predicts for."""
+OUTLOOK_WINDOW_ITERATIONS = 3.0
+"""Newton iterations per nat of the largest window growth along the trajectory (see
+`parallel_outlook`), calibrated on ``benchmarks/results/parallel_outlook_cpu.md``."""
+OUTLOOK_FRONT_RATE = 2.5
+"""The fraction of T that DEER's front needs per nat of growth per step halfway to its
+start (see `parallel_outlook`), calibrated on the same grid."""
+OUTLOOK_FRONT_THRESHOLD = 0.02
+"""The growth per step halfway to DEER's start below which no front forms (nats)."""
+OUTLOOK_EDGE = 0.2
+"""``λ₁`` above ``−OUTLOOK_EDGE`` counts as near the edge of chaos: the trajectory does
+not damp a Newton error before the next unpredictable stretch."""
 
-  The iterations' convergence is governed by the largest Lyapunov exponent
-  (Gonzalez et al. 2025, arXiv 2508.16817): a contracting system (``λ₁ < 0``)
-  is predictable and DEER needs O((log T)²) iterations; at the edge
-  (``λ₁ ≈ 0``) convergence slows; a chaotic one (``λ₁ > 0``) does not converge
-  fast, and its undamped iterates overflow over long T (ELK's damping or
-  sequential evaluation is the remedy).
+
+@partial(jax.jit, static_argnums=0)
+def _outlook_growth(cell: Cell, params: Params, xs: Array, carry: Carry) -> tuple[Array, Array]:
+  """Per-step log growth of a tangent vector carried by the step Jacobians along the
+  trajectory (``J_t`` at ``s_{t-1}``) and along the states halfway to DEER's start
+  (``J_t`` at ``s_{t-1} / 2``, DEER starting from zeros): ``([T], [T])``."""
+  jac_fn = _state_jacobian(cell)
+  s0 = flatten_state(cell, carry)
+  v0 = jnp.ones_like(s0) / math.sqrt(s0.shape[-1])
+  tiny = jnp.finfo(s0.dtype).tiny
+
+  def push(J: Array, v: Array) -> tuple[Array, Array]:
+    w = J @ v
+    n = jnp.linalg.norm(w)
+    ok = n > tiny  # a Jacobian that kills the vector: restart it
+    return jnp.where(ok, w / jnp.where(ok, n, 1.0), v0), jnp.log(jnp.maximum(n, tiny))
+
+  def body(
+    state: tuple[Carry, Array, Array], x: Array
+  ) -> tuple[tuple[Carry, Array, Array], tuple[Array, Array]]:
+    c, v, w = state
+    s = flatten_state(cell, c)
+    v, gv = push(jac_fn(params, c, x), v)
+    w, gw = push(jac_fn(params, unflatten_state(cell, 0.5 * s, c), x), w)
+    new, _ = cell.step(params, c, x)
+    return (new, v, w), (gv, gw)
+
+  _, (g_traj, g_half) = lax.scan(body, (carry, v0, v0), xs)
+  return g_traj, g_half
+
+
+def _max_window(g: np.ndarray) -> float:
+  """The largest sum of ``g`` over a window of consecutive steps (0 for none): the
+  log of the largest growth any stretch of the trajectory gives a perturbation."""
+  prefix = np.concatenate([[0.0], np.cumsum(g, dtype=np.float64)])
+  return float(np.max(prefix - np.minimum.accumulate(prefix)))
+
+
+def parallel_outlook(
+  cell: Cell,
+  params: Params,
+  xs: Array,
+  carry: Carry | None = None,
+  *,
+  tol: float | None = None,
+  method: str = "deer",
+  lyapunov_transient: int | None = None,
+) -> dict[str, Any]:
+  """How many Newton iterations `rnnjax.parallel_scan` will need on ``xs``, with a range.
+
+  Measured on the inputs the parallel evaluation will run (the prediction is
+  about this trajectory, not the cell in general). Gonzalez, Kozachkov,
+  Zoltowski, Clarkson & Linderman (2025) tie the conditioning of DEER's merit
+  function to how perturbations grow along the trajectory: if every window of
+  k steps grows them at most ``a·e^{λk}``, the residual Jacobian's inverse is
+  bounded by ``κ = a·Σ_{k<T} e^{λk}`` (its Polyak–Łojasiewicz constant is at
+  least ``1/κ²``): bounded in T for ``λ < 0`` (predictable: O((log T)²) depth),
+  exponential in T for ``λ > 0``. The average ``λ₁`` alone misses what breaks
+  driven systems: stretches where perturbations grow although ``λ₁ < 0`` (the
+  constant ``a``), and states between DEER's start (zeros) and the trajectory
+  where the linearisation expands. Both are measured:
+
+  - ``λ₁``, by `lyapunov_spectrum` (``k=1``);
+  - ``G``, the largest log growth over any window along the trajectory
+    (``a ≤ e^G``), from the step Jacobians' action on a carried tangent vector;
+  - ``λ½``, the mean log growth per step of the step Jacobians taken halfway
+    between zeros and the trajectory, where the first iterates live.
+
+  The prediction adds three terms, each from one part of the analysis:
+
+      n = n_newton + OUTLOOK_WINDOW_ITERATIONS · G + n_front,
+      n_newton = 2 + log₂(log₁₀(1/tol))                (quadratic convergence),
+                 doubled near the edge: λ₁ > −OUTLOOK_EDGE, λ½ > −OUTLOOK_FRONT_THRESHOLD
+      n_front  = T · min(1, OUTLOOK_FRONT_RATE · (λ½ − OUTLOOK_FRONT_THRESHOLD))
+                 when λ₁ > −OUTLOOK_EDGE and λ½ > OUTLOOK_FRONT_THRESHOLD, else 0,
+
+  capped at T (DEER is exact after T iterations); ``λ₁T > 1`` (chaotic:
+  perturbations grow over the sequence) predicts T. A front forms when the
+  iterates' linearisation expands and the trajectory does not damp the errors
+  (``λ₁`` near 0): the exact prefix then advances a bounded number of steps per
+  iteration, so the count grows like T.
+  The constants are calibrated on the grid of
+  ``benchmarks/results/parallel_outlook_cpu.md`` (tanh RNNs at gains 0.5–3,
+  driven and not, a GRU and an LSTM before and after training), where the
+  hit rate is stated; the range is the factor-2 band the grid was checked
+  against.
+
+  Args:
+    cell: the cell.
+    params: its params.
+    xs: the inputs the parallel evaluation will run, one sequence ``[T, I]``
+      or a batch ``[T, B, I]`` (as `rnnjax.parallel_scan` takes them; the
+      prediction is the batch's worst sequence, since the iteration runs until
+      every sequence converges).
+    carry: the initial carry, unbatched for ``[T, I]`` or batched for
+      ``[T, B, I]`` (default zeros).
+    tol: the tolerance `rnnjax.parallel_scan` will be given (default its own:
+      1e-5 in float32, 1e-10 in float64).
+    method: ``"deer"`` (the method the analysis covers).
+    lyapunov_transient: steps discarded before ``λ₁`` is measured (default
+      ``T // 4``).
+
+  Returns:
+    A JSON-ready dict: ``iterations`` (the prediction), ``range`` ``(lo, hi)``,
+    ``pays_off`` (at most T/10 iterations predicted: fewer than a tenth of a
+    sequential pass's steps, each an O(log T)-depth scan), ``prediction``
+    (``"fast"``: pays off, ``"slow"``: converges but does not pay off,
+    ``"no"``: chaotic, or the prediction reaches T), ``lyapunov_max``
+    (``λ₁``), ``window_growth`` (``G``), ``halfway_growth`` (``λ½``),
+    ``log_conditioning`` (``log κ`` with ``a = e^G``), ``T``, ``tol``,
+    ``method`` and ``why``.
+
+  Raises:
+    TypeError: ``cell`` is not a Cell, or ``xs`` is not floating point.
+    ValueError: ``xs`` that is not ``[T, I]`` or ``[T, B, I]``, a carry that
+      does not match, a ``tol`` that is not positive, an unknown ``method``,
+      or a ``lyapunov_transient`` outside ``[0, T)``.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, rnnjax as rj
+    >>> cell = rj.elman(8, recurrent_init=rj.init.gaussian(0.5))
+    >>> params = cell.init(jax.random.key(0), 2)
+    >>> xs = jax.random.normal(jax.random.key(1), (200, 2))
+    >>> out = rj.jacobian.parallel_outlook(cell, params, xs)
+    >>> out["prediction"], out["pays_off"], out["iterations"] <= 8
+    ('fast', True, True)
+  """
+  what = "rnnjax.jacobian.parallel_outlook"
+  if method in ("quasi", "elk", "quasi-elk"):
+    raise ValueError(
+      f"{what}: method {method!r} is not predicted: the analysis covers DEER's Newton "
+      f"iterations (method='deer'); quasi-DEER's also depend on the Jacobians' off-diagonal "
+      f"coupling and ELK's on its damping"
+    )
+  arguments.choice("method", method, OUTLOOK_METHODS, what)
+  if tol is not None and not (
+    isinstance(tol, (int, float, np.floating)) and not isinstance(tol, bool) and tol > 0
+  ):
+    raise ValueError(f"{what}: tol must be a positive number, got {tol!r}")
+  if not isinstance(cell, Cell):
+    raise TypeError(f"{what}: cell must be an rnnjax Cell, got {type(cell).__name__}")
+  xs = jnp.asarray(xs)
+  if xs.ndim not in (2, 3):
+    raise ValueError(
+      f"{what}: xs must be one sequence [T, I] or a batch [T, B, I], got shape {tuple(xs.shape)}"
+    )
+  if xs.ndim == 3:  # [T, B, I]: one outlook per sequence, the worst reported
+    B = xs.shape[1]
+    if B < 1:
+      raise ValueError(f"{what}: xs has no sequences (xs.shape={tuple(xs.shape)})")
+    rows = []
+    for b in range(B):
+      cb = None if carry is None else jax.tree.map(lambda a, b=b: a[b], carry)
+      rows.append(
+        parallel_outlook(
+          cell,
+          params,
+          xs[:, b],
+          cb,
+          tol=tol,
+          method=method,
+          lyapunov_transient=lyapunov_transient,
+        )
+      )
+    worst = max(rows, key=lambda r: r["iterations"])
+    return dict(worst, batch=B)
+  xs, carry = _check(cell, params, xs, carry, what)
+  T = int(xs.shape[0])
+  transient = T // 4 if lyapunov_transient is None else lyapunov_transient
+  if not isinstance(transient, int) or not 0 <= transient < T:
+    raise ValueError(
+      f"{what}: lyapunov_transient must be an int in [0, T={T}), got {lyapunov_transient!r}"
+    )
+  dtype = _dtype(xs, params)
+  if tol is None:
+    tol = 1e-10 if jnp.finfo(dtype).bits >= 64 else 1e-5
+  lam1 = float(lyapunov_spectrum(cell, params, xs, carry, k=1, transient=transient)[0])
+  g_traj, g_half = (np.asarray(g, np.float64) for g in _outlook_growth(cell, params, xs, carry))
+  return dict(
+    outlook_from(lam1, _max_window(g_traj), float(np.mean(g_half)), T, float(tol)),
+    method=method,
+  )
+
+
+def outlook_from(
+  lyapunov_max: float, window_growth: float, halfway_growth: float, T: int, tol: float
+) -> dict[str, Any]:
+  """`parallel_outlook`'s prediction from its measurements (``λ₁``, ``G``, ``λ½``).
+
+  Pure arithmetic, so a stored grid of measurements can be re-scored when the
+  constants change (``benchmarks/parallel_outlook.py --rescore``).
+  """
+  lam1, G, lam_half = lyapunov_max, window_growth, halfway_growth
+  k = np.arange(T, dtype=np.float64)
+  log_kappa = G + float(np.logaddexp.reduce(lam1 * k))
+  n_newton = 2.0 + math.log2(max(math.log10(1.0 / tol), 1.0))
+  edge = lam1 > -OUTLOOK_EDGE and lam_half > -OUTLOOK_FRONT_THRESHOLD
+  if edge:  # the basin of quadratic convergence shrinks with the conditioning
+    n_newton *= 2
+  n_window = OUTLOOK_WINDOW_ITERATIONS * G
+  front = lam1 > -OUTLOOK_EDGE and lam_half > OUTLOOK_FRONT_THRESHOLD
+  frac = min(1.0, OUTLOOK_FRONT_RATE * (lam_half - OUTLOOK_FRONT_THRESHOLD)) if front else 0.0
+  chaotic = lam1 * T > 1  # perturbations grow by more than e over the sequence
+  n = float(T) if chaotic else min(float(T), n_newton + n_window + frac * T)
+  iterations = max(1, round(n))
+  lo, hi = max(1, math.floor(n / 2)), min(T, math.ceil(2 * n))
+  pays_off = iterations <= T / 10
+  prediction = "no" if chaotic or iterations >= T else ("fast" if pays_off else "slow")
+  if chaotic:
+    why = (
+      f"λ₁ = {lam1:+.3f} > 1/T: chaotic, the merit function's conditioning degrades like "
+      f"e^(λ₁T); DEER is exact only after about T iterations (and overflows on the way "
+      f"in float32): evaluate sequentially"
+    )
+  elif frac > 0:
+    why = (
+      f"λ₁ = {lam1:+.3f} is near 0 and the linearisation halfway to DEER's start expands "
+      f"({lam_half:+.3f} per step): the exact prefix advances a bounded number of steps per "
+      f"iteration, about {frac:.2f}·T iterations"
+    )
+  elif G > 1.0:
+    why = (
+      f"λ₁ = {lam1:+.3f} < 0, but a stretch of the trajectory grows perturbations by "
+      f"e^{G:.1f}: about {n_window:.0f} iterations to cross it"
+    )
+  else:
+    why = f"λ₁ = {lam1:+.3f} < 0 and no stretch grows perturbations: predictable, few iterations"
+  if not pays_off and prediction != "no":
+    why += f"; more than T/10 = {T / 10:g} iterations: does not pay off"
+  return dict(
+    iterations=iterations,
+    range=(lo, hi),
+    pays_off=bool(pays_off),
+    prediction=prediction,
+    lyapunov_max=lam1,
+    window_growth=G,
+    halfway_growth=lam_half,
+    log_conditioning=log_kappa,
+    T=T,
+    tol=tol,
+    why=why,
+  )
+
+
+def parallel_prediction(lyapunov_max: float, tol: float = 0.01) -> dict[str, Any]:
+  """Deprecated: use `parallel_outlook`, which measures what ``λ₁`` alone misses.
+
+  The verdict from the sign of ``λ₁`` alone (``"fast"`` below ``-tol``,
+  ``"slow"`` within ``tol`` of 0, ``"no"`` above): wrong on driven systems
+  whose average ``λ₁`` is negative but whose iterates expand (a tanh RNN at
+  g = 3 driven by N(0, 1) inputs: ``λ₁ ≈ −0.06``, yet DEER needs about T
+  iterations). Kept for one release.
 
   Args:
     lyapunov_max: ``λ₁`` (natural log per step).
@@ -967,10 +1228,17 @@ def parallel_prediction(lyapunov_max: float, tol: float = 0.01) -> dict[str, Any
   Returns:
     ``{"prediction": "fast" | "slow" | "no", "lyapunov_max": λ₁, "why": ...}``.
   """
+  warnings.warn(
+    "rnnjax.jacobian.parallel_prediction judges from the sign of λ₁ alone and is wrong on "
+    "driven systems; use rnnjax.jacobian.parallel_outlook(cell, params, xs), which predicts "
+    "the iterations on the inputs you will run. parallel_prediction goes in the next release",
+    DeprecationWarning,
+    stacklevel=2,
+  )
   if lyapunov_max < -tol:
-    prediction, why = "fast", "λ₁ < 0: contracting, O((log T)²) iterations"
+    prediction, why = "fast", "λ₁ < 0: contracting"
   elif lyapunov_max <= tol:
-    prediction, why = "slow", "λ₁ ≈ 0: at the edge of chaos, many iterations"
+    prediction, why = "slow", "λ₁ ≈ 0: at the edge of chaos"
   else:
-    prediction, why = "no", "λ₁ > 0: chaotic; undamped iterates overflow over long T"
+    prediction, why = "no", "λ₁ > 0: chaotic"
   return dict(prediction=prediction, lyapunov_max=lyapunov_max, why=why)
