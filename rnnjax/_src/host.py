@@ -11,9 +11,18 @@ in once per process. What it buys on the benchmark machine is measured in
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
+import functools
+import os
 import sys
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import jax
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 _M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
 _M_MMAP_THRESHOLD = -3
@@ -74,3 +83,90 @@ def tune_host_allocator(mmap_threshold: int = 1 << 30, trim_threshold: int = 2**
     (_M_TRIM_THRESHOLD, trim_threshold),
   )
   return all([bool(mallopt(param, value)) for param, value in settings])
+
+
+# ----------------------------------------------------------------- OpenBLAS's threads
+# (getter, setter) pairs, as the builds in NumPy's and SciPy's wheels and plain
+# OpenBLAS name them; the first pair a library has is used.
+_OPENBLAS_SYMBOLS = (
+  ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+  ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
+  ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
+  ("openblas_get_num_threads", "openblas_set_num_threads"),
+)
+
+
+def _loaded_openblas() -> list[tuple[str, Any, Any]]:
+  """(path, get, set) of every OpenBLAS library loaded in this process (Linux:
+  read from ``/proc/self/maps``; elsewhere none)."""
+  try:
+    with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+      paths = {line.split(None, 5)[-1].strip() for line in f if "openblas" in line.lower()}
+  except OSError:
+    return []
+  out = []
+  for path in sorted(p for p in paths if p.startswith("/") and ".so" in p):
+    try:
+      lib = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0) | ctypes.RTLD_GLOBAL)
+    except OSError:
+      continue
+    for get_name, set_name in _OPENBLAS_SYMBOLS:
+      if hasattr(lib, get_name) and hasattr(lib, set_name):
+        get, put = getattr(lib, get_name), getattr(lib, set_name)
+        get.argtypes, get.restype = (), ctypes.c_int
+        put.argtypes, put.restype = (ctypes.c_int,), None
+        out.append((path, get, put))
+        break
+  return out
+
+
+@contextlib.contextmanager
+def lapack_threads(n: int = 1) -> Iterator[list[tuple[str, int]]]:
+  """Run the block with every loaded OpenBLAS library (SciPy's, which JAX calls
+  for LAPACK on CPU, and NumPy's) limited to ``n`` threads; restore each one's
+  count after it.
+
+  A loop of small LAPACK calls (a QR or a Cholesky per step) runs fastest on one
+  thread: OpenBLAS's pool, which starts one thread per core, otherwise wakes and
+  competes with XLA's for the cores at every call. Where the environment sets
+  ``OPENBLAS_NUM_THREADS``, that choice is kept and nothing is changed.
+  Process-wide while the block runs (OpenBLAS has one count per library), so
+  NumPy or SciPy calls made in other threads meanwhile run with ``n`` too; no
+  result changes.
+
+  Yields:
+    ``[(library path, count before)]`` for each library changed (empty where
+    none is loaded, the environment chose, or the platform is not Linux).
+  """
+  if os.environ.get("OPENBLAS_NUM_THREADS"):
+    yield []
+    return
+  with contextlib.suppress(ImportError):  # JAX's CPU LAPACK is SciPy's: load it first
+    import scipy.linalg.cython_lapack  # noqa: F401
+  changed = []
+  try:
+    for path, get, put in _loaded_openblas():
+      before = get()
+      if before > n:
+        put(n)
+        changed.append((path, before, put))
+    yield [(path, before) for path, before, _ in changed]
+  finally:
+    for _, before, put in reversed(changed):
+      put(before)
+
+
+def lapack_single_threaded(fn: F) -> F:
+  """``fn`` run under `lapack_threads` (1) and waited for, when called with
+  concrete arrays on CPU; called as it is inside a trace (``jit``, ``grad``,
+  ``vmap``), where nothing runs yet, and on other backends."""
+
+  @functools.wraps(fn)
+  def wrapper(*args: Any, **kwargs: Any) -> Any:
+    leaves = jax.tree_util.tree_leaves((args, kwargs))
+    if jax.default_backend() != "cpu" or any(isinstance(x, jax.core.Tracer) for x in leaves):
+      return fn(*args, **kwargs)
+    with lapack_threads(1):
+      return jax.block_until_ready(fn(*args, **kwargs))
+
+  return wrapper  # type: ignore[return-value]
