@@ -496,7 +496,7 @@ class Worker:
   def __init__(self, lib):
     self.lib = lib
     self.proc = subprocess.Popen(
-      [sys.executable, __file__, "--worker", lib],
+      [sys.executable, __file__, "--worker", lib, "--min-reps", str(MIN_REPS)],
       stdin=subprocess.PIPE,
       stdout=subprocess.PIPE,
       text=True,
@@ -594,8 +594,12 @@ def main(argv=None):
     "(default: glibc's allocator as it is)",
   )
   ap.add_argument("--worker", choices=list(RECOMMENDED), help=argparse.SUPPRESS)
+  ap.add_argument(
+    "--min-reps", type=int, default=MIN_REPS, help=f"timed calls at least (default {MIN_REPS})"
+  )
   ap.add_argument("--peak-n", type=int, default=PEAK_N, help=argparse.SUPPRESS)
   args = ap.parse_args(argv)
+  globals()["MIN_REPS"] = args.min_reps  # _time's default
   if args.worker:
     return worker(args.worker)
 
@@ -607,6 +611,7 @@ def main(argv=None):
   info["peak_n"] = args.peak_n
   info["peak_gflops"] = info["gemm_gflops"]["peak"]
   info["rounds"] = args.rounds
+  info["min_reps"], info["target_s"] = args.min_reps, args.target
   info["load_average"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
   print(f"machine: {info}", flush=True)
   tag = info["backend"]

@@ -28,7 +28,6 @@ Without a GPU it says so and exits with status 0 (interpret mode is no timing).
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import time
@@ -40,10 +39,11 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench_kernels import _time, cudnn_impls, machine  # the same timer, peer, machine
+from bench_kernels import _time, cudnn_impls, env_settings, machine  # the same timer, peer
 
 import rnnjax as rj
 from rnnjax._src import pallas_rnn
+from rnnjax.apps import io
 
 # ----------------------------------------------------------------- configuration
 SHAPES = {  # name: (B, T, I, H)
@@ -56,7 +56,10 @@ RUNS = [  # (cell, dtype): the LSTM first, it is the priority
   ("lstm", "float32"),
   ("lstm", "bfloat16"),
   ("gru", "float32"),
+  ("gru", "bfloat16"),
 ]
+SMOKE_SHAPES = {"tiny": (2, 6, 4, 8)}  # --smoke: any backend, interpret mode off a GPU
+SMOKE_CHECK = (5, 3, 3, 8)
 CHECK = (50, 3, 20, 48)  # T, B, I, H of the on-GPU correctness check (H pads to 64)
 CHECK_TOL = {"float32": 2e-2}  # ‖Δ‖/‖ref‖; TF32 matmuls on both sides
 RESIDENT_MAX = 256 * 1024  # bytes of w_h up to which both residency choices are timed
@@ -78,9 +81,9 @@ def rel_err(a, b):
   return max(errs)
 
 
-def check_all():
+def check_all(dims=CHECK):
   """Pallas against XLA on the GPU, every supported cell, lengths and reverse."""
-  T, B, I, H = CHECK
+  T, B, I, H = dims
   cells = {
     "lstm": rj.lstm(H),
     "gru-before": rj.gru(H),
@@ -214,9 +217,18 @@ def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--quick", action="store_true", help="the latency shape only")
   ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+  ap.add_argument(
+    "--budget", type=float, default=BUDGET_S, help="seconds after which no new shape starts"
+  )
+  ap.add_argument(
+    "--smoke",
+    action="store_true",
+    help="a dry run at a tiny shape on any backend (Pallas in interpret mode off a GPU): "
+    "checks that the script runs, measures nothing worth keeping",
+  )
   args = ap.parse_args(argv)
 
-  if not has_gpu():
+  if not has_gpu() and not args.smoke:
     print(
       f"bench_pallas: no GPU (JAX's backend is {jax.default_backend()!r}); the Pallas "
       f"kernel runs here only in interpret mode, which is no timing. Nothing measured; "
@@ -225,24 +237,27 @@ def main(argv=None):
     return 0
 
   start = time.perf_counter()
-  info = machine()
+  info = machine() | env_settings()
+  if args.smoke:
+    info["smoke"] = True
   print(f"machine: {info}", flush=True)
   tag = device_tag(info)
   args.out.mkdir(parents=True, exist_ok=True)
-  checks = check_all()
+  shapes_by_name = SMOKE_SHAPES if args.smoke else SHAPES
+  checks = check_all(SMOKE_CHECK if args.smoke else CHECK)
   rows = []
-  shapes = ["latency"] if args.quick else list(SHAPES)
+  shapes = ["latency"] if args.quick and not args.smoke else list(shapes_by_name)
 
   def save():
     data = dict(machine=info, checks=checks, rows=rows, auto_wins=auto_wins(rows))
-    (args.out / f"pallas_{tag}.json").write_text(json.dumps(data, indent=1))
-    (args.out / f"pallas_{tag}.md").write_text(markdown(info, checks, rows))
+    io.write_json(args.out / f"pallas_{tag}.json", data)
+    io.atomic_write_text(args.out / f"pallas_{tag}.md", markdown(info, checks, rows))
 
   for shape in shapes:
-    if time.perf_counter() - start > BUDGET_S:
-      print(f"time budget ({BUDGET_S:.0f} s) spent; skipping {shape}", flush=True)
+    if time.perf_counter() - start > args.budget:
+      print(f"time budget ({args.budget:.0f} s) spent; skipping {shape}", flush=True)
       continue
-    B, T, I, H = SHAPES[shape]
+    B, T, I, H = shapes_by_name[shape]
     xs = jax.random.normal(jax.random.key(1), (T, B, I))
     for cell_name, dtype in RUNS:
       impls, default = jax_impls(cell_name, dtype, B, I, H)
