@@ -60,6 +60,7 @@ RUNS = [  # (cell, dtype): the LSTM first, it is the priority
 ]
 SMOKE_SHAPES = {"tiny": (2, 6, 4, 8)}  # --smoke: any backend, interpret mode off a GPU
 SMOKE_CHECK = (5, 3, 3, 8)
+SMOKE_RUNS = [("lstm", "float32"), ("gru", "bfloat16")]
 CHECK = (50, 3, 20, 48)  # T, B, I, H of the on-GPU correctness check (H pads to 64)
 CHECK_TOL = {"float32": 2e-2}  # ‖Δ‖/‖ref‖; TF32 matmuls on both sides
 RESIDENT_MAX = 256 * 1024  # bytes of w_h up to which both residency choices are timed
@@ -81,8 +82,9 @@ def rel_err(a, b):
   return max(errs)
 
 
-def check_all(dims=CHECK):
-  """Pallas against XLA on the GPU, every supported cell, lengths and reverse."""
+def check_all(dims=CHECK, only=None):
+  """Pallas against XLA on the GPU, every supported cell (or those named in
+  ``only``), lengths and reverse."""
   T, B, I, H = dims
   cells = {
     "lstm": rj.lstm(H),
@@ -90,6 +92,7 @@ def check_all(dims=CHECK):
     "gru-after": rj.gru(H, reset="after"),
     "elman": rj.elman(H),
   }
+  cells = {k: v for k, v in cells.items() if only is None or k in only}
   lengths = jnp.array([T, T // 2, 1])
   rows = []
   for i, (name, cell) in enumerate(cells.items()):
@@ -244,7 +247,8 @@ def main(argv=None):
   tag = device_tag(info)
   args.out.mkdir(parents=True, exist_ok=True)
   shapes_by_name = SMOKE_SHAPES if args.smoke else SHAPES
-  checks = check_all(SMOKE_CHECK if args.smoke else CHECK)
+  checks = check_all(SMOKE_CHECK, only=("lstm",)) if args.smoke else check_all()
+  runs = SMOKE_RUNS if args.smoke else RUNS
   rows = []
   shapes = ["latency"] if args.quick and not args.smoke else list(shapes_by_name)
 
@@ -259,7 +263,7 @@ def main(argv=None):
       continue
     B, T, I, H = shapes_by_name[shape]
     xs = jax.random.normal(jax.random.key(1), (T, B, I))
-    for cell_name, dtype in RUNS:
+    for cell_name, dtype in runs:
       impls, default = jax_impls(cell_name, dtype, B, I, H)
       results = {}
       for name, (fn, p) in impls.items():
