@@ -142,7 +142,7 @@ def lapack_threads(n: int = 1) -> Iterator[list[tuple[str, int]]]:
     yield []
     return
   with contextlib.suppress(ImportError):  # JAX's CPU LAPACK is SciPy's: load it first
-    import scipy.linalg.cython_lapack  # noqa: F401
+    import scipy.linalg.cython_lapack  # type: ignore[import-untyped]  # noqa: F401
   changed = []
   try:
     for path, get, put in _loaded_openblas():
