@@ -258,7 +258,7 @@ def main(argv=None):
     io.atomic_write_text(args.out / f"pallas_{tag}.md", markdown(info, checks, rows))
 
   for shape in shapes:
-    if time.perf_counter() - start > args.budget:
+    if rows and time.perf_counter() - start > args.budget:  # one shape at least
       print(f"time budget ({args.budget:.0f} s) spent; skipping {shape}", flush=True)
       continue
     B, T, I, H = shapes_by_name[shape]

@@ -6,7 +6,12 @@ every block above its mmap threshold (at most 32 MiB by default), or above
 page-faults all of it in again. `tune_host_allocator` keeps such blocks on
 the one main heap and the heap from being trimmed, so the pages are faulted
 in once per process. What it buys on the benchmark machine is measured in
-``benchmarks/results/profile_cpu.md``.
+``benchmarks/results/profile_cpu.md``; what each of its settings buys rnnjax and
+costs a PyTorch in the same process, in ``benchmarks/results/allocator_cpu.md``.
+It is opt-in and no part of rnnjax's recommended configuration (issue 24).
+
+`lapack_threads` limits OpenBLAS's threads around rnnjax's LAPACK-heavy calls
+(the Lyapunov spectrum's QR every step); `rnnjax.jacobian` applies it itself.
 """
 
 from __future__ import annotations
@@ -45,7 +50,20 @@ def tune_host_allocator(mmap_threshold: int = 1 << 30, trim_threshold: int = 2**
   cost: the process keeps its peak heap, and its threads share one heap. No
   result changes. Call it once, before JAX's first computation (or
   ``jax.devices()``): the threads JAX starts then keep the heap they first
-  allocate from. The ``rnnjax`` command and the benchmarks call it first.
+  allocate from.
+
+  It is process-wide: every library in the process gets the same allocator.
+  Issue 24 measured PyTorch in the same process slower with it (on a quiet
+  2-core machine, its LSTM at (B, T, H) = (1, 1000, 128) 12.7 -> 16.8 ms and
+  its GRU 127 -> 216 ms, forward+backward), and glibc offers no per-library
+  setting, nor XLA's CPU runtime an allocator of its own. So it is opt-in:
+  rnnjax's recommended configuration and its benchmark tables leave the
+  allocator as it is, and the own-process kernel table is measured without it. Call it in a
+  process that runs rnnjax alone (the ``rnnjax`` command does); the LSTM's
+  forward+backward at (32, 100, 256) took 48.3 and 50.8 ms with it against
+  63.7 and 63.6 ms without (``benchmarks/results/profile_cpu.md``).
+  ``benchmarks/bench_allocator.py`` measures each setting alone and together,
+  rnnjax and PyTorch in one process (``benchmarks/results/allocator_cpu.md``).
 
   Args:
     mmap_threshold: bytes; blocks at least this large are still mapped.
