@@ -1,28 +1,45 @@
-"""How fast are rnnjax's scan kernels against their peers, on the same shapes?
+"""How fast are rnnjax's scan kernels against their peers, and how close to this
+machine's limit?
 
 Times forward and forward+backward (grad of sum(ys²) w.r.t. params and xs) of
-LSTM, GRU (reset after the matmul, as the peers) and Elman (tanh) layers in one
-process: rnnjax in each backward mode, flax (``nn.RNN`` over ``LSTMCell``,
-``OptimizedLSTMCell``, ``GRUCell``, ``SimpleCell``), equinox (LSTM and GRU; it
-has no vanilla cell), haiku (``dynamic_unroll``), PyTorch
-(``nn.LSTM``/``nn.GRU``/``nn.RNN``) when installed, and on a GPU
-jax.experimental.rnn's cuDNN LSTM. The host allocator is tuned
-(`rnnjax.tune_host_allocator`) for every implementation unless
-``--plain-allocator``. Medians after warm-up; GFLOP/s from
-the analytic count; the fraction of this machine's measured matmul rate;
-compile time; and XLA's compiled peak temporary memory. Writes JSON and a
-markdown table to ``--out`` (default ``benchmarks/results``).
+LSTM, GRU (reset after the matmul, as the peers) and Elman (tanh) layers at
+three shapes, two ways:
 
-    python benchmarks/bench_kernels.py               # all shapes
+1. **Same process** (``kernels_cpu.{json,md}``): every implementation in one
+   process, interleaved rounds: rnnjax in each backward mode (and ``rnnjax ffi``,
+   ``rj.scan(kernel="ffi")``, where that kernel is accepted), flax (``nn.RNN``
+   over ``LSTMCell``, ``OptimizedLSTMCell``, ``GRUCell``, ``SimpleCell``),
+   equinox (LSTM and GRU; it has no vanilla cell), haiku (``dynamic_unroll``),
+   PyTorch (``nn.LSTM``/``nn.GRU``/``nn.RNN``) when installed, and on a GPU
+   jax.experimental.rnn's cuDNN LSTM. The host allocator is as it is unless
+   ``--tuned-allocator`` (then `rnnjax.host.tune_host_allocator` holds for
+   every implementation).
+2. **Own process** (``--own-process``, ``kernels_cpu_own_process.{json,md}``):
+   each implementation in a process of its own in the configuration its library
+   recommends (`RECOMMENDED`), the processes alternated call by call (one
+   process times while the others wait), medians and the range over rounds.
+
+Beside each time: GFLOP/s from the analytic matmul count, and its fraction of
+this machine's GEMM peak, measured in the same run (a 4096² float32 GEMM in JAX
+and in PyTorch; the faster is "peak"). The environment settings that change a
+CPU timing (thread counts, ``XLA_FLAGS``, ``MALLOC_*``) and the load average
+are stored with the figures. Writes JSON and markdown to ``--out`` (default
+``benchmarks/results``).
+
+    python benchmarks/bench_kernels.py                  # same process, all shapes
+    python benchmarks/bench_kernels.py --own-process    # own processes
     python benchmarks/bench_kernels.py --shapes medium --cells lstm
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,22 +57,25 @@ SHAPES = {  # name: (B, T, I, H)
   "medium": (32, 100, 256, 256),
   "large": (128, 50, 512, 512),
 }
+SMOKE = {"tiny": (2, 6, 4, 8)}  # --shapes tiny: a seconds-long dry run (tests/test_benchmarks.py)
 LONG = (16, 10_000, 256, 256)  # memory only: peak temporaries of fwd+bwd
 CELLS = ("lstm", "gru", "elman")
 MIN_REPS, MAX_REPS, TARGET_SECONDS = 5, 30, 3.0
+PEAK_N = 4096  # the GEMM that measures this machine's peak: [N, N] x [N, N] float32
 GATES = {"lstm": 4, "gru": 3, "elman": 1}
 TORCH_NAMES = {"lstm": "LSTM", "gru": "GRU", "elman": "RNN"}
 
 
 # ----------------------------------------------------------------- timing
-def _time(fn, *args, block=jax.block_until_ready, target=TARGET_SECONDS):
-  """(compile_or_first_call_s, median_s) after one warm-up call: at least MIN_REPS
-  calls, more up to ``target`` seconds or MAX_REPS."""
+def _time(fn, *args, block=jax.block_until_ready, target=TARGET_SECONDS, min_reps=None):
+  """(compile_or_first_call_s, median_s) after one warm-up call: at least
+  ``min_reps`` (default MIN_REPS) calls, more up to ``target`` seconds or MAX_REPS."""
+  min_reps = MIN_REPS if min_reps is None else min_reps
   t0 = time.perf_counter()
   block(fn(*args))
   first = time.perf_counter() - t0
   times = []
-  while len(times) < MIN_REPS or (sum(times) < target and len(times) < MAX_REPS):
+  while len(times) < min_reps or (sum(times) < target and len(times) < MAX_REPS):
     t0 = time.perf_counter()
     block(fn(*args))
     times.append(time.perf_counter() - t0)
@@ -71,12 +91,24 @@ def _peak_bytes(fn, *args):
     return None
 
 
-def matmul_rate():
-  """This machine's XLA matmul rate (GFLOP/s) on a [4096, 512] x [512, 2048] product."""
-  a = jax.random.normal(jax.random.key(0), (4096, 512))
-  b = jax.random.normal(jax.random.key(1), (512, 2048))
-  _, t = _time(jax.jit(jnp.matmul), a, b)
-  return 2 * 4096 * 512 * 2048 / t / 1e9
+def gemm_peak(n=PEAK_N, target=1.0):
+  """{"jax": GFLOP/s, "torch": GFLOP/s (when installed), "peak": the faster}: a
+  float32 [n, n] x [n, n] product, each library with its defaults (medians)."""
+  flop = 2 * n**3
+  a = jax.random.normal(jax.random.key(0), (n, n))
+  b = jax.random.normal(jax.random.key(1), (n, n))
+  out = {"jax": flop / _time(jax.jit(jnp.matmul), a, b, target=target, min_reps=3)[1] / 1e9}
+  try:
+    import torch
+  except ImportError:
+    pass
+  else:
+    ta, tb = torch.randn(n, n), torch.randn(n, n)
+    out["torch"] = (
+      flop / _time(torch.mm, ta, tb, block=lambda _: None, target=target, min_reps=3)[1] / 1e9
+    )
+  out["peak"] = max(out.values())
+  return out
 
 
 def flops(cell, B, T, I, H):
@@ -102,7 +134,23 @@ def rnnjax_impls(cell_name, I, H):
       return rj.scan(cell, p, x, backward=mode)[1]
 
     out[f"rnnjax {mode}"] = (f, params)
+  if ffi_available():
+
+    def g(p, x):
+      return rj.scan(cell, p, x, kernel="ffi")[1]
+
+    out["rnnjax ffi"] = (g, params)
   return out
+
+
+def ffi_available():
+  """Whether ``rj.scan(kernel="ffi")`` (the C++ CPU kernel) is built and loads here."""
+  try:
+    from rnnjax._src import cpu_kernel  # type: ignore[attr-defined]
+
+    return bool(cpu_kernel.available())
+  except Exception:  # not merged, not built, or fails to load: no row
+    return False
 
 
 def flax_impls(cell_name, I, H):
@@ -263,6 +311,39 @@ def machine():
   )
 
 
+ENV_VARS = (  # environment settings that change a CPU timing; recorded beside every figure
+  "OPENBLAS_NUM_THREADS",
+  "OMP_NUM_THREADS",
+  "MKL_NUM_THREADS",
+  "XLA_FLAGS",
+  "MALLOC_ARENA_MAX",
+  "MALLOC_MMAP_THRESHOLD_",
+  "MALLOC_TRIM_THRESHOLD_",
+)
+
+
+def env_settings():
+  """{"env": {VAR: value or "unset"}, "torch": version, "torch_threads": n}: the settings
+  that change a CPU timing, to store beside it."""
+  out = {"env": {v: os.environ.get(v, "unset") for v in ENV_VARS}}
+  try:
+    import torch
+
+    out.update(torch=torch.__version__.split("+")[0], torch_threads=torch.get_num_threads())
+  except ImportError:
+    pass
+  return out
+
+
+def env_line(info):
+  """The environment settings of ``info`` (from `env_settings`) as one line of markdown."""
+  env = info.get("env", {})
+  text = ", ".join(f"{k}={v}" for k, v in env.items())
+  if "torch_threads" in info:
+    text += f", torch threads {info['torch_threads']}"
+  return f"environment: {text}" if text else "environment not recorded"
+
+
 def long_memory(cell_name):
   B, T, I, H = LONG
   cell = rnnjax_cell(cell_name, H)
@@ -302,9 +383,191 @@ def measure_rounds(prepared, rounds, target=1.0):
   return out
 
 
+def annotate(results, info, shape, cell_name):
+  """Rows from ``{impl: {fwd_ms, fwdbwd_ms, rounds, ...}}``: GFLOP/s and the fraction
+  of the GEMM peak both ways, and each one's ratio to the fastest peer (not rnnjax),
+  with the range of that ratio over the rounds."""
+  B, T, I, H = {**SHAPES, **SMOKE}[shape]
+  fl = flops(cell_name, B, T, I, H)
+  peak = info["peak_gflops"]
+  peers = {k: v for k, v in results.items() if not k.startswith("rnnjax")}
+  best_peer = min(peers, key=lambda k: peers[k]["fwdbwd_ms"]) if peers else None
+  best_fwd = min(peers, key=lambda k: peers[k]["fwd_ms"]) if peers else None
+  rows = []
+  for name, r in results.items():
+    r.update(shape=shape, cell=cell_name, impl=name, B=B, T=T, I=I, H=H)
+    r["fwd_gflops"] = fl / (r["fwd_ms"] / 1e3) / 1e9
+    r["gflops"] = 3 * fl / (r["fwdbwd_ms"] / 1e3) / 1e9
+    r["fwd_peak_fraction"] = r["fwd_gflops"] / peak
+    r["peak_fraction"] = r["gflops"] / peak
+    if best_peer:
+      r["speedup_vs_best_peer"] = results[best_peer]["fwdbwd_ms"] / r["fwdbwd_ms"]
+      r["best_peer"] = best_peer
+      r["fwd_speedup_vs_best_peer"] = results[best_fwd]["fwd_ms"] / r["fwd_ms"]
+      r["best_fwd_peer"] = best_fwd
+      per_round = [  # the ratio within each round, against this best peer
+        (b["fwdbwd_ms"] / a["fwdbwd_ms"], f["fwd_ms"] / a["fwd_ms"])
+        for a, b, f in zip(
+          r["rounds"], results[best_peer]["rounds"], results[best_fwd]["rounds"], strict=True
+        )
+      ]
+      r["speedup_range"] = [min(x for x, _ in per_round), max(x for x, _ in per_round)]
+      r["fwd_speedup_range"] = [min(y for _, y in per_round), max(y for _, y in per_round)]
+    rows.append(r)
+    print(
+      f"{shape:8s} {cell_name:5s} {name:28s} fwd {r['fwd_ms']:9.2f} ms  "
+      f"fwd+bwd {r['fwdbwd_ms']:9.2f} ms  {r['gflops']:6.1f} GFLOP/s "
+      f"({100 * r['peak_fraction']:.0f}% of peak)  "
+      f"x{r.get('speedup_vs_best_peer', float('nan')):.2f} vs {best_peer}, "
+      f"fwd x{r.get('fwd_speedup_vs_best_peer', float('nan')):.2f} vs {best_fwd}",
+      flush=True,
+    )
+  return rows
+
+
+# ----------------------------------------------------------------- own processes
+# Whether rnnjax's recommended configuration includes `rnnjax.host.tune_host_allocator`
+# (benchmarks/results/allocator_cpu.md measures what it buys rnnjax and costs torch).
+RNNJAX_TUNES_ALLOCATOR = False
+RECOMMENDED = {  # library: (its recommended configuration, in words)
+  "rnnjax": "rj.scan with its defaults (backward='auto', kernel='auto')",
+  "rnnjax ffi": "rj.scan(kernel='ffi')",
+  "flax": "flax.linen.RNN over OptimizedLSTMCell (LSTM), GRUCell, SimpleCell",
+  "equinox": "lax.scan over eqx.nn.LSTMCell / GRUCell, vmapped over the batch",
+  "haiku": "hk.dynamic_unroll over hk.LSTM / hk.GRU / hk.VanillaRNN",
+  "torch": "torch.nn.LSTM / GRU / RNN, its default threads",
+}
+
+
+def recommended_prepare(lib, cell_name, shape):
+  """(name, timer, facts) of ``lib``'s recommended implementation, or None where it
+  has none for this cell (or is not installed)."""
+  B, T, I, H = {**SHAPES, **SMOKE}[shape]
+  if lib == "torch":
+    t = torch_prepare(cell_name, B, T, I, H)
+    return None if t is None else (f"torch nn.{TORCH_NAMES[cell_name]}", *t)
+  if lib in ("rnnjax", "rnnjax ffi"):
+    if lib == "rnnjax ffi" and not ffi_available():
+      return None
+    cell = rnnjax_cell(cell_name, H)
+    kw = {"kernel": "ffi"} if lib == "rnnjax ffi" else {}
+    impls = {lib: (lambda p, x: rj.scan(cell, p, x, **kw)[1], cell.init(jax.random.key(0), I))}
+  elif lib == "flax":
+    impls = flax_impls(cell_name, I, H)
+    impls = {k: v for k, v in impls.items() if k != "flax LSTMCell"}  # Optimized for the LSTM
+  else:
+    impls = {"equinox": equinox_impls, "haiku": haiku_impls}[lib](cell_name, I, H)
+  if not impls:
+    return None
+  (name, (fn, p)), *_ = impls.items()
+  xs = jax.random.normal(jax.random.key(1), (T, B, I))
+  return (name, *jax_prepare(fn, p, xs))
+
+
+def worker(lib):
+  """One library's process: answers JSON lines on stdin (prepare, time, quit) with
+  JSON lines on stdout, prefixed ``@@``."""
+  if lib == "rnnjax" and RNNJAX_TUNES_ALLOCATOR:
+    rj.host.tune_host_allocator()
+  current = None
+
+  def reply(**kw):
+    print("@@" + json.dumps(kw), flush=True)
+
+  for line in sys.stdin:
+    msg = json.loads(line)
+    if msg["cmd"] == "prepare":
+      current = None
+      try:
+        current = recommended_prepare(lib, msg["cell"], msg["shape"])
+      except Exception as e:  # a library that cannot run this case: no row
+        print(f"{lib}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+      reply(name=current and current[0], facts=current and current[2])
+    elif msg["cmd"] == "time":
+      t_f, t_b = current[1](msg["target"])
+      reply(fwd_ms=t_f * 1e3, fwdbwd_ms=t_b * 1e3)
+    else:
+      return
+
+
+class Worker:
+  """A library's own process (`worker`), driven by the parent."""
+
+  def __init__(self, lib):
+    self.lib = lib
+    self.proc = subprocess.Popen(
+      [sys.executable, __file__, "--worker", lib, "--min-reps", str(MIN_REPS)],
+      stdin=subprocess.PIPE,
+      stdout=subprocess.PIPE,
+      text=True,
+    )
+
+  def ask(self, **msg):
+    self.proc.stdin.write(json.dumps(msg) + "\n")
+    self.proc.stdin.flush()
+    for line in self.proc.stdout:
+      if line.startswith("@@"):
+        return json.loads(line[2:])
+    raise RuntimeError(f"the {self.lib} process ended (exit {self.proc.wait()})")
+
+  def close(self):
+    with contextlib.suppress(OSError, ValueError):
+      self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+      self.proc.stdin.close()
+    self.proc.wait(timeout=60)
+
+
+def own_process(args, info):
+  """Every library in its own process, in its recommended configuration; the
+  processes timed one at a time, in an order rotated each round."""
+  libs = [lib for lib in RECOMMENDED if lib != "rnnjax ffi" or ffi_available()]
+  workers = [Worker(lib) for lib in libs]
+  rows = []
+  try:
+    for shape in args.shapes:
+      for cell_name in args.cells:
+        live = []
+        for w in workers:
+          r = w.ask(cmd="prepare", cell=cell_name, shape=shape)
+          if r["name"]:
+            live.append((w, r))
+        per = {r["name"]: [] for _, r in live}
+        for k in range(args.rounds):
+          for w, r in live[k % len(live) :] + live[: k % len(live)]:
+            per[r["name"]].append(w.ask(cmd="time", target=args.target))
+        results = {}
+        for w, r in live:
+          rs = per[r["name"]]
+          results[r["name"]] = dict(
+            r["facts"],
+            config=RECOMMENDED[w.lib],
+            fwd_ms=statistics.median(x["fwd_ms"] for x in rs),
+            fwdbwd_ms=statistics.median(x["fwdbwd_ms"] for x in rs),
+            fwd_ms_range=[min(x["fwd_ms"] for x in rs), max(x["fwd_ms"] for x in rs)],
+            fwdbwd_ms_range=[min(x["fwdbwd_ms"] for x in rs), max(x["fwdbwd_ms"] for x in rs)],
+            rounds=rs,
+          )
+        rows += annotate(results, info, shape, cell_name)
+        save(args.out, "kernels_cpu_own_process", info, rows, {}, own=True)
+  finally:
+    for w in workers:
+      w.close()
+  return rows
+
+
+# ----------------------------------------------------------------- main
+def save(out, stem, info, rows, long, own=False):
+  """JSON and markdown of ``rows``, written atomically (after every case: partial
+  results survive)."""
+  out.mkdir(parents=True, exist_ok=True)
+  data = dict(machine=info, rows=rows) | ({"long": long} if long else {})
+  io.write_json(out / f"{stem}.json", data)
+  io.atomic_write_text(out / f"{stem}.md", markdown(info, rows, long, own=own))
+
+
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--shapes", nargs="*", default=list(SHAPES), choices=list(SHAPES))
+  ap.add_argument("--shapes", nargs="*", default=list(SHAPES), choices=[*SHAPES, *SMOKE])
   ap.add_argument("--cells", nargs="*", default=list(CELLS), choices=list(CELLS))
   ap.add_argument("--no-long", action="store_true", help="skip the long-sequence memory table")
   ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
@@ -316,112 +579,143 @@ def main(argv=None):
     "over rounds and the range of rnnjax's ratios (default 3)",
   )
   ap.add_argument(
-    "--plain-allocator",
-    action="store_true",
-    help="leave glibc's allocator as it is (default: rj.host.tune_host_allocator(), every peer)",
+    "--target", type=float, default=1.0, help="seconds of timed calls per measurement (default 1)"
   )
+  ap.add_argument(
+    "--own-process",
+    action="store_true",
+    help="each library in its own process, in its recommended configuration "
+    "(kernels_<backend>_own_process.*); default: all in this process (kernels_<backend>.*)",
+  )
+  ap.add_argument(
+    "--tuned-allocator",
+    action="store_true",
+    help="same-process table: rj.host.tune_host_allocator() for every implementation "
+    "(default: glibc's allocator as it is)",
+  )
+  ap.add_argument("--worker", choices=list(RECOMMENDED), help=argparse.SUPPRESS)
+  ap.add_argument(
+    "--min-reps", type=int, default=MIN_REPS, help=f"timed calls at least (default {MIN_REPS})"
+  )
+  ap.add_argument("--peak-n", type=int, default=PEAK_N, help=argparse.SUPPRESS)
   args = ap.parse_args(argv)
+  globals()["MIN_REPS"] = args.min_reps  # _time's default
+  if args.worker:
+    return worker(args.worker)
 
   # before JAX starts its threads, which keep the heap they first allocate from
-  tuned = not args.plain_allocator and rj.host.tune_host_allocator()
-  info = machine()
+  tuned = args.tuned_allocator and not args.own_process and rj.host.tune_host_allocator()
+  info = machine() | env_settings()
   info["host_allocator"] = "tuned" if tuned else "plain"
-  info["matmul_gflops"] = matmul_rate()
+  info["gemm_gflops"] = gemm_peak(args.peak_n)
+  info["peak_n"] = args.peak_n
+  info["peak_gflops"] = info["gemm_gflops"]["peak"]
   info["rounds"] = args.rounds
+  info["min_reps"], info["target_s"] = args.min_reps, args.target
+  info["load_average"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
   print(f"machine: {info}", flush=True)
+  tag = info["backend"]
+  if args.own_process:
+    info["rnnjax_tunes_allocator"] = RNNJAX_TUNES_ALLOCATOR
+    rows = own_process(args, info)
+    info["load_average_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    save(args.out, f"kernels_{tag}_own_process", info, rows, {}, own=True)
+    print("\n" + markdown(info, rows, {}, own=True))
+    return
   rows = []
   for shape in args.shapes:
-    B, T, I, H = SHAPES[shape]
+    B, T, I, H = {**SHAPES, **SMOKE}[shape]
     xs = jax.random.normal(jax.random.key(1), (T, B, I))
     for cell_name in args.cells:
       impls = {}
       for make in (rnnjax_impls, flax_impls, equinox_impls, haiku_impls, cudnn_impls):
         impls.update(make(cell_name, I, H))
-      prepared = {name: jax_prepare(fn, p, xs) for name, (fn, p) in impls.items()}
+      prepared = {}
+      for name, (fn, p) in impls.items():
+        try:
+          prepared[name] = jax_prepare(fn, p, xs)
+        except Exception as e:  # e.g. kernel="ffi" refused for this cell: no row
+          print(f"skip {name} ({cell_name}, {shape}): {type(e).__name__}: {e}", flush=True)
       t = torch_prepare(cell_name, B, T, I, H)
       if t:
         prepared[f"torch nn.{TORCH_NAMES[cell_name]}"] = t
-      results = measure_rounds(prepared, args.rounds)
-      fl = flops(cell_name, B, T, I, H)
-      peers = {k: v for k, v in results.items() if not k.startswith("rnnjax")}
-      best_peer = min(peers, key=lambda k: peers[k]["fwdbwd_ms"]) if peers else None
-      best_fwd = min(peers, key=lambda k: peers[k]["fwd_ms"]) if peers else None
-      for name, r in results.items():
-        r.update(
-          shape=shape,
-          cell=cell_name,
-          impl=name,
-          B=B,
-          T=T,
-          I=I,
-          H=H,
-          gflops=3 * fl / (r["fwdbwd_ms"] / 1e3) / 1e9,
-        )
-        r["matmul_fraction"] = r["gflops"] / info["matmul_gflops"]
-        if best_peer:
-          r["speedup_vs_best_peer"] = results[best_peer]["fwdbwd_ms"] / r["fwdbwd_ms"]
-          r["best_peer"] = best_peer
-          r["fwd_speedup_vs_best_peer"] = results[best_fwd]["fwd_ms"] / r["fwd_ms"]
-          r["best_fwd_peer"] = best_fwd
-          per_round = [  # the ratio within each round, against this best peer
-            (b["fwdbwd_ms"] / a["fwdbwd_ms"], f["fwd_ms"] / a["fwd_ms"])
-            for a, b, f in zip(
-              r["rounds"], results[best_peer]["rounds"], results[best_fwd]["rounds"], strict=True
-            )
-          ]
-          r["speedup_range"] = [min(x for x, _ in per_round), max(x for x, _ in per_round)]
-          r["fwd_speedup_range"] = [min(y for _, y in per_round), max(y for _, y in per_round)]
-        rows.append(r)
-        print(
-          f"{shape:8s} {cell_name:5s} {name:28s} fwd {r['fwd_ms']:9.2f} ms  "
-          f"fwd+bwd {r['fwdbwd_ms']:9.2f} ms  {r['gflops']:6.1f} GFLOP/s  "
-          f"x{r.get('speedup_vs_best_peer', float('nan')):.2f} vs {best_peer}, "
-          f"fwd x{r.get('fwd_speedup_vs_best_peer', float('nan')):.2f} vs {best_fwd}",
-          flush=True,
-        )
-      args.out.mkdir(parents=True, exist_ok=True)  # partial results as we go
-      io.write_json(args.out / f"kernels_{info['backend']}.json", dict(machine=info, rows=rows))
+      results = measure_rounds(prepared, args.rounds, args.target)
+      rows += annotate(results, info, shape, cell_name)
+      save(args.out, f"kernels_{tag}", info, rows, {})  # partial results as we go
   long = {} if args.no_long else {c: long_memory(c) for c in args.cells}
   for c, m in long.items():
     print(f"long {LONG} {c}: peak MiB {m}", flush=True)
-
-  args.out.mkdir(parents=True, exist_ok=True)
-  tag = f"{info['backend']}"
-  io.write_json(args.out / f"kernels_{tag}.json", dict(machine=info, rows=rows, long=long))
-  md = markdown(info, rows, long)
-  io.atomic_write_text(args.out / f"kernels_{tag}.md", md)
-  print("\n" + md)
+  info["load_average_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+  save(args.out, f"kernels_{tag}", info, rows, long)
+  print("\n" + markdown(info, rows, long))
 
 
-def markdown(info, rows, long):
+def _pct(x):
+  return f"{100 * x:.0f}%"
+
+
+def markdown(info, rows, long, own=False):
+  g = info["gemm_gflops"]
+  gemm = ", ".join(f"{k} {v:.0f}" for k, v in g.items() if k != "peak")
+  if own:
+    how = (
+      "Each implementation in a process of its own, in its library's recommended configuration "
+      "(the configuration column), the processes timed one at a time in an order rotated each "
+      f"round; times are medians over {info.get('rounds', 1)} rounds, with the lowest and "
+      "highest round in brackets. rnnjax's process "
+      + ("tunes" if info.get("rnnjax_tunes_allocator") else "leaves")
+      + " glibc's allocator (`rnnjax.host.tune_host_allocator`"
+      + (")" if info.get("rnnjax_tunes_allocator") else " is not called)")
+      + "; no other process changes it."
+    )
+  else:
+    how = (
+      f"Every implementation in one process; host allocator {info.get('host_allocator', 'plain')} "
+      "(`rnnjax.host.tune_host_allocator`, the same for every implementation); times are medians "
+      f"over {info.get('rounds', 1)} rounds (every implementation once a round, in a rotated "
+      "order), and the range is the speed-up's lowest and highest over the rounds."
+    )
   lines = [
     f"Machine: {info['cpu']} ({info['cores']} cores), backend {info['backend']} "
-    f"({info['device']}), jax {info['jax']}; measured XLA matmul rate "
-    f"{info['matmul_gflops']:.0f} GFLOP/s; host allocator "
-    f"{info.get('host_allocator', 'plain')} (`rnnjax.host.tune_host_allocator`, the same for every "
-    "implementation). Speed-ups are against the fastest peer (not rnnjax) of the same shape "
-    f"and cell, fwd+bwd and forward alone; times are medians over {info.get('rounds', 1)} "
-    "rounds (every implementation once a round, in a rotated order), and the range is the "
-    "ratio's lowest and highest over the rounds.",
+    f"({info['device']}), jax {info['jax']}"
+    + (f", torch {info['torch']}" if "torch" in info else "")
+    + f"; {env_line(info)}; load average {info.get('load_average', '?')} at the start"
+    + (f", {info['load_average_end']} at the end" if "load_average_end" in info else "")
+    + f". GEMM peak: a {info.get('peak_n', PEAK_N)}² float32 matmul ran at {gemm} GFLOP/s; peak = "
+    f"{info['peak_gflops']:.0f} GFLOP/s, measured in this run. {how} GFLOP/s counts the "
+    "matmuls (forward 2·T·B·(I+H)·gates·H, forward+backward 3×). Speed-ups are against the "
+    "fastest peer (not rnnjax) of the same shape and cell; above 1, faster.",
     "",
-    "| shape (B,T,I,H) | cell | implementation | fwd ms | fwd+bwd ms | GFLOP/s | "
-    "of matmul rate | compile s | peak MiB | speed-up vs best peer | fwd speed-up | "
-    "range over rounds (fwd+bwd; fwd) |",
-    "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+  ]
+  head = "| shape (B,T,I,H) | cell | implementation |"
+  if own:
+    head += " configuration |"
+  lines += [
+    head + " fwd ms | fwd GFLOP/s | fwd of peak | fwd+bwd ms | GFLOP/s | of peak | "
+    "fwd+bwd speed-up | fwd speed-up | range over rounds (fwd+bwd; fwd) | compile s | peak MiB |",
+    "|---|---|---|"
+    + ("---|" if own else "")
+    + "---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
   ]
   for r in rows:
-    peak = "" if r["peak_mb"] is None else f"{r['peak_mb']:.0f}"
+    peak = "" if r.get("peak_mb") is None else f"{r['peak_mb']:.0f}"
     sp = r.get("speedup_vs_best_peer")
     fsp = r.get("fwd_speedup_vs_best_peer")
     rng = ""
     if "speedup_range" in r and r["impl"] != r["best_peer"]:
       (a, b), (c, d) = r["speedup_range"], r["fwd_speedup_range"]
       rng = f"{a:.2f}–{b:.2f}; {c:.2f}–{d:.2f}"
+    fwd, fb = f"{r['fwd_ms']:.2f}", f"{r['fwdbwd_ms']:.2f}"
+    if "fwd_ms_range" in r:
+      fwd += " ({:.2f}–{:.2f})".format(*r["fwd_ms_range"])
+      fb += " ({:.2f}–{:.2f})".format(*r["fwdbwd_ms_range"])
     lines.append(
       f"| {r['shape']} ({r['B']},{r['T']},{r['I']},{r['H']}) | {r['cell']} | {r['impl']} | "
-      f"{r['fwd_ms']:.2f} | {r['fwdbwd_ms']:.2f} | {r['gflops']:.1f} | "
-      f"{100 * r['matmul_fraction']:.0f}% | {r['compile_s']:.2f} | {peak} | "
-      f"{'' if sp is None else f'{sp:.2f}x'} | {'' if fsp is None else f'{fsp:.2f}x'} | {rng} |"
+      + (f"{r.get('config', '')} | " if own else "")
+      + f"{fwd} | {r['fwd_gflops']:.1f} | {_pct(r['fwd_peak_fraction'])} | "
+      f"{fb} | {r['gflops']:.1f} | {_pct(r['peak_fraction'])} | "
+      f"{'' if sp is None else f'{sp:.2f}x'} | {'' if fsp is None else f'{fsp:.2f}x'} | {rng} | "
+      f"{r.get('compile_s', 0):.2f} | {peak} |"
     )
   if long:
     B, T, I, H = LONG

@@ -28,7 +28,6 @@ Without a GPU it says so and exits with status 0 (interpret mode is no timing).
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import time
@@ -40,10 +39,11 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench_kernels import _time, cudnn_impls, machine  # the same timer, peer, machine
+from bench_kernels import _time, cudnn_impls, env_settings, machine  # the same timer, peer
 
 import rnnjax as rj
 from rnnjax._src import pallas_rnn
+from rnnjax.apps import io
 
 # ----------------------------------------------------------------- configuration
 SHAPES = {  # name: (B, T, I, H)
@@ -56,7 +56,11 @@ RUNS = [  # (cell, dtype): the LSTM first, it is the priority
   ("lstm", "float32"),
   ("lstm", "bfloat16"),
   ("gru", "float32"),
+  ("gru", "bfloat16"),
 ]
+SMOKE_SHAPES = {"tiny": (2, 6, 4, 8)}  # --smoke: any backend, interpret mode off a GPU
+SMOKE_CHECK = (5, 3, 3, 8)
+SMOKE_RUNS = [("gru", "bfloat16")]  # the check above runs the LSTM in float32
 CHECK = (50, 3, 20, 48)  # T, B, I, H of the on-GPU correctness check (H pads to 64)
 CHECK_TOL = {"float32": 2e-2}  # ‖Δ‖/‖ref‖; TF32 matmuls on both sides
 RESIDENT_MAX = 256 * 1024  # bytes of w_h up to which both residency choices are timed
@@ -78,15 +82,17 @@ def rel_err(a, b):
   return max(errs)
 
 
-def check_all():
-  """Pallas against XLA on the GPU, every supported cell, lengths and reverse."""
-  T, B, I, H = CHECK
+def check_all(dims=CHECK, only=None, plain_only=False):
+  """Pallas against XLA on the GPU, every supported cell (or those named in
+  ``only``), lengths and reverse (unless ``plain_only``)."""
+  T, B, I, H = dims
   cells = {
     "lstm": rj.lstm(H),
     "gru-before": rj.gru(H),
     "gru-after": rj.gru(H, reset="after"),
     "elman": rj.elman(H),
   }
+  cells = {k: v for k, v in cells.items() if only is None or k in only}
   lengths = jnp.array([T, T // 2, 1])
   rows = []
   for i, (name, cell) in enumerate(cells.items()):
@@ -96,7 +102,7 @@ def check_all():
     carry0 = jax.tree.map(
       lambda c, k=k3: 0.3 * jax.random.normal(k, c.shape), cell.initial_carry((B,))
     )
-    for opts in ({}, {"lengths": lengths, "reverse": True}):
+    for opts in ({},) if plain_only else ({}, {"lengths": lengths, "reverse": True}):
 
       def loss(p, x, c0, kernel, cell=cell, opts=opts):
         carry, ys = rj.scan(cell, p, x, c0, kernel=kernel, **opts)
@@ -214,9 +220,18 @@ def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--quick", action="store_true", help="the latency shape only")
   ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+  ap.add_argument(
+    "--budget", type=float, default=BUDGET_S, help="seconds after which no new shape starts"
+  )
+  ap.add_argument(
+    "--smoke",
+    action="store_true",
+    help="a dry run at a tiny shape on any backend (Pallas in interpret mode off a GPU): "
+    "checks that the script runs, measures nothing worth keeping",
+  )
   args = ap.parse_args(argv)
 
-  if not has_gpu():
+  if not has_gpu() and not args.smoke:
     print(
       f"bench_pallas: no GPU (JAX's backend is {jax.default_backend()!r}); the Pallas "
       f"kernel runs here only in interpret mode, which is no timing. Nothing measured; "
@@ -225,26 +240,30 @@ def main(argv=None):
     return 0
 
   start = time.perf_counter()
-  info = machine()
+  info = machine() | env_settings()
+  if args.smoke:
+    info["smoke"] = True
   print(f"machine: {info}", flush=True)
   tag = device_tag(info)
   args.out.mkdir(parents=True, exist_ok=True)
-  checks = check_all()
+  shapes_by_name = SMOKE_SHAPES if args.smoke else SHAPES
+  checks = check_all(SMOKE_CHECK, only=("lstm",), plain_only=True) if args.smoke else check_all()
+  runs = SMOKE_RUNS if args.smoke else RUNS
   rows = []
-  shapes = ["latency"] if args.quick else list(SHAPES)
+  shapes = ["latency"] if args.quick and not args.smoke else list(shapes_by_name)
 
   def save():
     data = dict(machine=info, checks=checks, rows=rows, auto_wins=auto_wins(rows))
-    (args.out / f"pallas_{tag}.json").write_text(json.dumps(data, indent=1))
-    (args.out / f"pallas_{tag}.md").write_text(markdown(info, checks, rows))
+    io.write_json(args.out / f"pallas_{tag}.json", data)
+    io.atomic_write_text(args.out / f"pallas_{tag}.md", markdown(info, checks, rows))
 
   for shape in shapes:
-    if time.perf_counter() - start > BUDGET_S:
-      print(f"time budget ({BUDGET_S:.0f} s) spent; skipping {shape}", flush=True)
+    if rows and time.perf_counter() - start > args.budget:  # one shape at least
+      print(f"time budget ({args.budget:.0f} s) spent; skipping {shape}", flush=True)
       continue
-    B, T, I, H = SHAPES[shape]
+    B, T, I, H = shapes_by_name[shape]
     xs = jax.random.normal(jax.random.key(1), (T, B, I))
-    for cell_name, dtype in RUNS:
+    for cell_name, dtype in runs:
       impls, default = jax_impls(cell_name, dtype, B, I, H)
       results = {}
       for name, (fn, p) in impls.items():

@@ -29,6 +29,8 @@ import jax.numpy as jnp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_kernels import (
   _peak_bytes,  # XLA's compiled temporary memory
+  env_line,
+  env_settings,  # thread counts and flags, stored beside the figures
   machine,  # the same machine description as the kernel tables
 )
 
@@ -48,7 +50,7 @@ def _time(fn, *args, reps=3):
   return statistics.median(times), out
 
 
-def main():
+def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--T", type=int, nargs="*", default=[1000, 10000, 100000])
   ap.add_argument("--H", type=int, nargs="*", default=[1, 8, 32, 128])
@@ -59,11 +61,12 @@ def main():
   ap.add_argument(
     "--memory", action="store_true", help="only XLA's compiled temporary memory, per method"
   )
-  args = ap.parse_args()
+  args = ap.parse_args(argv)
   if args.memory:
     return memory(args)
   rows, skipped = [], []
-  I = 4
+  info = machine() | env_settings()
+  args.out.mkdir(parents=True, exist_ok=True)
   for T in args.T:
     for H in args.H:
       for B in args.B:
@@ -83,10 +86,10 @@ def main():
               cell, p, x, method=method, fallback="none"
             )[1:]
           )
-          t, (_, info) = _time(par, params, xs, reps=args.reps)
+          t, (_, pinfo) = _time(par, params, xs, reps=args.reps)
           row[f"{method}_ms"] = 1e3 * t
-          row[f"{method}_iters"] = int(info.iterations)
-          row[f"{method}_converged"] = bool(info.converged)
+          row[f"{method}_iters"] = int(pinfo.iterations)
+          row[f"{method}_converged"] = bool(pinfo.converged)
 
         def loss_seq(p, x, cell=cell):
           return jnp.sum(rj.scan(cell, p, x)[1] ** 2)
@@ -99,13 +102,22 @@ def main():
           row["deer_fwd_bwd_ms"] = 1e3 * _time(jax.jit(jax.grad(loss_par)), params, xs)[0]
         rows.append(row)
         print(row, flush=True)
-  info = machine()
+        write(args, info, rows, skipped)  # partial results survive a time limit
+  write(args, info, rows, skipped)
+
+
+I = 4  # input size
+
+
+def write(args, info, rows, skipped):
+  """``parallel_<backend>.{json,md}`` in ``args.out``, atomically."""
   io.write_json(
     args.out / f"parallel_{info['backend']}.json", dict(machine=info, rows=rows, skipped=skipped)
   )
   md = [
     f"Machine: {info['cpu']} ({info['cores']} cores), backend {info['backend']} "
-    f"({info['device']}), jax {info['jax']}; float32; GRU as initialised, x ~ 0.1·N(0,1), "
+    f"({info['device']}), jax {info['jax']}; {env_line(info)}; float32; "
+    "GRU as initialised, x ~ 0.1·N(0,1), "
     f"I = {I}; medians of {args.reps} after a warm-up; `python benchmarks/bench_parallel.py`.",
     "Speed-up = rj.scan's time / the method's (> 1: parallel wins).",
     "",
@@ -129,7 +141,6 @@ def main():
     md += ["", "DEER and ELK skipped (their Jacobians alone would pass the memory budget):"]
     md += [f"- T={s['T']}, H={s['H']}, B={s['B']}: {s['jacobian_gb']:.1f} GB" for s in skipped]
   io.atomic_write_text(args.out / f"parallel_{info['backend']}.md", "\n".join(md) + "\n")
-  print("\n".join(md))
 
 
 def memory(args):

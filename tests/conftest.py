@@ -23,6 +23,11 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 # run by `make test-slow`; CI runs both. Each entry says what keeps its subject
 # covered in the fast suite. A node id without brackets covers every parameter.
 SLOW = {
+  # benchmarks/gpu_suite.sh's dry run: three processes, the Pallas kernel compiled in
+  # interpret mode; its flags stay checked in the fast suite
+  "tests/test_benchmarks.py::test_gpu_suite_smoke_runs_both_stages": (
+    "test_gpu_suite_is_valid_bash_and_passes_only_flags_the_scripts_take"
+  ),
   # learning demonstrations: they train until a model has learnt something
   "tests/test_demo.py::test_demo_learns_and_writes_summary": "test_cli_visualize's run",
   "tests/test_models.py::test_seq2seq_generalises_to_held_out_strings_of_every_length": "",

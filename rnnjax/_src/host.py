@@ -6,14 +6,28 @@ every block above its mmap threshold (at most 32 MiB by default), or above
 page-faults all of it in again. `tune_host_allocator` keeps such blocks on
 the one main heap and the heap from being trimmed, so the pages are faulted
 in once per process. What it buys on the benchmark machine is measured in
-``benchmarks/results/profile_cpu.md``.
+``benchmarks/results/profile_cpu.md``; what each of its settings buys rnnjax and
+costs a PyTorch in the same process, in ``benchmarks/results/allocator_cpu.md``.
+It is opt-in and no part of rnnjax's recommended configuration (issue 24).
+
+`lapack_threads` limits OpenBLAS's threads around rnnjax's LAPACK-heavy calls
+(the Lyapunov spectrum's QR every step); `rnnjax.jacobian` applies it itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
+import functools
+import os
 import sys
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import jax
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 _M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
 _M_MMAP_THRESHOLD = -3
@@ -36,7 +50,20 @@ def tune_host_allocator(mmap_threshold: int = 1 << 30, trim_threshold: int = 2**
   cost: the process keeps its peak heap, and its threads share one heap. No
   result changes. Call it once, before JAX's first computation (or
   ``jax.devices()``): the threads JAX starts then keep the heap they first
-  allocate from. The ``rnnjax`` command and the benchmarks call it first.
+  allocate from.
+
+  It is process-wide: every library in the process gets the same allocator.
+  Issue 24 measured PyTorch in the same process slower with it (on a quiet
+  2-core machine, its LSTM at (B, T, H) = (1, 1000, 128) 12.7 -> 16.8 ms and
+  its GRU 127 -> 216 ms, forward+backward), and glibc offers no per-library
+  setting, nor XLA's CPU runtime an allocator of its own. So it is opt-in:
+  rnnjax's recommended configuration and its benchmark tables leave the
+  allocator as it is, and the own-process kernel table is measured without it. Call it in a
+  process that runs rnnjax alone (the ``rnnjax`` command does); the LSTM's
+  forward+backward at (32, 100, 256) took 48.3 and 50.8 ms with it against
+  63.7 and 63.6 ms without (``benchmarks/results/profile_cpu.md``).
+  ``benchmarks/bench_allocator.py`` measures each setting alone and together,
+  rnnjax and PyTorch in one process (``benchmarks/results/allocator_cpu.md``).
 
   Args:
     mmap_threshold: bytes; blocks at least this large are still mapped.
@@ -74,3 +101,90 @@ def tune_host_allocator(mmap_threshold: int = 1 << 30, trim_threshold: int = 2**
     (_M_TRIM_THRESHOLD, trim_threshold),
   )
   return all([bool(mallopt(param, value)) for param, value in settings])
+
+
+# ----------------------------------------------------------------- OpenBLAS's threads
+# (getter, setter) pairs, as the builds in NumPy's and SciPy's wheels and plain
+# OpenBLAS name them; the first pair a library has is used.
+_OPENBLAS_SYMBOLS = (
+  ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+  ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
+  ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
+  ("openblas_get_num_threads", "openblas_set_num_threads"),
+)
+
+
+def _loaded_openblas() -> list[tuple[str, Any, Any]]:
+  """(path, get, set) of every OpenBLAS library loaded in this process (Linux:
+  read from ``/proc/self/maps``; elsewhere none)."""
+  try:
+    with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+      paths = {line.split(None, 5)[-1].strip() for line in f if "openblas" in line.lower()}
+  except OSError:
+    return []
+  out = []
+  for path in sorted(p for p in paths if p.startswith("/") and ".so" in p):
+    try:
+      lib = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0) | ctypes.RTLD_GLOBAL)
+    except OSError:
+      continue
+    for get_name, set_name in _OPENBLAS_SYMBOLS:
+      if hasattr(lib, get_name) and hasattr(lib, set_name):
+        get, put = getattr(lib, get_name), getattr(lib, set_name)
+        get.argtypes, get.restype = (), ctypes.c_int
+        put.argtypes, put.restype = (ctypes.c_int,), None
+        out.append((path, get, put))
+        break
+  return out
+
+
+@contextlib.contextmanager
+def lapack_threads(n: int = 1) -> Iterator[list[tuple[str, int]]]:
+  """Run the block with every loaded OpenBLAS library (SciPy's, which JAX calls
+  for LAPACK on CPU, and NumPy's) limited to ``n`` threads; restore each one's
+  count after it.
+
+  A loop of small LAPACK calls (a QR or a Cholesky per step) runs fastest on one
+  thread: OpenBLAS's pool, which starts one thread per core, otherwise wakes and
+  competes with XLA's for the cores at every call. Where the environment sets
+  ``OPENBLAS_NUM_THREADS``, that choice is kept and nothing is changed.
+  Process-wide while the block runs (OpenBLAS has one count per library), so
+  NumPy or SciPy calls made in other threads meanwhile run with ``n`` too; no
+  result changes.
+
+  Yields:
+    ``[(library path, count before)]`` for each library changed (empty where
+    none is loaded, the environment chose, or the platform is not Linux).
+  """
+  if os.environ.get("OPENBLAS_NUM_THREADS"):
+    yield []
+    return
+  with contextlib.suppress(ImportError):  # JAX's CPU LAPACK is SciPy's: load it first
+    import scipy.linalg.cython_lapack  # type: ignore[import-untyped]  # noqa: F401
+  changed = []
+  try:
+    for path, get, put in _loaded_openblas():
+      before = get()
+      if before > n:
+        put(n)
+        changed.append((path, before, put))
+    yield [(path, before) for path, before, _ in changed]
+  finally:
+    for _, before, put in reversed(changed):
+      put(before)
+
+
+def lapack_single_threaded(fn: F) -> F:
+  """``fn`` run under `lapack_threads` (1) and waited for, when called with
+  concrete arrays on CPU; called as it is inside a trace (``jit``, ``grad``,
+  ``vmap``), where nothing runs yet, and on other backends."""
+
+  @functools.wraps(fn)
+  def wrapper(*args: Any, **kwargs: Any) -> Any:
+    leaves = jax.tree_util.tree_leaves((args, kwargs))
+    if jax.default_backend() != "cpu" or any(isinstance(x, jax.core.Tracer) for x in leaves):
+      return fn(*args, **kwargs)
+    with lapack_threads(1):
+      return jax.block_until_ready(fn(*args, **kwargs))
+
+  return wrapper  # type: ignore[return-value]

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from rnnjax._src import arguments, state
+from rnnjax._src import arguments, host, state
 from rnnjax._src import scan as scan_mod
 from rnnjax._src.activations import Activation
 from rnnjax._src.cells import base
@@ -231,6 +231,7 @@ def step_jacobians(
   return jax.vmap(lambda c, x: rule(params, c, x))(prevs, xs)
 
 
+@host.lapack_single_threaded  # OpenBLAS on one thread while it runs
 @jax.jit
 def norms(Js: Array) -> dict[str, Array]:
   """Per-step spectral (largest singular value) and Frobenius norms.
@@ -410,6 +411,7 @@ def gradient_norms_vs_lag(
   return m * jnp.linalg.norm(grads / jnp.where(m > 0, m, 1.0)[:, None], axis=-1)
 
 
+@host.lapack_single_threaded  # OpenBLAS on one thread while it runs
 @jax.jit
 def log_product_norms(Js: Array) -> Array:
   """``log ‖J_T J_{T-1} ⋯ J_{k+1}‖₂`` for k = T−1 .. 0, i.e. lags 1..T: ``[T]``.
@@ -502,6 +504,7 @@ def product_norm_power(
 # ----------------------------------------------------------------- spectra
 
 
+@host.lapack_single_threaded  # OpenBLAS on one thread while it runs
 @jax.jit
 def log_singular_values(Js: Array) -> Array:
   """Log singular values of the product ``J_T ⋯ J_1``, descending.
@@ -528,6 +531,7 @@ def log_singular_values(Js: Array) -> Array:
   return logscale + jnp.log(jnp.linalg.svd(P, compute_uv=False))
 
 
+@host.lapack_single_threaded  # OpenBLAS on one thread while it runs
 def window_spectra(Js: Array, window: int) -> Array:
   """Log singular values of the products over consecutive windows.
 
@@ -636,6 +640,7 @@ def _householder_qr_rows(Zt: Array) -> tuple[Array, Array]:
   return Q.T, logd
 
 
+@host.lapack_single_threaded  # OpenBLAS on one thread while it runs
 @partial(jax.jit, static_argnums=(0, 4), static_argnames=("k", "transient", "qr_every", "qr"))
 def lyapunov_spectrum(
   cell: Cell,
