@@ -43,7 +43,9 @@ def reference(variant, p, xs, h, c, a=None):
     def pre(k, x=x, h=h, a=a):
       wx, wh, b = W[k]
       z = x @ wx + h @ wh + b[None]
-      if variant == "FGR" and k != "g":  # R_{g'g} a_{t-1}: rows (i, f, o) of t-1, columns (i, f, o) of t
+      if (
+        variant == "FGR" and k != "g"
+      ):  # R_{g'g} a_{t-1}: rows (i, f, o) of t-1, columns (i, f, o) of t
         col = "ifo".index(k)
         z = z + a @ p.w_r[:, col * H : (col + 1) * H]
       return z
@@ -224,7 +226,7 @@ def test_bad_variant_names_the_choices():
 
 
 def test_hint_speed_path_is_used():
-  """The MatmulStep hint is compiled: the cell has the recurrent-gradient rule, and
+  """The BackwardRows hint is compiled: the cell has the recurrent-gradient rule, and
   scan(backward='bptt') runs it (equal to autodiff, checked above)."""
   cell = rj.greff_lstm(H, "FGR")
   assert cell.compiled.recurrent_grads is not None

@@ -34,10 +34,19 @@ that the variant has, in the order (i, f, g, o) with the absent gates left out
 peepholes ``w_c: [mH]`` are those of the present gates among (i, f, o)
 (``None`` for ``NP``); ``w_r`` is ``None`` but for ``FGR``.
 
-The speed hint is `rnnjax.MatmulStep`: the projection ``x w_x + b`` runs once
-over all ``T·B`` rows and ``dw_h`` is one matmul over all rows; the rest of each
-step's backward is ``jax.vjp`` of the gate math (the peepholes' and, in FGR,
-``w_r``'s gradients are summed per step).
+The speed hint is `rnnjax.BackwardRows`, as `rnnjax.lstm`: the projection
+``x w_x + b`` runs once over all ``T·B`` rows, each step's backward is written
+out below, and the weights the recurrence reads get their gradients over all
+rows at once from the gate pre-activations' gradients ``dz: [N, kH]``::
+
+    dz_k = ∂L/∂(pre-activation of block k)           (σ', tanh' or 1 for NIAF's g)
+    dc_t = dc_t(from t+1) + dh_t ⊙ o ⊙ s'(c_t) + dz_o ⊙ p_o,   s = tanh (NOAF: s(c) = c)
+    di = dc_t ⊙ g (+ ∂L/∂i_t from a_t in FGR);  df = dc_t ⊙ c_{t-1} (CIFG: df − di)
+    dc_{t-1} = dc_t ⊙ f + dz_i ⊙ p_i + dz_f ⊙ p_f;   dh_{t-1} = dz w_hᵀ
+    dw_h = H_prevᵀ dZ;  dp_i = Σ dz_i ⊙ c_{t-1},  dp_f = Σ dz_f ⊙ c_{t-1},  dp_o = Σ dz_o ⊙ c_t
+    FGR: da_{t-1} = [dz_i | dz_f | dz_o] w_rᵀ;  dw_r = A_prevᵀ [dZ_i | dZ_f | dZ_o]
+
+`rnnjax.check_cell` holds this backward to ``jax.vjp`` of the step, in float64.
 """
 
 from __future__ import annotations
@@ -52,7 +61,7 @@ from rnnjax._src import init as inits
 from rnnjax._src.cells import base
 from rnnjax._src.cells.lstm import LSTMCarry
 from rnnjax._src.custom import build
-from rnnjax._src.hints import MatmulStep
+from rnnjax._src.hints import BackwardRows
 from rnnjax._src.typing import Array, DType
 
 __all__ = ["GREFF_VARIANTS", "GreffFGRCarry", "GreffLSTMParams", "greff_blocks", "greff_lstm"]
@@ -137,8 +146,8 @@ def greff_lstm(
     param_dtype: storage dtype of the params.
 
   Returns:
-    A `rnnjax.Cell` (from `rnnjax.custom_cell`, with a `rnnjax.MatmulStep`
-    hint) with params `GreffLSTMParams` and carry ``rnnjax.LSTMCarry(h, c)``
+    A `rnnjax.Cell` (from `rnnjax.custom_cell`, with a hand-written
+    `rnnjax.BackwardRows` hint) with params `GreffLSTMParams` and carry ``rnnjax.LSTMCarry(h, c)``
     (`GreffFGRCarry` for ``FGR``). Init as `rnnjax.peephole_lstm`: LeCun-normal
     ``w_x``, block-orthogonal ``w_h``, peepholes and ``w_r`` at zero.
 
@@ -186,45 +195,132 @@ def greff_lstm(
 
   project = base.affine_projection(None)
 
-  def update(
-    params: GreffLSTMParams, carry: LSTMCarry | GreffFGRCarry, zx: Array, zh: Array
-  ) -> tuple[LSTMCarry | GreffFGRCarry, Array]:
+  Carry = LSTMCarry | GreffFGRCarry
+
+  def peephole(params: GreffLSTMParams, name: str, like: Array) -> Array:
+    """``p_name: [..., H]`` shaped like ``like``."""
+    assert params.w_c is not None
+    n = peeps.index(name)
+    return base.row(params.w_c[n * H : (n + 1) * H], like)
+
+  def cell_math(params: GreffLSTMParams, carry: Carry, z: Array) -> tuple[Carry, dict[str, Array]]:
+    """The step given ``z = x w_x + h_{t-1} w_h + b: [..., kH]``: the new carry and
+    the activations of the gates that have blocks (``blocks``)."""
     h, c = carry[0], carry[1]
-    z = zx + zh  # [..., kH]  blocks as greff_blocks(variant)
+    a_prev = carry.a if isinstance(carry, GreffFGRCarry) else None  # FGR: [..., 3H]
     pre = {name: z[..., n * H : (n + 1) * H] for n, name in enumerate(blocks)}
-    if fgr:
+    if a_prev is not None:
       assert params.w_r is not None
-      za = carry[2] @ params.w_r  # [..., 3H]  a_{t-1} w_r, to (i, f, o)
+      za = a_prev @ params.w_r  # [..., 3H]  a_{t-1} w_r, to (i, f, o)
       for n, name in enumerate("ifo"):
         pre[name] = pre[name] + za[..., n * H : (n + 1) * H]
-
-    def peep(name: str, state: Array) -> Array:
-      if name not in peeps:
-        return jnp.zeros_like(state)
-      assert params.w_c is not None
-      n = peeps.index(name)
-      return base.row(params.w_c[n * H : (n + 1) * H], state) * state
-
-    one = jnp.ones_like(c)
-    f = jax.nn.sigmoid(pre["f"] + peep("f", c)) if "f" in blocks else one
-    if variant == "CIFG":
-      i = 1.0 - f  # the coupled gate
-    else:
-      i = jax.nn.sigmoid(pre["i"] + peep("i", c)) if "i" in blocks else one
-    g = pre["g"] if variant == "NIAF" else jnp.tanh(pre["g"])
-    c_new = f * c + i * g
-    o = jax.nn.sigmoid(pre["o"] + peep("o", c_new)) if "o" in blocks else one
-    h_new = (o * (c_new if variant == "NOAF" else jnp.tanh(c_new))).astype(h.dtype)
+    for name in "if":
+      if name in peeps:
+        pre[name] = pre[name] + peephole(params, name, c) * c  # p ⊙ c_{t-1}
+    act: dict[str, Array] = {}
+    if "f" in blocks:
+      act["f"] = jax.nn.sigmoid(pre["f"])
+    if "i" in blocks:
+      act["i"] = jax.nn.sigmoid(pre["i"])
+    act["g"] = pre["g"] if variant == "NIAF" else jnp.tanh(pre["g"])
+    f = act.get("f", 1.0)
+    i = 1.0 - act["f"] if variant == "CIFG" else act.get("i", 1.0)  # CIFG: i = 1 − f
+    c_new = f * c + i * act["g"]
+    if "o" in blocks:
+      z_o = pre["o"] + (peephole(params, "o", c_new) * c_new if "o" in peeps else 0.0)
+      act["o"] = jax.nn.sigmoid(z_o)  # p_o ⊙ c_t
+    s_new = c_new if variant == "NOAF" else jnp.tanh(c_new)
+    h_new = (act["o"] * s_new if "o" in act else s_new).astype(h.dtype)
     c_new = c_new.astype(c.dtype)
-    if fgr:
-      a = jnp.concatenate([i, f, o], axis=-1).astype(carry[2].dtype)
-      return GreffFGRCarry(h_new, c_new, a), h_new
-    return LSTMCarry(h_new, c_new), h_new
+    if a_prev is not None:
+      a = jnp.concatenate([i * jnp.ones_like(c_new), f * jnp.ones_like(c_new), act["o"]], -1)
+      return GreffFGRCarry(h_new, c_new, a.astype(a_prev.dtype)), act
+    return LSTMCarry(h_new, c_new), act
 
-  def step(
-    params: GreffLSTMParams, carry: LSTMCarry | GreffFGRCarry, x: Array
-  ) -> tuple[LSTMCarry | GreffFGRCarry, Array]:
-    return update(params, carry, project(params, x), carry[0] @ params.w_h)
+  def step(params: GreffLSTMParams, carry: Carry, x: Array) -> tuple[Carry, Array]:
+    new, _ = cell_math(params, carry, project(params, x) + carry[0] @ params.w_h)
+    return new, new[0]
+
+  def forward(params: GreffLSTMParams, carry: Carry, zx: Array) -> tuple[Carry, Array, Array]:
+    new, act = cell_math(params, carry, zx + carry[0] @ params.w_h)
+    return new, new[0], jnp.concatenate([act[k] for k in blocks], axis=-1)  # [B, kH]
+
+  def backward(
+    params: GreffLSTMParams, prev: Carry, carry: Carry, acts: Array, d: Carry, dy: Array
+  ) -> tuple[Carry, Array, Array]:
+    act = {name: acts[..., n * H : (n + 1) * H] for n, name in enumerate(blocks)}
+    c_prev, c = prev[1], carry[1]
+    dh = d[0] + dy  # y = h
+    s = c if variant == "NOAF" else jnp.tanh(c)
+    da = d.a if isinstance(d, GreffFGRCarry) else None  # FGR: ∂L/∂a_t, a_t = [i | f | o]
+    dact: dict[str, Array] = {}
+    if da is not None:
+      for n, name in enumerate("ifo"):
+        dact[name] = da[..., n * H : (n + 1) * H]
+    dpre: dict[str, Array] = {}
+    if "o" in act:
+      o = act["o"]
+      do = dh * s + dact.get("o", 0.0)  # h = o ⊙ s(c)
+      dpre["o"] = do * o * (1.0 - o)  # σ'
+      dc = d[1] + dh * o * (1.0 if variant == "NOAF" else 1.0 - s * s)
+      if "o" in peeps:
+        dc = dc + dpre["o"] * peephole(params, "o", c)  # through p_o ⊙ c_t
+    else:
+      dc = d[1] + dh * (1.0 if variant == "NOAF" else 1.0 - s * s)
+    g = act["g"]
+    f = act.get("f", 1.0)
+    i = 1.0 - act["f"] if variant == "CIFG" else act.get("i", 1.0)
+    di = dc * g + dact.get("i", 0.0)  # c = f c_prev + i g
+    df = dc * c_prev + dact.get("f", 0.0)
+    dg = dc * i
+    if variant == "CIFG":
+      df = df - di  # i = 1 − f
+    if "i" in act:
+      dpre["i"] = di * act["i"] * (1.0 - act["i"])
+    if "f" in act:
+      dpre["f"] = df * act["f"] * (1.0 - act["f"])
+    dpre["g"] = dg if variant == "NIAF" else dg * (1.0 - g * g)
+    dc_prev = dc * f
+    for name in "if":
+      if name in peeps:
+        dc_prev = dc_prev + dpre[name] * peephole(params, name, c_prev)  # p ⊙ c_{t-1}
+    dz = jnp.concatenate([dpre[k] for k in blocks], axis=-1)  # [B, kH]
+    dh_prev = dz @ params.w_h.T.astype(dz.dtype)  # dh_{t-1} = dz w_hᵀ
+    if isinstance(prev, GreffFGRCarry):
+      assert params.w_r is not None
+      da_prev = jnp.concatenate([dpre[k] for k in "ifo"], -1) @ params.w_r.T  # through a w_r
+      return GreffFGRCarry(dh_prev, dc_prev, da_prev), dz, dz
+    return LSTMCarry(dh_prev, dc_prev), dz, dz  # dzh = dzx = dz
+
+  def recurrent_grads(
+    params: GreffLSTMParams, prev: Carry, acts: Array, dz: Array
+  ) -> dict[str, Array]:
+    """Over all N rows: ``dw_h = H_prevᵀ dZ``; the peepholes' ``Σ dz_k ⊙ c``
+    (``c_{t-1}`` for i and f, ``c_t`` for o); FGR's ``dw_r = A_prevᵀ [dZ_i|dZ_f|dZ_o]``."""
+    blk = {name: dz[..., n * H : (n + 1) * H] for n, name in enumerate(blocks)}
+    out = {"w_h": prev[0].T @ dz}
+    if peeps:
+      c_prev = prev[1]
+      cols = []
+      for name in peeps:
+        if name == "o":  # c_t, recomputed from the residual activations
+          f = (
+            acts[..., blocks.index("f") * H : (blocks.index("f") + 1) * H] if "f" in blocks else 1.0
+          )
+          g = acts[..., blocks.index("g") * H : (blocks.index("g") + 1) * H]
+          if variant == "CIFG":
+            i = 1.0 - f
+          elif "i" in blocks:
+            i = acts[..., blocks.index("i") * H : (blocks.index("i") + 1) * H]
+          else:
+            i = 1.0
+          cols.append(jnp.sum(blk["o"] * (f * c_prev + i * g), axis=0))
+        else:
+          cols.append(jnp.sum(blk[name] * c_prev, axis=0))
+      out["w_c"] = jnp.concatenate(cols)
+    if isinstance(prev, GreffFGRCarry):
+      out["w_r"] = prev.a.T @ jnp.concatenate([blk[k] for k in "ifo"], -1)
+    return out
 
   cell = build(
     init,
@@ -232,7 +328,8 @@ def greff_lstm(
     initial_carry,
     name="greff_lstm",
     what=what,
-    fast=MatmulStep("w_h", update, project=project),
+    fast=BackwardRows(forward, backward, recurrent_grads, project, rows_are_dzx=True),
+    recurrent_weight="w_h",
     input_weight="w_x",
     output_size=H,
   )
