@@ -607,6 +607,19 @@ def chart_irnn(d: dict[str, Any] | None = None, path: Path | None = None) -> Pat
     )
   ax.axhline(d["baseline"], color="0.5", ls="--", lw=0.8, label=f"baseline {d['baseline']:.3f}")
   ax.set_yscale("log")
+  top = 10.0  # a ReLU RNN's loss can spike; show the spikes' size in words, not the axis
+  spikes = [(v, n, r) for r in d["runs"] for n, v in r["curve"] if v is not None and v > top]
+  if spikes:
+    v, n, r = max(spikes, key=lambda s: s[0])
+    ax.set_ylim(top=top)
+    ax.annotate(
+      f"{r['model']} seed {r['seed']}: {v:.1e} at step {n} (clipped)",
+      xy=(n, top),
+      xytext=(0.35, 0.93),
+      textcoords="axes fraction",
+      fontsize=7,
+      arrowprops=dict(arrowstyle="->", lw=0.6),
+    )
   ax.set_xlabel("training step")
   ax.set_ylabel("test MSE (log)")
   ax.set_title(
