@@ -22,6 +22,7 @@ import argparse
 import math
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,12 @@ METRIC = {"charlm": "validation bits/char", "adding": "test MSE (T=100)"}
 # ------------------------------------------------------------------ the two tasks
 
 
+@partial(jax.jit, static_argnums=(0, 1))
+def _evaluate(loss: Any, cell: rj.Cell, p: dict[str, Any], data: Any) -> jax.Array:
+  """``loss(cell, p, data)``, compiled once per (task, cell) and reused across seeds."""
+  return loss(cell, p, data)
+
+
 class CharTask:
   """Embedding -> cell -> softmax over the vocabulary, windows of the corpus, zero carry."""
 
@@ -103,7 +110,7 @@ class CharTask:
     return np.stack([self.train[s : s + T + 1] for s in starts], axis=1)  # [T+1, B]
 
   def evaluate(self, cell: rj.Cell, p: dict[str, Any]) -> float:
-    return float(jax.jit(self.loss, static_argnums=0)(cell, p, self.val)) / math.log(2)
+    return float(_evaluate(self.loss, cell, p, self.val)) / math.log(2)
 
 
 class AddingTask:
@@ -132,7 +139,7 @@ class AddingTask:
     return rj.tasks.adding(key, ADDING["batch"], ADDING["T"])
 
   def evaluate(self, cell: rj.Cell, p: dict[str, Any]) -> float:
-    return float(jax.jit(self.loss, static_argnums=0)(cell, p, self.test))
+    return float(_evaluate(self.loss, cell, p, self.test))
 
 
 # ------------------------------------------------------------------ one run
