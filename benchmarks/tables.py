@@ -487,6 +487,137 @@ def parallel_outlook_cpu() -> str:
   )
 
 
+# ------------------------------------------------------------- paper reproductions
+
+
+def _num(v: Any, digits: int = 3) -> str:
+  """A number, or a ``{"mean", "std"}`` summary as ``mean ± std``."""
+  if isinstance(v, dict):
+    return f"{v['mean']:.{digits}f} ± {v['std']:.{digits}f}"
+  return "–" if v is None else f"{v:.{digits}f}"
+
+
+def _machine(m: Any) -> str:
+  if isinstance(m, dict):
+    return (
+      f"{m.get('cpu', m.get('device', '?'))} ({m.get('cores', '?')} cores, {m.get('backend', '?')})"
+    )
+  return str(m)
+
+
+def _provenance(d: dict[str, Any]) -> str:
+  return f"Command: `{d['command']}`. Machine: {_machine(d['machine'])}. Seeds: {d['seeds']}."
+
+
+def _p(p: float | None) -> str:
+  return "–" if p is None else f"{p:.3f}"
+
+
+GREFF_ORDER = ("V", "NIG", "NFG", "NOG", "NIAF", "NOAF", "NP", "CIFG", "FGR")
+"""The paper's order of the variants (the stored JSON's keys are sorted)."""
+
+
+def _variants(rows: dict[str, Any]) -> list[str]:
+  return [v for v in GREFF_ORDER if v in rows]
+
+
+def greff2017() -> str:
+  d = load("papers/greff2017.json")
+  t = d["table"]
+  tasks = [k for k in ("charlm", "adding") if k in t]
+  rows = []
+  for v in _variants(t[tasks[0]]):
+    row = [v]
+    for task in tasks:
+      r = t[task][v]
+      digits = 3 if task == "charlm" else 4
+      spread = (
+        f"{r['metric']['mean']:.{digits}f} ± {r['metric']['std']:.{digits}f} "
+        f"({r['steps']['mean']:.0f} steps)"
+      )
+      row += [
+        spread,
+        "–" if v == "V" else f"{r['delta_vs_vanilla']:+.{digits}f} (p {_p(r['p_vs_vanilla'])})",
+      ]
+    row.append(t[tasks[0]][v]["paper"])
+    rows.append(row)
+  header = ["variant"]
+  for task in tasks:
+    name = "char-LM bits/char" if task == "charlm" else "adding T=100 MSE"
+    header += [f"{name} (mean ± std, steps done)", "vs V (Welch p)"]
+  header.append("paper (TIMIT, IAM Online, JSB Chorales)")
+  out = _table(header, ["---"] + ["---:", "---:"] * len(tasks) + ["---"], rows)
+  out += "\n" + "\n".join(
+    f"- {c['task']}: *{c['claim']}*: **{'holds' if c['held'] else 'does not hold'}** "
+    f"({c['detail']})"
+    for c in d["conclusions"]
+  )
+  out += f"\n\n{_provenance(d)} {d['seconds']:g} s of training per run, H = {d['hidden']}.\n"
+  return out + _source("`benchmarks/results/papers/greff2017.json`")
+
+
+def greff2017_speed() -> str:
+  d = load("papers/greff2017_speed.json")
+  rows = [[f"`{r['cell']}`", f"{r['median_ms']:.1f}", f"{r['vs_lstm']:.2f}×"] for r in d["rows"]]
+  sh = d["shape"]
+  out = _table(["cell", "median ms", "time / the built-in LSTM's"], ["---", "---:", "---:"], rows)
+  out += (
+    f"\nForward + backward of `rj.scan`, T = {sh['T']}, B = {sh['B']}, I = {sh['I']}, "
+    f"H = {sh['H']}; medians of {d['rounds']} interleaved rounds. Command: `{d['command']}`. "
+    f"Machine: {_machine(d['machine'])}, shared with other jobs.\n"
+  )
+  return out + _source("`benchmarks/results/papers/greff2017_speed.json`")
+
+
+def irnn() -> str:
+  d = load("papers/irnn.json")
+  by = {(r["model"], r["seed"]): r for r in d["runs"]}
+  rows = [
+    [str(s), _num(by["irnn", s]["final_mse"], 4), _num(by["tanh", s]["final_mse"], 4)]
+    for s in d["seeds"]
+  ]
+  sm = d["summary"]
+  rows.append(["mean ± std", _num(sm["irnn"], 4), _num(sm["tanh"], 4)])
+  out = _table(
+    ["seed", "IRNN (ReLU, identity) test MSE", "tanh RNN (Gaussian) test MSE"],
+    ["---:", "---:", "---:"],
+    rows,
+  )
+  out += (
+    f"\n{d['verdict']} Baseline (predict the mean): {d['baseline']:.3f}. "
+    f"{_provenance(d)} {d['steps']} steps per run.\n"
+  )
+  return out + _source("`benchmarks/results/papers/irnn.json`")
+
+
+def hmlstm_boundaries() -> str:
+  if not (RESULTS / "papers" / "hmlstm_boundaries.json").is_file():
+    return "Not yet stored: `benchmarks/results/papers/hmlstm_boundaries.json` does not exist.\n"
+  d = load("papers/hmlstm_boundaries.json")
+  rows = [
+    [
+      _num(d["f1"]),
+      ", ".join(f"{v:.3f}" for v in d["f1"].get("per_seed", [])),
+      _num(d.get("precision")),
+      _num(d.get("recall")),
+      _num(d.get("chance_f1")),
+      str(d.get("steps", "–")),
+      f"{d['minutes']:g}" if isinstance(d.get("minutes"), (int, float)) else "–",
+    ]
+  ]
+  out = _table(
+    ["level-1 boundary F1", "per seed", "precision", "recall", "chance F1", "steps", "minutes"],
+    ["---:"] * 7,
+    rows,
+  )
+  out += f"\nPaper: {d['paper']}. {_provenance(d)}\n"
+  figure = str(d.get("figure") or "")
+  rel = figure.split("docs/", 1)[-1] if figure else ""
+  if rel and (ROOT / "docs" / rel).is_file():
+    out += f"\n![HM-LSTM boundary F1]({rel})\n"
+  return out + _source("`benchmarks/results/papers/hmlstm_boundaries.json`")
+
+
 TABLES: dict[str, Callable[[], str]] = {
   "kernels_cpu": kernels_cpu,
   "kernels_cpu_own_process": kernels_cpu_own_process,
@@ -502,6 +633,10 @@ TABLES: dict[str, Callable[[], str]] = {
   "hmlstm_cpu": hmlstm_cpu,
   "demo": demo,
   "ffi_cpu": ffi_cpu,
+  "greff2017": greff2017,
+  "greff2017_speed": greff2017_speed,
+  "irnn": irnn,
+  "hmlstm_boundaries": hmlstm_boundaries,
 }
 
 
@@ -539,7 +674,7 @@ def _plt():
   return plt
 
 
-def _save(fig, name: str) -> Path:
+def _save(fig, name: str, path: Path | None = None) -> Path:
   import io
 
   from rnnjax.apps.io import atomic_write_bytes
@@ -547,7 +682,9 @@ def _save(fig, name: str) -> Path:
   buf = io.BytesIO()
   fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
   _plt().close(fig)
-  return atomic_write_bytes(FIGURES / name, buf.getvalue())
+  path = FIGURES / name if path is None else path
+  path.parent.mkdir(parents=True, exist_ok=True)
+  return atomic_write_bytes(path, buf.getvalue())
 
 
 def chart_kernels() -> Path:
@@ -668,6 +805,88 @@ def chart_demo() -> Path:
   return _save(fig, "demo_training.png")
 
 
+def chart_greff2017(d: dict[str, Any] | None = None, path: Path | None = None) -> Path:
+  """Per-variant box and strip plot of the final metric, one panel per task (the
+  paper's Fig. 3 style), from ``papers/greff2017.json``."""
+  import numpy as np
+
+  d = load("papers/greff2017.json") if d is None else d
+  plt = _plt()
+  tasks = list(d["table"])
+  fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 3.6), squeeze=False)
+  for ax, task in zip(axes[0], tasks, strict=True):
+    rows = d["table"][task]
+    names = _variants(rows)
+    vals = [rows[v]["metric"]["per_seed"] for v in names]
+    ax.boxplot(vals, tick_labels=names, widths=0.5, showfliers=False)
+    for k, vs in enumerate(vals):
+      jitter = np.linspace(-0.08, 0.08, len(vs)) if len(vs) > 1 else np.zeros(1)
+      ax.scatter(k + 1.0 + jitter, vs, s=12, c="C1", zorder=3)
+    ax.axhline(rows["V"]["metric"]["mean"], color="0.6", lw=0.8, ls="--")
+    ax.set_title(f"{task}: {d['metric'][task]} (lower is better)", fontsize=9)
+    ax.tick_params(axis="x", labelrotation=45)
+  fig.suptitle(
+    f"LSTM variants (Greff et al. 2017): {len(d['seeds'])} seeds x {d['seconds']:g} s each; "
+    "dashed: the vanilla LSTM's mean",
+    fontsize=10,
+  )
+  fig.tight_layout()
+  return _save(fig, "papers/greff2017.png", path)
+
+
+def chart_irnn(d: dict[str, Any] | None = None, path: Path | None = None) -> Path:
+  """Test MSE over training steps of the IRNN and the tanh RNN, every seed, from
+  ``papers/irnn.json``."""
+  d = load("papers/irnn.json") if d is None else d
+  plt = _plt()
+  fig, ax = plt.subplots(figsize=(6.4, 3.8))
+  labels = {"irnn": "IRNN (ReLU, identity)", "tanh": "tanh RNN (Gaussian)"}
+  for r in d["runs"]:
+    pts = [(n, v) for n, v in r["curve"] if v is not None]
+    first = r["seed"] == d["seeds"][0]
+    color = "C0" if r["model"] == "irnn" else "C3"
+    ax.plot(
+      *zip(*pts, strict=True),
+      color=color,
+      lw=1,
+      alpha=0.8,
+      label=labels[r["model"]] if first else None,
+    )
+  ax.axhline(d["baseline"], color="0.5", ls="--", lw=0.8, label=f"baseline {d['baseline']:.3f}")
+  ax.set_yscale("log")
+  top = 10.0  # a ReLU RNN's loss can spike; show the spikes' size in words, not the axis
+  spikes = [(v, n, r) for r in d["runs"] for n, v in r["curve"] if v is not None and v > top]
+  if spikes:
+    v, n, r = max(spikes, key=lambda s: s[0])
+    ax.set_ylim(top=top)
+    ax.annotate(
+      f"{r['model']} seed {r['seed']}: {v:.1e} at step {n} (clipped)",
+      xy=(n, top),
+      xytext=(0.35, 0.93),
+      textcoords="axes fraction",
+      fontsize=7,
+      arrowprops=dict(arrowstyle="->", lw=0.6),
+    )
+  ax.set_xlabel("training step")
+  ax.set_ylabel("test MSE (log)")
+  ax.set_title(
+    f"Adding problem, T = {d['settings']['T']}, {len(d['seeds'])} seeds (Le et al. 2015)",
+    fontsize=10,
+  )
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  return _save(fig, "papers/irnn.png", path)
+
+
+def _stored_papers() -> list[Path]:
+  """The paper reproductions' charts whose results are stored."""
+  return [
+    chart()
+    for name, chart in (("greff2017", chart_greff2017), ("irnn", chart_irnn))
+    if (RESULTS / "papers" / f"{name}.json").is_file()
+  ]
+
+
 CHARTS = [chart_kernels, chart_parallel, chart_memory, chart_demo]
 
 
@@ -691,6 +910,8 @@ def main(argv: list[str] | None = None) -> int:
     FIGURES.mkdir(parents=True, exist_ok=True)
     for chart in CHARTS:
       print(f"drew {chart().relative_to(ROOT)}")
+    for drawn in _stored_papers():
+      print(f"drew {drawn.relative_to(ROOT)}")
   return 0
 
 

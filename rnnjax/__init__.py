@@ -37,6 +37,11 @@ from rnnjax._src.cells.conv_lstm import ConvLSTMParams as ConvLSTMParams
 from rnnjax._src.cells.conv_lstm import conv_lstm as conv_lstm
 from rnnjax._src.cells.elman import ElmanParams as ElmanParams
 from rnnjax._src.cells.elman import elman as elman
+from rnnjax._src.cells.greff import GREFF_VARIANTS as GREFF_VARIANTS
+from rnnjax._src.cells.greff import GreffFGRCarry as GreffFGRCarry
+from rnnjax._src.cells.greff import GreffLSTMParams as GreffLSTMParams
+from rnnjax._src.cells.greff import greff_blocks as greff_blocks
+from rnnjax._src.cells.greff import greff_lstm as greff_lstm
 from rnnjax._src.cells.gru import GRUParams as GRUParams
 from rnnjax._src.cells.gru import gru as gru
 from rnnjax._src.cells.hmlstm import HMLSTMCarry as HMLSTMCarry
@@ -114,6 +119,7 @@ from rnnjax._src.typing import PyTree as PyTree
 __version__ = "0.1.0"
 
 __all__ = [
+  "GREFF_VARIANTS",
   "Activation",
   "Array",
   "BackwardRows",
@@ -130,6 +136,8 @@ __all__ = [
   "Embedding",
   "EmbeddingParams",
   "GRUParams",
+  "GreffFGRCarry",
+  "GreffLSTMParams",
   "HMLSTMCarry",
   "HMLSTMLayerParams",
   "HMLSTMOutputParams",
@@ -165,6 +173,8 @@ __all__ = [
   "elman",
   "embedding",
   "flip",
+  "greff_blocks",
+  "greff_lstm",
   "gru",
   "hmlstm",
   "hmlstm_output",

@@ -17,6 +17,7 @@ call it.
 * `indrnn`: independently recurrent network (Li et al. 2018).
 * `peephole_lstm`: LSTM with peepholes (Gers & Schmidhuber 2000).
 * `cifg_lstm`: coupled input-forget gate LSTM (Greff et al. 2017).
+  The paper's other variants are `rnnjax.greff_lstm` (``cells/greff.py``).
 * `layer_norm_lstm`, `layer_norm_gru`: layer normalisation inside the
   recurrence (Ba, Kiros & Hinton 2016).
 * `orthogonal_rnn`: ``W = expm(A − Aᵀ)`` (Lezcano-Casado & Martínez-Rubio 2019).
