@@ -55,14 +55,25 @@ def test_bad_thresholds_name_the_argument(arg, bad):
 # A fresh process without OPENBLAS_NUM_THREADS: the thread counts of every loaded
 # OpenBLAS library before, inside and after `lapack_threads(1)`.
 THREADS_PROBE = """
-import json
+import ctypes, json
 import scipy.linalg  # SciPy's OpenBLAS, JAX's CPU LAPACK
 from rnnjax._src import host
-libs = host._loaded_openblas()
-before = [get() for _, get, _ in libs]
+# Read each library's count through its own symbol, not through threadpoolctl, which
+# lapack_threads uses: the probe stays independent of what it checks.
+libs = []
+with open("/proc/self/maps") as f:
+    paths = sorted({l.split(None, 5)[-1].strip() for l in f if "openblas" in l.lower()})
+for path in (p for p in paths if p.startswith("/") and ".so" in p):
+    lib = ctypes.CDLL(path)
+    for name in ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads",
+                 "openblas_get_num_threads64_", "openblas_get_num_threads"):
+        if hasattr(lib, name):
+            libs.append(getattr(lib, name))
+            break
+before = [get() for get in libs]
 with host.lapack_threads(1) as changed:
-    inside = [get() for _, get, _ in libs]
-after = [get() for _, get, _ in libs]
+    inside = [get() for get in libs]
+after = [get() for get in libs]
 print(json.dumps(dict(n=len(libs), before=before, inside=inside, after=after, changed=changed)))
 """
 

@@ -225,16 +225,17 @@ def test_py_typed_is_shipped():
   assert "py.typed" in config["tool"]["setuptools"]["package-data"]["rnnjax"]
 
 
-def test_pip_install_brings_jax_and_numpy_only():
+def test_pip_install_brings_jax_numpy_and_threadpoolctl_only():
   """Packaging like optax: the applications' and flax's dependencies are extras, and the
-  test extra brings both so that `make test` runs the whole suite."""
+  test extra brings both so that `make test` runs the whole suite. The core adds
+  threadpoolctl (pure Python), which `rnnjax.jacobian`'s LAPACK loops import when they run."""
   tomllib = pytest.importorskip("tomllib")  # Python 3.11+
   project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
   def names(reqs):
     return {r.split(";")[0].split("[")[0].split(">")[0].split("=")[0].strip() for r in reqs}
 
-  assert names(project["dependencies"]) == {"jax", "jaxlib", "numpy"}
+  assert names(project["dependencies"]) == {"jax", "jaxlib", "numpy", "threadpoolctl"}
   extras = project["optional-dependencies"]
   assert {"optax", "orbax-checkpoint", "tqdm", "matplotlib"} <= names(extras["apps"])
   assert names(extras["flax"]) == {"flax"}

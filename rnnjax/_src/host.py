@@ -104,45 +104,11 @@ def tune_host_allocator(mmap_threshold: int = 1 << 30, trim_threshold: int = 2**
 
 
 # ----------------------------------------------------------------- OpenBLAS's threads
-# (getter, setter) pairs, as the builds in NumPy's and SciPy's wheels and plain
-# OpenBLAS name them; the first pair a library has is used.
-_OPENBLAS_SYMBOLS = (
-  ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
-  ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
-  ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
-  ("openblas_get_num_threads", "openblas_set_num_threads"),
-)
-
-
-def _loaded_openblas() -> list[tuple[str, Any, Any]]:
-  """(path, get, set) of every OpenBLAS library loaded in this process (Linux:
-  read from ``/proc/self/maps``; elsewhere none)."""
-  try:
-    with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
-      paths = {line.split(None, 5)[-1].strip() for line in f if "openblas" in line.lower()}
-  except OSError:
-    return []
-  out = []
-  for path in sorted(p for p in paths if p.startswith("/") and ".so" in p):
-    try:
-      lib = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0) | ctypes.RTLD_GLOBAL)
-    except OSError:
-      continue
-    for get_name, set_name in _OPENBLAS_SYMBOLS:
-      if hasattr(lib, get_name) and hasattr(lib, set_name):
-        get, put = getattr(lib, get_name), getattr(lib, set_name)
-        get.argtypes, get.restype = (), ctypes.c_int
-        put.argtypes, put.restype = (ctypes.c_int,), None
-        out.append((path, get, put))
-        break
-  return out
-
-
 @contextlib.contextmanager
 def lapack_threads(n: int = 1) -> Iterator[list[tuple[str, int]]]:
   """Run the block with every loaded OpenBLAS library (SciPy's, which JAX calls
-  for LAPACK on CPU, and NumPy's) limited to ``n`` threads; restore each one's
-  count after it.
+  for LAPACK on CPU, and NumPy's) limited to ``n`` threads, and restore each
+  one's count after it: `threadpoolctl.threadpool_limits` on the BLAS libraries.
 
   A loop of small LAPACK calls (a QR or a Cholesky per step) runs fastest on one
   thread: OpenBLAS's pool, which starts one thread per core, otherwise wakes and
@@ -153,25 +119,23 @@ def lapack_threads(n: int = 1) -> Iterator[list[tuple[str, int]]]:
   result changes.
 
   Yields:
-    ``[(library path, count before)]`` for each library changed (empty where
-    none is loaded, the environment chose, or the platform is not Linux).
+    ``[(library path, count before)]`` for each OpenBLAS library the limit
+    lowers (empty where none is loaded or the environment chose).
   """
   if os.environ.get("OPENBLAS_NUM_THREADS"):
     yield []
     return
   with contextlib.suppress(ImportError):  # JAX's CPU LAPACK is SciPy's: load it first
     import scipy.linalg.cython_lapack  # type: ignore[import-untyped]  # noqa: F401
-  changed = []
-  try:
-    for path, get, put in _loaded_openblas():
-      before = get()
-      if before > n:
-        put(n)
-        changed.append((path, before, put))
-    yield [(path, before) for path, before, _ in changed]
-  finally:
-    for _, before, put in reversed(changed):
-      put(before)
+  import threadpoolctl  # type: ignore[import-untyped]
+
+  lowered = [
+    (lib["filepath"], lib["num_threads"])
+    for lib in threadpoolctl.threadpool_info()
+    if lib["internal_api"] == "openblas" and lib["num_threads"] > n
+  ]
+  with threadpoolctl.threadpool_limits(limits=n, user_api="blas"):
+    yield lowered
 
 
 def lapack_single_threaded(fn: F) -> F:
