@@ -21,6 +21,7 @@ training code (`rnnjax.apps.charlm`), then reads the first level's boundaries
 
 from __future__ import annotations
 
+import os
 import string
 import time
 from typing import Any
@@ -43,7 +44,7 @@ DEFAULTS: dict[str, Any] = dict(
   seq_len=64,
   lr=3e-3,
   a_steps=1000,
-  boundary_penalty=0.0,
+  boundary_penalty=0.02,
   estimator="straight_through",
 )
 """The command's defaults (`rnnjax experiment boundaries`), the ones its stored result used."""
@@ -246,6 +247,8 @@ def run_boundaries(
     **score(run, corpus, seed),
     steps=run.steps,
     train_seconds=run.train_seconds,
+    steps_per_second=run.steps / run.train_seconds if run.train_seconds else None,
+    load_average=[round(x, 2) for x in os.getloadavg()],  # the machine's load at the end
     seconds=seconds,
     final_slope=float(run.params.rnn[0].slope),
     loss_curve=[[h["step"], h["bpc"]] for h in run.history],
