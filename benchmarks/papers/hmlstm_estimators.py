@@ -38,9 +38,9 @@ from rnnjax.apps.data import Vocab, stream_batches
 from rnnjax.apps.models.lm import char_lm
 
 ESTIMATORS = ("straight_through", "reinforce")
-STEPS = 2000  # the training budget of each F1 run
-VARIANCE_AT = 500  # the straight-through steps before the gradients are drawn
-DRAWS = 32  # gradients per estimator
+STEPS = 3000  # the training budget of each F1 run
+VARIANCE_AT = 1000  # the straight-through steps before the gradients are drawn
+DRAWS = 64  # gradients per estimator
 OUT = Path(__file__).resolve().parents[1] / "results" / "papers"
 
 
@@ -65,8 +65,8 @@ def moments(g: np.ndarray) -> dict[str, float]:
   )
 
 
-def gradient_variance(steps: int, draws: int, seed: int = 0) -> dict[str, Any]:
-  d = boundaries.DEFAULTS
+def gradient_variance(steps: int, draws: int, penalty: float, seed: int = 0) -> dict[str, Any]:
+  d = dict(boundaries.DEFAULTS, boundary_penalty=penalty)
   corpus, _ = boundaries.word_corpus(seed=seed)
   run = charlm.train_char_lm(
     corpus,
@@ -131,21 +131,34 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--steps", type=int, default=STEPS)
   parser.add_argument("--variance-at", type=int, default=VARIANCE_AT)
   parser.add_argument("--draws", type=int, default=DRAWS)
+  parser.add_argument(
+    "--boundary-penalty", type=float, default=boundaries.DEFAULTS["boundary_penalty"]
+  )
   parser.add_argument("--out", type=Path, default=OUT)
   args = parser.parse_args(argv)
   t0 = time.time()
   result: dict[str, Any] = dict(
-    command="python benchmarks/papers/hmlstm_estimators.py"
-    + (f" --steps {args.steps}" if args.steps != STEPS else ""),
+    command=f"python benchmarks/papers/hmlstm_estimators.py --steps {args.steps} "
+    f"--variance-at {args.variance_at} --draws {args.draws} "
+    f"--boundary-penalty {args.boundary_penalty}",
     machine=f"{platform.machine()} CPU, {os.cpu_count()} cores, {platform.system()}, shared",
     setting="rnnjax experiment boundaries's defaults with a step budget",
-    defaults={k: v for k, v in boundaries.DEFAULTS.items() if k != "minutes"},
+    defaults={
+      **{k: v for k, v in boundaries.DEFAULTS.items() if k != "minutes"},
+      "boundary_penalty": args.boundary_penalty,
+    },
   )
-  result["variance"] = gradient_variance(args.variance_at, args.draws)
+  result["variance"] = gradient_variance(args.variance_at, args.draws, args.boundary_penalty)
   print("variance:", result["variance"], flush=True)
   runs = {}
   for est in ESTIMATORS:
-    r = boundaries.run_boundaries(steps=args.steps, estimator=est, f1_curve=True, progress=False)
+    r = boundaries.run_boundaries(
+      steps=args.steps,
+      estimator=est,
+      boundary_penalty=args.boundary_penalty,
+      f1_curve=True,
+      progress=False,
+    )
     runs[est] = dict(
       boundary_f1=r["boundary_f1"],
       precision=r["precision"],

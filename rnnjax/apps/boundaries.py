@@ -44,7 +44,7 @@ DEFAULTS: dict[str, Any] = dict(
   seq_len=64,
   lr=3e-3,
   a_steps=1000,
-  boundary_penalty=0.02,
+  boundary_penalty=0.01,
   estimator="straight_through",
 )
 """The command's defaults (`rnnjax experiment boundaries`), the ones its stored result used."""

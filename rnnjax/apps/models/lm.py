@@ -175,8 +175,9 @@ def char_lm(
       p = rj.weight_drop(keys.pop(), p, weight_drop if train else 0.0)
       carry0 = None if carries is None else carries[l]
       zkey = keys.pop()
-      if (boundary_penalty or reinforce) and train:  # the HM-LSTM's boundaries as well
-        u = jax.random.uniform(zkey, (*hs.shape[:-1], len(p.layers) - 1)) if reinforce else None
+      if (boundary_penalty or reinforce) and zkey is not None:  # training: the boundaries too
+        shape = (*hs.shape[:-1], len(p.layers) - 1)  # [T, B, L - 1]
+        u = jax.random.uniform(zkey, shape, hs.dtype) if reinforce else None
         carry, hs, z1, logp = _scan_boundaries(c, p, hs, carry0, u)
         rates.append(jnp.mean(z1))
         logps.append(logp)
