@@ -433,9 +433,9 @@ here `rj.hmlstm_stochastic_step`: draw `z ~ Bernoulli(hard_sigm(a·z̃))` and we
 `∇ log P(z)` by the loss that follows (from that step to the window's end, less its batch
 mean). It is unbiased and the higher-variance option.
 
-Both are trained on the setting of `rnnjax experiment boundaries` (its defaults, which include
-a boundary-rate term, a deviation from the paper: each first-level boundary costs 0.03 nats in
-training) for the same step budget, and their gradients are drawn over many minibatches (and
+Both are trained on the setting of `rnnjax experiment boundaries` with a boundary-rate term (a
+deviation from the paper: each first-level boundary costs 0.02 nats in training in the stored
+run) for the same step budget, and their gradients are drawn over many minibatches (and
 noise draws) at one point of a straight-through run. The runs are expensive, so
 `benchmarks/papers/hmlstm_estimators.py` computes them and stores
 `benchmarks/results/papers/hmlstm_estimators.json`; this section reads and draws it.""",
