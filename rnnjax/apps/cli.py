@@ -783,7 +783,8 @@ def _add_experiment(sub: _Sub) -> None:
   p.add_argument(
     "--f1-curve",
     action="store_true",
-    help="boundaries: also score F1 during training (at steps 1, 2, 5, 10, 20, 50, ...)",
+    help="boundaries: also score F1 during training, at steps 1, 2, 5, 10, 20, 50, ... "
+    "(default: off)",
   )
   p.add_argument(
     "--seed", type=int, default=0, help="random seed of weights and data (default %(default)s)"
