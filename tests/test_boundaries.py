@@ -160,3 +160,27 @@ def test_the_papers_benchmark_writes_its_keys(tmp_path):
   assert r["paper"]["boundary_f1"] is None and "bits per character" in r["paper"]["reports"]
   assert figure.stat().st_size > 0 and r["figure"] == "docs/figures/papers/hmlstm_f1.png"
   assert "F1" in (tmp_path / "hmlstm_boundaries.md").read_text()
+
+
+def test_the_estimator_comparison_writes_what_notebook_04_reads(tmp_path):
+  """benchmarks/papers/hmlstm_estimators.py at a tiny size: both estimators' F1 curves and
+  gradient moments, REINFORCE's gradient on the detector the noisier."""
+  import importlib.util
+  from pathlib import Path
+
+  path = Path(__file__).resolve().parents[1] / "benchmarks" / "papers" / "hmlstm_estimators.py"
+  spec = importlib.util.spec_from_file_location("hmlstm_estimators", path)
+  bench = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bench)
+  argv = ["--steps", "2", "--variance-at", "2", "--draws", "4", "--out", str(tmp_path)]
+  assert bench.main(argv) == 0
+  r = json.loads((tmp_path / "hmlstm_estimators.json").read_text())
+  for est in ("straight_through", "reinforce"):
+    assert [s for s, _ in r["training"][est]["f1_curve"]] == [1, 2]
+    assert r["variance"][est]["detector"]["total_variance"] > 0
+  v = r["variance"]
+  assert (
+    v["reinforce"]["detector"]["total_variance"]
+    > v["straight_through"]["detector"]["total_variance"]
+  )
+  assert "--boundary-penalty" in r["command"]
