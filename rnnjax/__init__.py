@@ -54,6 +54,7 @@ from rnnjax._src.cells.hmlstm import hmlstm_output as hmlstm_output
 from rnnjax._src.cells.hmlstm import init_hmlstm_output as init_hmlstm_output
 from rnnjax._src.cells.hmlstm import set_slope as set_slope
 from rnnjax._src.cells.hmlstm import slope_annealing as slope_annealing
+from rnnjax._src.cells.hmlstm import stochastic_step as hmlstm_stochastic_step
 from rnnjax._src.cells.lstm import LSTMCarry as LSTMCarry
 from rnnjax._src.cells.lstm import LSTMParams as LSTMParams
 from rnnjax._src.cells.lstm import lstm as lstm
@@ -178,6 +179,7 @@ __all__ = [
   "gru",
   "hmlstm",
   "hmlstm_output",
+  "hmlstm_stochastic_step",
   "host",
   "indrnn",
   "init",

@@ -37,6 +37,12 @@ SLOW = {
   "tests/test_models.py::test_held_out_strings_carry_no_loss_in_training": "",
   "tests/test_models.py::test_classifier_learns_with_lengths_and_ignores_padding": "",
   "tests/test_boundaries.py::test_experiment_boundaries_smoke": "its unit tests",
+  "tests/test_boundaries.py::test_experiment_boundaries_reinforce_and_the_f1_curve": (
+    "test_the_papers_benchmark_writes_its_keys runs the command"
+  ),
+  "tests/test_boundaries.py::test_the_estimator_comparison_writes_what_notebook_04_reads": (
+    "test_the_stochastic_step_draws_the_boundary_and_returns_its_log_probability"
+  ),
   "tests/test_charlm.py::test_regularised_training_is_reproducible_and_off_at_evaluation": "",
   "tests/test_docs.py::test_docs_python_blocks_are_doctests_that_run_alone[docs/guides/"
   "gradients.md]": "the walkthrough trains a model first",

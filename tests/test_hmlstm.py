@@ -244,3 +244,34 @@ def test_a_rows_gradient_does_not_depend_on_the_rest_of_its_batch():
   beside = jax.grad(row0)(jnp.concatenate([x_copy, x_read]), pair)[:1]
   np.testing.assert_allclose(alone, beside, rtol=1e-12)
   assert float(jnp.max(jnp.abs(alone))) > 0
+
+
+def test_the_stochastic_step_draws_the_boundary_and_returns_its_log_probability():
+  """REINFORCE's forward (rj.hmlstm_stochastic_step) against the paper's stack in NumPy:
+  with u = 0.5 the draw is the rounding, so it equals the deterministic step; with other u,
+  z = [u < p] and logp = log P(z) with p = hard_sigm(a z̃), computed here independently."""
+  cell, params = _setup()
+  x, carry = _rand(1, (B, I)), cell.initial_carry((B,), jnp.float64)
+  carry = carry._replace(z=(jnp.array([[1.0], [0.0], [0.0], [1.0], [0.0]]),))
+  carry = carry._replace(h=tuple(_rand(k, (B, H), 0.5) for k, H in zip((2, 3), SIZES, strict=True)))
+  half = jnp.full((B, 1), 0.5)
+  want_carry, want_y = cell.step(params, carry, x)
+  got_carry, got_y, _ = rj.hmlstm_stochastic_step(params, carry, x, half)
+  assert_trees_close(got_carry, want_carry, rtol=1e-12)
+  np.testing.assert_allclose(got_y, want_y, rtol=1e-12)
+
+  u = jax.random.uniform(jax.random.key(7), (B, 1), jnp.float64)
+  got, _, logp = rj.hmlstm_stochastic_step(params, carry, x, u)
+  p0 = jax.tree.map(np.asarray, params.layers[0])
+  h1, h2, z1 = (np.asarray(a) for a in (carry.h[0], carry.h[1], carry.z[0]))
+  s = h1 @ p0.w_rec + p0.b + np.asarray(x) @ p0.w_below + z1 * (h2 @ p0.w_above)
+  prob = np.clip((2.5 * s[:, -1] + 1) / 2, 0, 1)
+  z = (np.asarray(u[:, 0]) < prob).astype(float)
+  np.testing.assert_array_equal(np.asarray(got.z[0][:, 0]), z)  # level 1 always reads: no COPY
+  want_logp = np.log(np.where(z == 1, prob, 1 - prob))
+  np.testing.assert_allclose(logp, want_logp, rtol=1e-12)
+  # z passes no gradient; log P(z) does, into the detector's column only
+  g = jax.grad(lambda p: rj.hmlstm_stochastic_step(p, carry, x, u)[2].sum())(params)
+  assert np.any(np.asarray(g.layers[0].b[-1]) != 0) and np.all(np.asarray(g.layers[0].b[:-1]) == 0)
+  with pytest.raises(ValueError, match=r"u has 2 columns but the cell has 1 boundaries"):
+    rj.hmlstm_stochastic_step(params, carry, x, jnp.zeros((B, 2)))

@@ -21,6 +21,7 @@ training code (`rnnjax.apps.charlm`), then reads the first level's boundaries
 
 from __future__ import annotations
 
+import os
 import string
 import time
 from typing import Any
@@ -31,7 +32,7 @@ import numpy as np
 
 import rnnjax as rj
 from rnnjax.apps import charlm
-from rnnjax.apps.data import Corpus
+from rnnjax.apps.data import Corpus, Vocab
 
 DEFAULTS: dict[str, Any] = dict(
   minutes=5.0,
@@ -43,6 +44,8 @@ DEFAULTS: dict[str, Any] = dict(
   seq_len=64,
   lr=3e-3,
   a_steps=1000,
+  boundary_penalty=0.01,
+  estimator="straight_through",
 )
 """The command's defaults (`rnnjax experiment boundaries`), the ones its stored result used."""
 
@@ -97,17 +100,27 @@ def boundaries_on(
   model: Any, params: Any, ids: jax.Array, slope: float | None = None
 ) -> np.ndarray:
   """Every level's boundary ``z_t^l`` (``[L-1, T]`` bool) on one stream ``ids: [T]``."""
+  p = params if slope is None else params._replace(rnn=(rj.set_slope(params.rnn[0], slope),))
+  return np.asarray(_boundaries(model, p, ids)) > 0.5
+
+
+def _boundaries(model: Any, params: Any, ids: jax.Array) -> jax.Array:
+  """``[L-1, T]`` boundaries (0. or 1.) of ``params`` on ``ids: [T]``."""
   cell = model.cells[0]
-  p = params.rnn[0] if slope is None else rj.set_slope(params.rnn[0], slope)
   xs = rj.embedding(model.vocab_size, params.embed.table.shape[-1]).apply(params.embed, ids)
   xs = xs[:, None]  # [T, 1, E]
 
   def body(carry: Any, x: jax.Array) -> tuple[Any, Any]:
-    carry, _ = cell.step(p, carry, x)
+    carry, _ = cell.step(params.rnn[0], carry, x)
     return carry, carry.z
 
   _, zs = jax.lax.scan(body, cell.initial_carry((1,)), xs)
-  return np.stack([np.asarray(z[:, 0, 0]) > 0.5 for z in zs])
+  return jnp.stack([z[:, 0, 0] for z in zs])
+
+
+def curve_steps(limit: int = 10**7) -> list[int]:
+  """The steps at which `run_boundaries` scores F1 during training: 1, 2, 5, 10, 20, 50, ..."""
+  return [m * 10**e for e in range(8) for m in (1, 2, 5) if m * 10**e <= limit]
 
 
 def word_corpus(
@@ -154,9 +167,12 @@ def run_boundaries(
   lr: float = DEFAULTS["lr"],
   a_steps: int = DEFAULTS["a_steps"],
   a_max: float = 5.0,
+  boundary_penalty: float = DEFAULTS["boundary_penalty"],
+  estimator: str = DEFAULTS["estimator"],
   steps: int | None = None,
   seed: int = 0,
   eval_chars: int = 20_000,
+  f1_curve: bool = False,
   progress: bool = True,
 ) -> dict[str, Any]:
   """Train an HM-LSTM char-LM on `word_text` and score its first level's boundaries.
@@ -173,9 +189,16 @@ def run_boundaries(
     a_steps: the steps the slope takes to reach ``a_max``
       (`rnnjax.slope_annealing(a_max, a_steps)`).
     a_max: the final slope; ``a_max=1`` trains without annealing.
+    boundary_penalty: ``λ``, the boundary-rate term of `rnnjax.apps.models.lm.char_lm`
+      (a deviation from the paper): each first-level boundary costs ``λ`` nats in training.
+    estimator: the boundaries' gradient estimator in training, ``"straight_through"``
+      (the paper's) or ``"reinforce"`` (the higher-variance option; `char_lm`).
     steps: a step budget instead of ``minutes`` (deterministic; for tests).
     seed: the text's and the weights' seed.
     eval_chars: the held-out text scored.
+    f1_curve: also score level 1's boundaries during training, at steps
+      1, 2, 5, 10, 20, 50, ... (`curve_steps`), on the first 2,000 held-out
+      characters (the time counts against ``minutes``: about a second in all).
     progress: show a progress bar.
 
   Returns:
@@ -184,25 +207,52 @@ def run_boundaries(
     ``val_bpc``, the ``loss_curve`` (``[step, bpc]`` rows), and the setup.
   """
   corpus, vocab = word_corpus(words=words, successors=successors, seed=seed, eval_chars=eval_chars)
+  curve: list[list[float]] = []  # [step, F1] rows
+  monitor = None
+  if f1_curve:
+    marks = set(curve_steps())
+    head = corpus.val[:2000]
+    ids = jnp.asarray(Vocab.from_text(corpus.train).encode(head))  # train_char_lm's vocabulary
+    ends = np.array([ch == " " for ch in head])
+    jitted: list[Any] = []
+
+    def monitor(step: int, model: charlm.CharLM, params: Any) -> None:
+      if step in marks:
+        if not jitted:
+          jitted.append(jax.jit(lambda p, ids: _boundaries(model, p, ids)))
+        zs = np.asarray(jitted[0](params, ids)) > 0.5
+        curve.append([step, boundary_scores(zs[0], ends)["boundary_f1"]])
+
   t0 = time.perf_counter()
   run = charlm.train_char_lm(
     corpus,
     charlm.ModelConfig(
-      hidden=hidden, embed=32, layers=layers, cell="hmlstm", a_max=a_max, a_steps=a_steps
+      hidden=hidden,
+      embed=32,
+      layers=layers,
+      cell="hmlstm",
+      a_max=a_max,
+      a_steps=a_steps,
+      boundary_penalty=boundary_penalty,
+      boundary_estimator=estimator,
     ),
     charlm.TrainConfig(
       batch=batch, seq_len=seq_len, lr=lr, minutes=minutes or 0.0, max_steps=steps, seed=seed
     ),
     progress=progress,
+    monitor=monitor,
   )
   seconds = time.perf_counter() - t0
   return dict(
     **score(run, corpus, seed),
     steps=run.steps,
     train_seconds=run.train_seconds,
+    steps_per_second=run.steps / run.train_seconds if run.train_seconds else None,
+    load_average=[round(x, 2) for x in os.getloadavg()],  # the machine's load at the end
     seconds=seconds,
     final_slope=float(run.params.rnn[0].slope),
     loss_curve=[[h["step"], h["bpc"]] for h in run.history],
+    **(dict(f1_curve=curve) if f1_curve else {}),
     setup=dict(
       layers=layers,
       hidden=hidden,
@@ -213,6 +263,8 @@ def run_boundaries(
       seq_len=seq_len,
       lr=lr,
       a_schedule=dict(a_max=a_max, steps=a_steps),
+      boundary_penalty=boundary_penalty,
+      estimator=estimator,
       minutes=None if steps else minutes,
       max_steps=steps,
       seed=seed,

@@ -42,7 +42,7 @@ import functools
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple, TextIO
 
@@ -72,6 +72,8 @@ class ModelConfig(NamedTuple):
   zoneout: float = 0.0  # zoneout on every layer's state units
   a_max: float = 5.0  # the HM-LSTM's final boundary slope (rnnjax.slope_annealing)
   a_steps: int = 2000  # the training steps to reach it
+  boundary_penalty: float = 0.0  # the HM-LSTM's boundary-rate term λ (char_lm), not the paper's
+  boundary_estimator: str = "straight_through"  # or "reinforce" (char_lm)
 
 
 class TrainConfig(NamedTuple):
@@ -387,6 +389,7 @@ def train_char_lm(
   resume: bool = False,
   overwrite: bool = False,
   progress: bool = True,
+  monitor: Callable[[int, CharLM, CharLMParams], None] | None = None,
 ) -> CharLMRun:
   """Train a character LM on ``corpus`` and report validation bits per character.
 
@@ -401,6 +404,8 @@ def train_char_lm(
     overwrite: replace the checkpoints of a run already in ``out_dir``
       instead of refusing to start.
     progress: show a progress bar.
+    monitor: called as ``monitor(steps_done, model, params)`` after every step (its
+      time counts against a wall-clock budget; return at once on most steps).
 
   Returns:
     `CharLMRun`, its params on this process's first device.
@@ -437,6 +442,12 @@ def train_char_lm(
     a_schedule=rj.slope_annealing(model_cfg.a_max, model_cfg.a_steps)
     if model_cfg.cell == "hmlstm"
     else None,
+    **(dict(boundary_penalty=model_cfg.boundary_penalty) if model_cfg.boundary_penalty else {}),
+    **(
+      dict(boundary_estimator=model_cfg.boundary_estimator)
+      if model_cfg.boundary_estimator != "straight_through"
+      else {}
+    ),
   )
   meta = _meta(vocab, model, cfg, corpus)
   with contextlib.ExitStack() as held:
@@ -453,7 +464,13 @@ def train_char_lm(
       state, start, history = _resume(out_dir, state, cfg.max_steps, step)
 
     optimizer = training.make_optimizer(cfg.lr, cfg.clip)
-    regularised = model_cfg.dropout > 0 or model_cfg.weight_drop > 0 or model_cfg.zoneout > 0
+    regularised = (  # a training pass: the loss takes a key
+      model_cfg.dropout > 0
+      or model_cfg.weight_drop > 0
+      or model_cfg.zoneout > 0
+      or model_cfg.boundary_penalty > 0
+      or model_cfg.boundary_estimator != "straight_through"
+    )
     # inputs and targets [T, B] split along B, carries [B, ...] along B, the key replicated
     train_step = training.make_train_step(
       model.loss,
@@ -517,7 +534,9 @@ def train_char_lm(
         desc=f"{model_cfg.cell} H={model_cfg.hidden} on {mesh.size} device"
         + ("s" if mesh.size > 1 else ""),
         on_log=log,
-        after_step=save,
+        after_step=(
+          save if monitor is None else functools.partial(_monitored, save, monitor, model, state)
+        ),
       )
       jax.block_until_ready(state["params"])
       train_seconds = time.perf_counter() - t0  # the device's work included
@@ -536,6 +555,17 @@ def train_char_lm(
       mesh.size,
       start if resume else None,
     )
+
+
+def _monitored(
+  save: Callable[[int], None],
+  monitor: Callable[[int, CharLM, CharLMParams], None],
+  model: CharLM,
+  state: dict[str, Any],
+  steps_done: int,
+) -> None:
+  save(steps_done)
+  monitor(steps_done, model, state["params"])
 
 
 @contextlib.contextmanager

@@ -34,6 +34,13 @@ def _positive_float(text: str) -> float:
   return value
 
 
+def _non_negative_float(text: str) -> float:
+  value = float(text)
+  if not value >= 0:
+    raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+  return value
+
+
 def _slope(text: str) -> float:
   value = float(text)
   if not value >= 1.0:
@@ -686,6 +693,7 @@ def _experiment_defaults() -> dict[str, str]:
     batch=per_task("batch"),
     lr=per_task("lr"),
     budget=_by_task({t: budget(b) for t, b in experiment.DEFAULT_BUDGET.items()}),
+    boundary_penalty=str(boundaries.DEFAULTS["boundary_penalty"]),
   )
 
 
@@ -759,6 +767,26 @@ def _add_experiment(sub: _Sub) -> None:
     "(default %(default)s)",
   )
   p.add_argument(
+    "--boundary-penalty",
+    type=_non_negative_float,
+    default=None,
+    help="boundaries: each first-level boundary costs this many nats in training, a "
+    f"deviation from the paper (default: {defaults['boundary_penalty']})",
+  )
+  p.add_argument(
+    "--estimator",
+    choices=["straight_through", "reinforce"],
+    default="straight_through",
+    help="boundaries: the boundaries' gradient estimator, the paper's straight-through or "
+    "REINFORCE, of higher variance (default %(default)s)",
+  )
+  p.add_argument(
+    "--f1-curve",
+    action="store_true",
+    help="boundaries: also score F1 during training, at steps 1, 2, 5, 10, 20, 50, ... "
+    "(default: off)",
+  )
+  p.add_argument(
     "--seed", type=int, default=0, help="random seed of weights and data (default %(default)s)"
   )
   p.add_argument(
@@ -802,7 +830,15 @@ def _run_experiment(args: argparse.Namespace) -> int:
         "XLA_FLAGS=--xla_force_host_platform_device_count=N (CPU) or CUDA_VISIBLE_DEVICES"
       )
 
-    r = boundaries.run_boundaries(layers=args.layers, a_max=args.a_max, **common)
+    if args.boundary_penalty is not None:
+      common["boundary_penalty"] = args.boundary_penalty
+    r = boundaries.run_boundaries(
+      layers=args.layers,
+      a_max=args.a_max,
+      estimator=args.estimator,
+      f1_curve=args.f1_curve,
+      **common,
+    )
     print(
       f"boundaries, {args.layers}-level HM-LSTM: {r['steps']} steps in "
       f"{r['train_seconds']:.0f} s; level-1 boundaries against word ends: precision "

@@ -197,6 +197,7 @@ def layer_step(
   zx: Array,
   z_below: Array,
   a: Array,
+  decide: Callable[[Array, Array], Array] | None = None,
 ) -> tuple[Array, Array, Array | None]:
   """One layer's step, given its boundaries: the paper's equations (2) and (3).
 
@@ -208,6 +209,8 @@ def layer_step(
     zx: the bottom-up term ``h_t^{l-1} W_{l-1}^l``, ``[B, G]`` (not yet gated).
     z_below: ``z_t^{l-1}``, ``[B, 1]`` (ones for the first layer).
     a: the slope.
+    decide: ``decide(z̃, a) -> z`` (before the COPY mask), default `boundary`;
+      `stochastic_step` passes a Bernoulli draw.
 
   Returns:
     ``(h_t^l, c_t^l, z_t^l)``; ``z`` is None for the top layer.
@@ -227,7 +230,7 @@ def layer_step(
   h, c = h.astype(h_prev.dtype), c.astype(c_prev.dtype)
   if s.shape[-1] == 4 * H:  # the top layer: no boundary detector
     return h, c, None
-  z = (1.0 - copy) * boundary(s[..., 4 * H :], a)  # a COPY copies z_{t-1} = 0
+  z = (1.0 - copy) * (decide or boundary)(s[..., 4 * H :], a)  # a COPY copies z_{t-1} = 0
   return h, c, z.astype(z_prev.dtype)
 
 
@@ -351,6 +354,77 @@ def hmlstm(
     update=update,
   )
   return cell._replace(options=(("hidden_sizes", sizes), ("a_schedule", schedule)))
+
+
+def stochastic_step(
+  params: HMLSTMParams, carry: HMLSTMCarry, x: Array, u: Array
+) -> tuple[HMLSTMCarry, Array, Array]:
+  """One HM-LSTM step with stochastic boundaries: the REINFORCE estimator's forward.
+
+  Each boundary below the top is drawn, ``z_t^l ~ Bernoulli(p_t^l)`` with
+  ``p_t^l = hard_sigm(a z̃_t^l)`` (the probability whose rounding is the
+  deterministic `hmlstm`'s ``z``), from the uniform noise ``u``; ``z`` passes
+  no gradient. The step also returns ``log P(z_t)``, the log-probability of the
+  boundaries drawn (COPYing rows draw nothing), whose gradient the score-function
+  (REINFORCE) estimator weighs by the loss that follows:
+  ``∇ E[L] = E[(L − b) ∇ log P(z)] + E[∇ L | z]`` for any baseline ``b``. It is
+  unbiased where the straight-through estimator is not, and has the higher
+  variance.
+
+  Args:
+    params: `HMLSTMParams` of an `hmlstm` cell.
+    carry: its `HMLSTMCarry`, ``[B, ...]``.
+    x: ``[B, I]``.
+    u: ``[B, L - 1]`` uniform noise in ``[0, 1)``, one column per boundary.
+
+  Returns:
+    ``(carry, y, logp)``: the next carry, the output ``[h^1; ...; h^L]`` and
+    ``logp: [B]``, ``Σ_l log P(z_t^l)``.
+  """
+  a = lax.stop_gradient(params.slope)
+  L = len(params.layers)
+  if u.shape[-1] != L - 1:
+    raise ValueError(
+      f"rnnjax.hmlstm stochastic_step: u has {u.shape[-1]} columns but the cell has {L - 1} "
+      f"boundaries (u.shape={u.shape}); pass u of shape (B, {L - 1})"
+    )
+  hs: list[Array] = []
+  cs: list[Array] = []
+  zs: list[Array] = []
+  logp = jnp.zeros(x.shape[:-1], x.dtype)
+  below = x
+  z_below = jnp.ones((*x.shape[:-1], 1), x.dtype)
+  for k, p in enumerate(params.layers):
+    top = k == L - 1
+    z_prev = jnp.zeros_like(z_below) if top else carry.z[k]
+    drawn: list[Array] = []
+
+    def draw(s: Array, a: Array, k: int = k, drawn: list[Array] = drawn) -> Array:
+      prob = hard_sigmoid(a * s)
+      z = lax.stop_gradient((u[..., k : k + 1] < prob).astype(s.dtype))
+      drawn.append(jnp.log(jnp.maximum(jnp.where(z > 0, prob, 1.0 - prob), 1e-12)))
+      return z
+
+    h, c, z = layer_step(
+      p,
+      carry.h[k],
+      carry.c[k],
+      z_prev,
+      None if top else carry.h[k + 1],
+      below @ p.w_below,
+      z_below,
+      a,
+      draw,
+    )
+    hs.append(h)
+    cs.append(c)
+    if z is not None:
+      copy = (1.0 - z_prev) * (1.0 - z_below)
+      logp = logp + ((1.0 - copy) * drawn[0])[..., 0]
+      zs.append(z)
+      z_below = z
+    below = h
+  return HMLSTMCarry(tuple(hs), tuple(cs), tuple(zs)), jnp.concatenate(hs, axis=-1), logp
 
 
 @jax.custom_jvp

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 import rnnjax as rj
 from rnnjax.apps.models import readout
@@ -52,6 +53,8 @@ def char_lm(
   weight_drop: float = 0.0,
   zoneout: float = 0.0,
   a_schedule: rj.SlopeAnnealing | None = None,
+  boundary_penalty: float = 0.0,
+  boundary_estimator: str = "straight_through",
 ) -> CharLM:
   """A character LM with ``layers`` stacked cells of kind ``cell``.
 
@@ -73,6 +76,21 @@ def char_lm(
     zoneout: every layer's state units keep their previous value with this
       probability (`rnnjax.zoneout`); without a key, the expectation.
     a_schedule: the HM-LSTM's boundary slope schedule (``cell="hmlstm"`` only).
+    boundary_penalty: ``λ``, a boundary-rate term for the HM-LSTM's first
+      level in training (``cell="hmlstm"`` only; a deviation from the paper,
+      which has none): a training pass (``loss`` with a key) adds the gradient
+      of ``λ · mean_{t,b} z_t^1`` (through the straight-through estimator),
+      which makes every boundary cost ``λ`` nats, so the level keeps the
+      boundaries that pay for themselves in the LM loss. The term is added as
+      ``λ · (r - stop_gradient(r))``: its value is 0, so the reported loss stays
+      the cross-entropy.
+    boundary_estimator: how a training pass differentiates the HM-LSTM's
+      boundaries: ``"straight_through"`` (the cell's own, the paper's) or
+      ``"reinforce"``: boundaries drawn (`rnnjax.hmlstm_stochastic_step`) and
+      their log-probabilities weighted by the cross-entropy from that step to
+      the window's end, less its batch mean (the score-function estimator,
+      unbiased and of higher variance). Evaluation keeps the deterministic
+      boundaries either way.
 
   Returns:
     A `CharLM` whose functions are
@@ -92,6 +110,17 @@ def char_lm(
       f"but neither weight_drop (got {weight_drop}) nor zoneout (got {zoneout}), which act "
       f"on a single cell's w_h and state"
     )
+  if (boundary_penalty or boundary_estimator != "straight_through") and not hm:
+    raise ValueError(
+      f"char_lm: boundary_penalty={boundary_penalty} and boundary_estimator="
+      f"{boundary_estimator!r} are for cell='hmlstm' only (got cell={cell!r})"
+    )
+  if boundary_estimator not in ("straight_through", "reinforce"):
+    raise ValueError(
+      f"char_lm: boundary_estimator must be 'straight_through' or 'reinforce', "
+      f"got {boundary_estimator!r}"
+    )
+  reinforce = boundary_estimator == "reinforce"
   cells = (
     (rj.hmlstm((hidden,) * layers, a_schedule=a_schedule),)
     if hm
@@ -126,6 +155,43 @@ def char_lm(
   def initial_carry(batch: int) -> list[Any]:
     return [c.initial_carry((batch,)) for c in cells]
 
+  def forward(
+    params: CharLMParams,
+    ids: jax.Array,
+    carries: Any = None,
+    key: jax.Array | None = None,
+    **scan_kw: Any,
+  ) -> tuple[list[Any], jax.Array, jax.Array, jax.Array | None]:
+    train = key is not None
+    keys: list[jax.Array | None] = [None] * (3 * len(cells) + 1)
+    if key is not None:
+      keys = list(jax.random.split(key, 3 * len(cells) + 1))
+    drop = dropout if train else 0.0
+    rates: list[jax.Array] = []
+    logps: list[jax.Array] = []
+    hs = rj.locked_dropout(keys.pop(), emb.apply(params.embed, ids), drop)  # [T, B, E]
+    finals = []
+    for l, (c, p) in enumerate(zip(cells, params.rnn, strict=True)):
+      p = rj.weight_drop(keys.pop(), p, weight_drop if train else 0.0)
+      carry0 = None if carries is None else carries[l]
+      zkey = keys.pop()
+      if (boundary_penalty or reinforce) and zkey is not None:  # training: the boundaries too
+        shape = (*hs.shape[:-1], len(p.layers) - 1)  # [T, B, L - 1]
+        u = jax.random.uniform(zkey, shape, hs.dtype) if reinforce else None
+        carry, hs, z1, logp = _scan_boundaries(c, p, hs, carry0, u)
+        rates.append(jnp.mean(z1))
+        logps.append(logp)
+      elif zoned is None:
+        carry, hs = rj.scan(c, p, hs, carry0, **scan_kw)
+      else:  # masks drawn with zkey for training, the expectation without a key
+        xm = rj.zoneout_inputs(zkey, hs, zoned[l], zoneout)
+        carry, hs = rj.scan(zoned[l], rj.ZoneoutParams(p), xm, carry0, **scan_kw)
+      hs = rj.locked_dropout(keys.pop(), hs, drop)  # [T, B, H]
+      finals.append(carry)
+    # the boundary-rate term λ (r - sg(r)): value 0, the gradient of λ r
+    extra = sum((boundary_penalty * (r - lax.stop_gradient(r)) for r in rates), jnp.zeros(()))
+    return finals, head(params, hs), extra, (logps[0] if logps else None)  # [T, B, V]
+
   def apply(
     params: CharLMParams,
     ids: jax.Array,
@@ -133,25 +199,8 @@ def char_lm(
     key: jax.Array | None = None,
     **scan_kw: Any,
   ) -> tuple[list[Any], jax.Array]:
-    train = key is not None
-    keys: list[jax.Array | None] = [None] * (3 * len(cells) + 1)
-    if key is not None:
-      keys = list(jax.random.split(key, 3 * len(cells) + 1))
-    drop = dropout if train else 0.0
-    hs = rj.locked_dropout(keys.pop(), emb.apply(params.embed, ids), drop)  # [T, B, E]
-    finals = []
-    for l, (c, p) in enumerate(zip(cells, params.rnn, strict=True)):
-      p = rj.weight_drop(keys.pop(), p, weight_drop if train else 0.0)
-      carry0 = None if carries is None else carries[l]
-      zkey = keys.pop()
-      if zoned is None:
-        carry, hs = rj.scan(c, p, hs, carry0, **scan_kw)
-      else:  # masks drawn with zkey for training, the expectation without a key
-        xm = rj.zoneout_inputs(zkey, hs, zoned[l], zoneout)
-        carry, hs = rj.scan(zoned[l], rj.ZoneoutParams(p), xm, carry0, **scan_kw)
-      hs = rj.locked_dropout(keys.pop(), hs, drop)  # [T, B, H]
-      finals.append(carry)
-    return finals, head(params, hs)  # [T, B, V]
+    finals, logits, _, _ = forward(params, ids, carries, key, **scan_kw)
+    return finals, logits
 
   def step_layers(params: CharLMParams, carries: list[Any], x: jax.Array) -> tuple[list[Any], Any]:
     """One step of every layer (evaluation: zoneout at its expectation)."""
@@ -171,8 +220,14 @@ def char_lm(
     key: jax.Array | None = None,
     **scan_kw: Any,
   ) -> tuple[jax.Array, list[Any]]:
-    carries, logits = apply(params, ids, carries, key, **scan_kw)
-    return jnp.mean(readout.cross_entropy(logits, targets)), carries
+    carries, logits, extra, logp = forward(params, ids, carries, key, **scan_kw)
+    nll = readout.cross_entropy(logits, targets)  # [T, B]
+    if reinforce and logp is not None:  # the score-function term, of value 0
+      to_go = jnp.flip(jnp.cumsum(jnp.flip(lax.stop_gradient(nll), 0), 0), 0)  # Σ_{t' >= t}
+      advantage = to_go - jnp.mean(to_go, axis=1, keepdims=True)  # less the batch's mean
+      score = jnp.mean(advantage * logp)
+      extra = extra + score - lax.stop_gradient(score)
+    return jnp.mean(nll) + extra.astype(logits.dtype), carries
 
   @partial(jax.jit, static_argnames=("n",))
   def sample(
@@ -206,7 +261,32 @@ def char_lm(
       dropout=dropout,
       weight_drop=weight_drop,
       zoneout=zoneout,
+      **(dict(boundary_penalty=boundary_penalty) if boundary_penalty else {}),
+      **(dict(boundary_estimator=boundary_estimator) if reinforce else {}),
       **(dict(a_schedule=list(a_schedule)) if hm and a_schedule is not None else {}),
     ),
     anneal,
   )
+
+
+def _scan_boundaries(
+  cell: rj.Cell, p: Any, xs: jax.Array, carry0: Any, u: jax.Array | None
+) -> tuple[Any, jax.Array, jax.Array, jax.Array]:
+  """`rnnjax.scan` of an HM-LSTM that also returns its first level's boundaries
+  ``z^1: [T, B]`` (differentiable through the straight-through estimator) and
+  the log-probability of the boundaries ``[T, B]``: drawn from the noise
+  ``u: [T, B, L - 1]`` (`rnnjax.hmlstm_stochastic_step`), or with ``u=None``
+  the cell's deterministic ones (log-probability 0)."""
+  carry = cell.initial_carry(xs.shape[1:-1], xs.dtype) if carry0 is None else carry0
+
+  def body(carry: Any, xu: Any) -> tuple[Any, tuple[jax.Array, jax.Array, jax.Array]]:
+    x, u_t = xu
+    if u_t is None:
+      carry, y = cell.step(p, carry, x)
+      logp = jnp.zeros(x.shape[:-1], x.dtype)
+    else:
+      carry, y, logp = rj.hmlstm_stochastic_step(p, carry, x, u_t)
+    return carry, (y, carry.z[0][..., 0], logp)
+
+  carry, (ys, z1, logp) = lax.scan(body, carry, (xs, u))
+  return carry, ys, z1, logp
