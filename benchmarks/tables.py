@@ -594,6 +594,13 @@ def hmlstm_boundaries() -> str:
   if not (RESULTS / "papers" / "hmlstm_boundaries.json").is_file():
     return "Not yet stored: `benchmarks/results/papers/hmlstm_boundaries.json` does not exist.\n"
   d = load("papers/hmlstm_boundaries.json")
+  steps, minutes = d.get("steps"), d.get("minutes")
+
+  def spread(v: Any, fmt: str) -> str:  # a number, or one per seed
+    if isinstance(v, list):
+      return ", ".join(format(x, fmt) for x in v)
+    return "–" if v is None else format(v, fmt)
+
   rows = [
     [
       _num(d["f1"]),
@@ -601,8 +608,8 @@ def hmlstm_boundaries() -> str:
       _num(d.get("precision")),
       _num(d.get("recall")),
       _num(d.get("chance_f1")),
-      str(d.get("steps", "–")),
-      f"{d['minutes']:g}" if isinstance(d.get("minutes"), (int, float)) else "–",
+      spread(steps, "d"),
+      spread(minutes, "g"),
     ]
   ]
   out = _table(
@@ -610,7 +617,10 @@ def hmlstm_boundaries() -> str:
     ["---:"] * 7,
     rows,
   )
-  out += f"\nPaper: {d['paper']}. {_provenance(d)}\n"
+  paper = d["paper"]
+  if isinstance(paper, dict):
+    paper = f"{paper['citation']}; {paper['reports']}"
+  out += f"\nTarget: F1 ≥ {d.get('target', 0.8)}. Paper: {paper}. {_provenance(d)}\n"
   figure = str(d.get("figure") or "")
   rel = figure.split("docs/", 1)[-1] if figure else ""
   if rel and (ROOT / "docs" / rel).is_file():

@@ -57,12 +57,12 @@ STEPS: dict[str, tuple[int, int]] = {
 """The C++ kernel's steps: a `Rule`'s ``ffi`` name -> (cell code, activation code)
 as ``rnn_cpu.cc`` numbers them."""
 
-AUTO_WINS: tuple[tuple[str, int, int], ...] = (("lstm", 256, 128),)
+AUTO_WINS: tuple[tuple[str, int, int], ...] = (("lstm", 128, 128), ("gru", 128, 128))
 """``(step, min H, max B)`` where ``benchmarks/bench_ffi.py`` measured the FFI
-kernel faster than the XLA scan and PyTorch, forward+backward and forward-only,
-float32 (``benchmarks/results/ffi_cpu.md``: the LSTM at the medium and large
-shapes; at the latency shape its forward+backward lost to the XLA scan, and the
-GRU and Elman cells lost in one mode or the other); ``kernel="auto"`` picks it
+kernel faster than the XLA scan in both modes, forward+backward and forward-only,
+float32, on a quiet machine (``benchmarks/results/ffi_cpu.md``: the LSTM and the
+GRU at the latency, medium and large shapes, 1.05-1.76x; Elman's forward lost at
+the latency and medium shapes, so it is not listed); ``kernel="auto"`` picks it
 only there."""
 
 
