@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -59,19 +60,21 @@ def tiny() -> rj.Cell:
 def markdown(info_m: dict, rows: list[dict]) -> list[str]:
   """The table of every stored row."""
   md = [
-    f"Machine: {info_m['cpu']} ({info_m['cores']} cores, heavily shared while this ran: "
-    f"every time is inflated, compare the rows), backend {info_m['backend']}, jax "
+    f"Machine: {info_m['cpu']} ({info_m['cores']} cores; each row gives the load average "
+    f"before and after its run: compare rows of like load), backend {info_m['backend']}, jax "
     f"{info_m['jax']}; `python benchmarks/parallel_elk_compile.py` (ELK, a hint-free "
     f"custom tanh cell, S = {S}, I = {I}, T = {T}, B = 1, float32, default settings).",
     "",
-    "| rnnjax | plain calls 1, 2, 3 (s) | step traced per call | jit: trace + lower (s) "
+    "| rnnjax | load | plain calls 1, 2, 3 (s) | step traced per call | jit: trace + lower (s) "
     "| compile (s) | run (ms) | iterations | converged |",
-    "|---|---|---|---:|---:|---:|---:|---|",
+    "|---|---|---|---|---:|---:|---:|---:|---|",
   ]
   for r in rows:
     calls = ", ".join(f"{c:.2f}" for c in r["plain_calls_s"])
+    load = "–" if "load" not in r else f"{r['load'][0]:.1f} → {r['load'][1]:.1f}"
+    traces = ", ".join(map(str, r["step_traces_per_plain_call"]))
     md.append(
-      f"| {r['label']} | {calls} | {', '.join(map(str, r['step_traces_per_plain_call']))} | "
+      f"| {r['label']} | {load} | {calls} | {traces} | "
       f"{r['trace_and_lower_s']:.2f} | {r['compile_s']:.2f} | "
       f"{r['run_ms']:.1f} | {r['iterations']} | {r['converged']} |"
     )
@@ -84,6 +87,7 @@ def main() -> None:
   ap.add_argument("--rounds", type=int, default=7)
   ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
   args = ap.parse_args()
+  load_before = os.getloadavg()[0]
   cell = tiny()
   params = cell.init(jax.random.key(0), I)
   xs = jax.random.normal(jax.random.key(1), (T, 1, I), jnp.float32)
@@ -108,6 +112,7 @@ def main() -> None:
     runs.append(time.perf_counter() - t)
   row = dict(
     label=args.label,
+    load=[load_before, os.getloadavg()[0]],
     plain_calls_s=plain,
     step_traces_per_plain_call=traces,
     trace_and_lower_s=t_lower,

@@ -107,3 +107,12 @@ def test_shape_errors_name_the_shapes():
     lm_smooth(a[0], b, s0, guess, 1.0)
   with pytest.raises(ValueError, match=r"lam must be a scalar, got lam.shape=\(2,\)"):
     lm_smooth(a, b, s0, guess, jnp.ones(2))
+
+
+def test_several_blocks_equal_the_dense_solve():
+  """T = 37 crosses the blocked scan's block boundaries (16) and pads the last."""
+  a, b, s0, guess = _problem(seed=4, t=37)
+  for lam in (0.0, 1.0):
+    np.testing.assert_allclose(
+      lm_smooth(a, b, s0, guess, lam), _dense(a, b, s0, guess, lam), rtol=1e-10, atol=1e-10
+    )
