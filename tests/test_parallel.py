@@ -144,6 +144,33 @@ def test_deer_repairs_overflow_and_reaches_the_chaotic_trajectory_within_t():
   np.testing.assert_allclose(ys, rj.scan(cell, wild, xs)[1], rtol=0, atol=1e-10)
 
 
+def test_deer_converges_within_t_in_float32_under_chaos():
+  """H = 8, g = 4, T = 60 in float32 (the issue's tanh RNN, driven): the Jacobians'
+  products grow like e^{λ₁t}, and before DEER held its converged prefix the rounding
+  they amplify swamped the first unconverged step, so it stalled at T iterations
+  unconverged. Held, every iteration converges at least one more step: within T, the
+  residual, recomputed here in float64 NumPy, is at the tolerance."""
+  H, g, n, tol = 8, 4.0, 60, 1e-5
+  k = jax.random.split(jax.random.key(0), 4)
+  f32 = jnp.float32
+  w = g / H**0.5 * jax.random.normal(k[0], (H, H), f32)
+  v = jax.random.normal(k[1], (H, H), f32) / H**0.5
+  b = 0.1 * jax.random.normal(k[2], (H,), f32)
+  xs = jax.random.normal(k[3], (n, 1, H), f32)
+  params = rj.ElmanParams(w_x=v.T, w_h=w.T, b=b)
+  _, ys, info = rj.parallel_scan(
+    rj.elman(H), params, xs, method="deer", tol=tol, max_iters=n, fallback="none"
+  )
+  assert ys.dtype == jnp.float32 and int(info.repairs) >= 1
+  assert bool(info.converged) and int(info.iterations) < n
+  y = np.asarray(ys[:, 0], np.float64)
+  prev = np.concatenate([np.zeros((1, H)), y[:-1]])
+  x = np.asarray(xs[:, 0], np.float64)
+  w, v, b = (np.asarray(a, np.float64) for a in (w, v, b))
+  step = np.tanh(prev @ w.T + x @ v.T + b)
+  assert np.max(np.abs(y - step)) <= tol + 1e-6  # float32's own step differs by rounding
+
+
 def test_parallel_scan_bad_input():
   cell, params, xs, _ = _setup(CELLS["gru"])
   cases = [

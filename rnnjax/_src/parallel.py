@@ -289,6 +289,24 @@ class _Options(NamedTuple):
   diagonal: str | None = None  # quasi's: `_Problem.diagonal_way`
 
 
+def _hold(done: Array, traj: Array, a: Array, b: Array) -> tuple[Array, Array]:
+  """The linear recurrence ``s_t = a_t s_{t-1} + b_t`` made to keep each sequence's
+  converged prefix (``done: [T, B]``, every residual up to t within ``tol``) where it
+  is: ``a_t = 0``, ``b_t`` the current iterate there. Newton's step would move those
+  steps by rounding only, but the scan forms products of the Jacobians from t = 1,
+  and on chaotic dynamics those grow like e^{λ₁t}: in float32 that rounding, so
+  amplified, swamped the first unconverged step and DEER stalled short of the
+  trajectory (g = 3, T = 500). Held, the first unconverged step is solved from an
+  exact state, so each iteration converges at least one more step (the ELK paper's
+  T-iteration bound holds in floating point) and the products start there.
+
+  ``a`` is ``[T, B, S]`` (diagonals) or ``[T, B, S, S, 1]`` (full Jacobians with a
+  trailing axis, so one broadcast serves both); ``b`` and ``traj`` are ``[T, B, S]``.
+  """
+  keep = done.reshape(done.shape + (1,) * (a.ndim - 2))
+  return jnp.where(keep, jnp.zeros((), a.dtype), a), jnp.where(done[..., None], traj, b)
+
+
 def _repair(new: Array, last: Array) -> tuple[Array, Array, Array]:
   """An undamped iterate made usable: each NaN or infinite entry reset to the last
   iterate's (0 where that is not finite either, a non-finite warm start), then every
@@ -329,7 +347,9 @@ def _newton(
   (`_repair`: non-finite entries reset to the last iterate's, huge ones clipped),
   and go on to ``max_iters``: with DEER's exact Jacobians each iteration fixes at
   least one more step, so a budget of T reaches the trajectory even where the
-  linearised dynamics overflow on the way (chaotic cells).
+  linearised dynamics overflow on the way (chaotic cells). DEER and quasi-DEER hold
+  each sequence's converged prefix fixed (`_hold`), which keeps that bound in
+  floating point.
 
   ELK is Levenberg–Marquardt on the merit ``Σ_t ‖s_t − f(s_{t-1}, x_t)‖²``: its
   linearisation is the Gauss–Newton model of that sum, so a step that lowers it is
@@ -345,34 +365,40 @@ def _newton(
   """
   method = opts.method
 
-  def residual(traj: Array) -> tuple[Array, Array, Array]:
-    """The largest residual, the merit (ELK's only; 0 otherwise) and ``f`` at every
+  def residual(traj: Array) -> tuple[Array, Array, Array, Array]:
+    """The largest residual, the merit (ELK's only; 0 otherwise), ``f`` at every
     step of ``traj``, which the next iteration's linearisation reuses (one
-    evaluation of f per iteration)."""
+    evaluation of f per iteration), and the converged prefix ``[T, B]``: the steps
+    before each sequence's first residual above ``tol``."""
     fx = prob.f_all(params, _shifted(s0, traj), xs, mask)
-    r = traj - fx
+    r = jnp.abs(traj - fx)
     merit = jnp.sum(r * r) if method == "elk" else jnp.zeros((), r.dtype)
-    return jnp.max(jnp.abs(r)), merit, fx
+    per_step = jnp.max(r, axis=-1)  # [T, B]
+    bad = ~(per_step <= opts.tol)  # a NaN residual is not converged
+    first_bad = jnp.where(jnp.any(bad, axis=0), jnp.argmax(bad, axis=0), per_step.shape[0])
+    done = jnp.arange(per_step.shape[0])[:, None] < first_bad[None]  # [T, B]
+    return jnp.max(per_step), merit, fx, done
 
   def body(state: tuple[Any, ...]) -> tuple[Any, ...]:
-    k, traj, fx, res, merit, hist, bad, lam, repairs = state
+    k, traj, fx, res, merit, done, hist, bad, lam, repairs = state
     prev = _shifted(s0, traj)  # fx = f(prev, xs), from the last residual
     if method in ("deer", "elk"):  # s_t = J_t s_{t-1} + b_t, J_t: [T, B, S, S]
       jac = prob.jacobians(params, prev, xs, mask)
       b = fx - (jac @ prev[..., None])[..., 0]
       if method == "deer":
-        new = linear_scan.solve(jac, b, s0, diag=False)
+        jac, b = _hold(done, traj, jac[..., None], b)
+        new = linear_scan.solve(jac[..., 0], b, s0, diag=False)
       else:
         new = kalman.lm_smooth(jac, b, s0, traj, lam)
     else:  # the diagonals only: [T, B, S]
       a = prob.diagonals(params, prev, xs, mask, opts.diagonal)
       b = fx - a * prev
       if method == "quasi":
-        new = linear_scan.solve(a, b, s0, diag=True)
+        new = linear_scan.solve(*_hold(done, traj, a, b), s0, diag=True)
       else:
         new = _damped_solve(a, b, s0, traj, lam)
     if method == "elk":  # Levenberg–Marquardt: take the step only if it helps; adapt λ
-      new_res, new_merit, new_fx = residual(new)
+      new_res, new_merit, new_fx, new_done = residual(new)
       finite = jnp.all(jnp.isfinite(new)) & jnp.isfinite(new_merit)
       better = finite & ~(new_merit > merit)
       lam = jnp.where(better, lam / 2, jnp.minimum(lam * 2, LAMBDA_MAX))
@@ -380,24 +406,25 @@ def _newton(
       fx = jnp.where(better, new_fx, fx)
       res = jnp.where(better, new_res, res)
       merit = jnp.where(better, new_merit, merit)
+      done = jnp.where(better, new_done, done)
     else:  # quasi-ELK (a fixed λ, as the paper) and the undamped methods: every step
       traj, nonfinite, repaired = _repair(new, traj)
-      res, merit, fx = residual(traj)
+      res, merit, fx, done = residual(traj)
       bad = bad | nonfinite
       repairs = repairs + repaired.astype(repairs.dtype)
     hist = hist.at[k].set(res)
-    return k + 1, traj, fx, res, merit, hist, bad, lam, repairs
+    return k + 1, traj, fx, res, merit, done, hist, bad, lam, repairs
 
   def cond(state: tuple[Any, ...]) -> Array:
     k, _, _, res, *_ = state
     return (k < opts.max_iters) & ~(res <= opts.tol)  # a NaN residual keeps iterating
 
-  res0, merit0, fx0 = residual(guess)
+  res0, merit0, fx0, done0 = residual(guess)
   hist0 = jnp.full((opts.max_iters,), jnp.nan, res0.dtype)
   lam0 = jnp.asarray(opts.damping, res0.dtype)
   zero = jnp.asarray(0)
-  state0 = (zero, guess, fx0, res0, merit0, hist0, jnp.asarray(False), lam0, zero)
-  k, traj, _, res, _, hist, bad, _, repairs = lax.while_loop(cond, body, state0)
+  state0 = (zero, guess, fx0, res0, merit0, done0, hist0, jnp.asarray(False), lam0, zero)
+  k, traj, _, res, _, _, hist, bad, _, repairs = lax.while_loop(cond, body, state0)
   finite = jnp.all(jnp.isfinite(traj))
   bad = bad | ~finite
   return traj, (k, (res <= opts.tol) & finite, res, hist, bad, repairs)
