@@ -171,6 +171,26 @@ def test_deer_converges_within_t_in_float32_under_chaos():
   assert np.max(np.abs(y - step)) <= tol + 1e-6  # float32's own step differs by rounding
 
 
+def test_holding_the_exact_prefix_leaves_newton_its_last_quadratic_step():
+  """DEER holds only steps exact to rounding (`_hold_tol`), not every step within tol:
+  on a g = 2.5 tanh RNN (float64, tol 1e-6) the last Newton step still sharpens the
+  whole trajectory far below tol. Holding every step within tol would end at a residual
+  near 1e-6 and 1e-5 from rj.scan."""
+  H, n, g = 8, 60, 2.5
+  k = jax.random.split(jax.random.key(0), 4)
+  w = g / H**0.5 * jax.random.normal(k[0], (H, H), jnp.float64)
+  v = jax.random.normal(k[1], (H, H), jnp.float64) / H**0.5
+  b = 0.1 * jax.random.normal(k[2], (H,), jnp.float64)
+  xs = jax.random.normal(k[3], (n, 1, H), jnp.float64)
+  params = rj.ElmanParams(w_x=v.T, w_h=w.T, b=b)
+  cell = rj.elman(H)
+  _, ys, info = rj.parallel_scan(
+    cell, params, xs, method="deer", tol=1e-6, max_iters=n, fallback="none"
+  )
+  assert bool(info.converged) and float(info.residual) < 1e-10
+  np.testing.assert_allclose(ys, rj.scan(cell, params, xs)[1], rtol=0, atol=1e-10)
+
+
 def test_parallel_scan_bad_input():
   cell, params, xs, _ = _setup(CELLS["gru"])
   cases = [

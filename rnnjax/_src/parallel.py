@@ -289,9 +289,25 @@ class _Options(NamedTuple):
   diagonal: str | None = None  # quasi's: `_Problem.diagonal_way`
 
 
+HOLD_ULPS = 64
+"""`_hold_tol`'s rounding allowance, in units of the dtype's epsilon: a step solved
+from an exact state carries the rounding of ``J s − J s`` and of ``f``, a few dozen
+ulps for the cells here."""
+
+
+def _hold_tol(tol: float, dtype: Any) -> float:
+  """The residual below which a step counts as exact and is held (`_hold`):
+  ``min(tol, max(tol², HOLD_ULPS·ε))``. Holding at ``tol`` itself would freeze
+  steps Newton's next iteration would still sharpen quadratically (to about tol²),
+  and the result would end near ``tol`` everywhere instead of far below it; at the
+  dtype's rounding there is nothing left to sharpen."""
+  eps = float(jnp.finfo(dtype).eps)
+  return min(tol, max(tol * tol, HOLD_ULPS * eps))
+
+
 def _hold(done: Array, traj: Array, a: Array, b: Array) -> tuple[Array, Array]:
   """The linear recurrence ``s_t = a_t s_{t-1} + b_t`` made to keep each sequence's
-  converged prefix (``done: [T, B]``, every residual up to t within ``tol``) where it
+  exact prefix (``done: [T, B]``, every residual up to t within `_hold_tol`) where it
   is: ``a_t = 0``, ``b_t`` the current iterate there. Newton's step would move those
   steps by rounding only, but the scan forms products of the Jacobians from t = 1,
   and on chaotic dynamics those grow like e^{λ₁t}: in float32 that rounding, so
@@ -368,13 +384,13 @@ def _newton(
   def residual(traj: Array) -> tuple[Array, Array, Array, Array]:
     """The largest residual, the merit (ELK's only; 0 otherwise), ``f`` at every
     step of ``traj``, which the next iteration's linearisation reuses (one
-    evaluation of f per iteration), and the converged prefix ``[T, B]``: the steps
-    before each sequence's first residual above ``tol``."""
+    evaluation of f per iteration), and the exact prefix ``[T, B]``: the steps before
+    each sequence's first residual above `_hold_tol`."""
     fx = prob.f_all(params, _shifted(s0, traj), xs, mask)
     r = jnp.abs(traj - fx)
     merit = jnp.sum(r * r) if method == "elk" else jnp.zeros((), r.dtype)
     per_step = jnp.max(r, axis=-1)  # [T, B]
-    bad = ~(per_step <= opts.tol)  # a NaN residual is not converged
+    bad = ~(per_step <= _hold_tol(opts.tol, r.dtype))  # a NaN residual is not converged
     first_bad = jnp.where(jnp.any(bad, axis=0), jnp.argmax(bad, axis=0), per_step.shape[0])
     done = jnp.arange(per_step.shape[0])[:, None] < first_bad[None]  # [T, B]
     return jnp.max(per_step), merit, fx, done
