@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import os
 import statistics
 import sys
 import time
@@ -268,7 +269,10 @@ def deer_row_block(
 
 
 def elk_rows(rounds: int) -> list[dict]:
+  # parallel_scan's damping=None means each method's own default: ELK's is ELK_DAMPING
   default = inspect.signature(rj.parallel_scan).parameters["damping"].default
+  if default is None:
+    from rnnjax._src.parallel import ELK_DAMPING as default
   rows = []
   for H, g in ELK_PROBLEMS:
     p, xs = problem(H, g, ELK_T, seed=H)
@@ -297,11 +301,19 @@ def elk_rows(rounds: int) -> list[dict]:
   return rows
 
 
+def _load_note(cfg: dict) -> str:
+  """What the machine was doing: the 1-minute load average before and after the run."""
+  load = cfg.get("load")
+  if load is None:
+    return "shared with other jobs while this ran: read the ratios, not the absolute times"
+  return f"load average {load[0]:.1f} before the run, {load[1]:.1f} after"
+
+
 def markdown(data: dict) -> str:
   m, cfg = data["machine"], data["config"]
   md = [
-    f"Machine: {m['cpu']} ({m['cores']} cores, shared with other jobs while this ran: read "
-    f"the ratios, not the absolute times), backend {m['backend']}, jax {m['jax']}. "
+    f"Machine: {m['cpu']} ({m['cores']} cores; {_load_note(cfg)}), "
+    f"backend {m['backend']}, jax {m['jax']}. "
     f"`python benchmarks/parallel_references.py`; references: lindermanlab/elk at "
     f"{cfg['elk_commit']} ({cfg['elk_patch']}), machine-discovery/deer at "
     f"{cfg['deer_commit']}. Problem: tanh RNN, W ~ N(0, g²/H), V ~ N(0, 1/H), "
@@ -395,6 +407,7 @@ def main() -> None:
   path = args.out / f"{name}.json"
   partial_run = set(args.parts) != {"quasi", "deer", "elk"}
   data = json.loads(path.read_text(encoding="utf-8")) if path.exists() and partial_run else {}
+  load_before = os.getloadavg()[0]
   data["machine"] = machine()
   data["config"] = dict(
     elk_commit=args.elk_commit,
@@ -417,6 +430,7 @@ def main() -> None:
     data["deer"] = deer_rows(elk_deer, deer_seq)
   if "elk" in args.parts:
     data["elk"] = elk_rows(args.rounds)
+  data["config"]["load"] = [load_before, os.getloadavg()[0]]
   io.write_json(path, data)
   md = markdown(data)
   io.atomic_write_text(args.out / f"{name}.md", md)
