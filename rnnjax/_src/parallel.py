@@ -559,7 +559,9 @@ def parallel_scan(
     max_iters: the iteration budget (default 100; DEER is exact after T, even
       where its iterates overflow on the way: DEER, quasi-DEER and quasi-ELK
       reset a NaN or infinite entry to the last iterate's and clip one past
-      `BOUND`, then go on, counted in ``info.repairs``).
+      `BOUND`, then go on, counted in ``info.repairs``; DEER and quasi-DEER
+      hold the steps already exact to rounding, so that rounding amplified by
+      chaotic Jacobians cannot undo them and the bound holds in float32 too).
     tol: the largest ``|s_t − f(s_{t-1}, x_t)|`` accepted (default 1e-5 in
       float32 and 1e-10 in float64).
     init: a warm start, the carries of every step ``[T, B, ...]`` in
