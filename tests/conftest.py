@@ -75,6 +75,9 @@ SLOW = {
   "tests/test_charlm.py::test_regularised_training_is_reproducible_and_off_at_evaluation": "",
   "tests/test_docs.py::test_docs_python_blocks_are_doctests_that_run_alone[docs/guides/"
   "gradients.md]": "the walkthrough trains a model first",
+  # a page whose own test runs the same blocks (and counts them)
+  "tests/test_docs.py::test_docs_python_blocks_are_doctests_that_run_alone[docs/"
+  "add_a_cell.md]": "test_add_a_cell_page_blocks_are_doctests_that_run_alone",
   # whole notebooks: test_stored_notebook_is_current_and_executed checks the stored ones
   "tests/test_notebooks.py::test_notebook_executes": "make notebooks",
   # runs in subprocesses: four devices, a killed run (test_run_lock kills one too)
