@@ -1,19 +1,48 @@
 """Test configuration: float64 available, silent broadcasting is an error, and the
 tests that take minutes kept out of `make test` (run by `make test-slow` and CI)."""
 
+import importlib.util
+import mmap
 import os
+from pathlib import Path
 
-# The suite's shapes are tiny, so compiling dominates its time: XLA's CPU backend
-# without LLVM's optimisation passes compiles about a quarter faster (measured on
-# tests/test_scan.py and test_resets.py: 88 s -> 64 s on 2 cores). It changes how
-# the machine code is scheduled, not what it computes (no fast-math either way).
-# Set before JAX starts its backend; subprocesses the tests start inherit it.
-os.environ["XLA_FLAGS"] = " ".join(
-  [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"]
-).strip()
 
-import jax
-import pytest
+def _xla_knows(flag: str) -> bool:
+  """Whether the installed jaxlib's XLA defines ``flag``: XLA aborts the process on an
+  unknown flag in XLA_FLAGS, and its CPU flags come and go between releases, so a
+  flag that only saves time is set where its name is in jaxlib's libraries."""
+  spec = importlib.util.find_spec("jaxlib")
+  if spec is None or not spec.submodule_search_locations:
+    return False
+  needle = flag.encode()
+  for lib in Path(next(iter(spec.submodule_search_locations))).glob("*.so"):
+    if lib.stat().st_size == 0:
+      continue
+    with open(lib, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+      if m.find(needle) >= 0:
+        return True
+  return False
+
+
+# The suite's shapes are tiny, so compiling dominates its time, and two flags make
+# XLA's CPU backend compile faster (no fast-math either way). Both are set before JAX
+# starts its backend; subprocesses the tests start inherit them.
+# - No LLVM optimisation passes: about a quarter faster (measured on
+#   tests/test_scan.py and test_resets.py: 88 s -> 64 s on 2 cores). It changes how
+#   the machine code is scheduled, not what it computes.
+# - XLA's elemental loop emitter for fused loops instead of its MLIR fusion emitters:
+#   the fast suite 573 s -> 318 s (jaxlib 0.10.2, `-n 2 -m "not slow"` on 2 quiet
+#   cores, all passing). The two emitters' tanh, exp and log1p may differ in the last
+#   bits (tanh: both within 4.5 ulp in float32; 1 in 2 results differ, by up to 4e-7
+#   relative in float32 and 7e-16 in float64); the suite passes with either. Where
+#   XLA has retired the flag, it is left out.
+_FLAGS = ["--xla_backend_optimization_level=0"]
+if _xla_knows("xla_cpu_use_fusion_emitters"):
+  _FLAGS.append("--xla_cpu_use_fusion_emitters=false")
+os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *_FLAGS]).strip()
+
+import jax  # noqa: E402  (after XLA_FLAGS: JAX reads it when its backend starts)
+import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -46,6 +75,9 @@ SLOW = {
   "tests/test_charlm.py::test_regularised_training_is_reproducible_and_off_at_evaluation": "",
   "tests/test_docs.py::test_docs_python_blocks_are_doctests_that_run_alone[docs/guides/"
   "gradients.md]": "the walkthrough trains a model first",
+  # a page whose own test runs the same blocks (and counts them)
+  "tests/test_docs.py::test_docs_python_blocks_are_doctests_that_run_alone[docs/"
+  "add_a_cell.md]": "test_add_a_cell_page_blocks_are_doctests_that_run_alone",
   # whole notebooks: test_stored_notebook_is_current_and_executed checks the stored ones
   "tests/test_notebooks.py::test_notebook_executes": "make notebooks",
   # runs in subprocesses: four devices, a killed run (test_run_lock kills one too)

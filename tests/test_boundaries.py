@@ -95,7 +95,7 @@ def test_the_boundary_rate_term_adds_lambda_times_the_rates_gradient_and_nothing
   key = jax.random.key(3)  # a training pass
 
   def loss(model):
-    return jax.value_and_grad(lambda p: model.loss(p, ids, targets, None, key)[0])(params)
+    return jax.jit(jax.value_and_grad(lambda p: model.loss(p, ids, targets, None, key)[0]))(params)
 
   def rate(p):
     cell = plain.cells[0]
@@ -107,7 +107,7 @@ def test_the_boundary_rate_term_adds_lambda_times_the_rates_gradient_and_nothing
     return jnp.mean(jnp.stack(zs))
 
   (l0, g0), (l1, g1) = loss(plain), loss(penalised)
-  g_rate = jax.grad(rate)(params)
+  g_rate = jax.jit(jax.grad(rate))(params)
   assert float(l1) == pytest.approx(float(l0), rel=1e-12)
   assert np.abs(np.asarray(g_rate.rnn[0].layers[0].b[-1])) > 0
   assert_trees_close(g1, jax.tree.map(lambda a, b: a + lam * b, g0, g_rate), rtol=1e-9, atol=1e-12)

@@ -74,7 +74,8 @@ def pattern_text(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-  """A 5-step demo run (no report) on the pattern corpus: its folder and corpus."""
+  """A 5-step demo run on the pattern corpus, its report included (the fast suite's run
+  of the report; test_demo_learns_and_writes_summary checks one): its folder and corpus."""
   folder = tmp_path_factory.mktemp("tiny")
   text = _write_pattern_text(folder)
   run = folder / "run"
