@@ -69,7 +69,8 @@ def _doubling(combine: Callable[[E, E], E], x: E, identity: E) -> E:
     has = idx >= shift
 
     def before(a: Array, e: Array) -> Array:  # x[i - 2ᵈ], the identity for i < 2ᵈ
-      return jnp.where(has.reshape((n,) + (1,) * (a.ndim - 1)), jnp.roll(a, shift, axis=0), e)
+      keep = has.reshape((n,) + (1,) * (a.ndim - 1))
+      return jnp.where(keep, jnp.roll(a, shift, axis=0), e.astype(a.dtype))
 
     return combine(jax.tree.map(before, x, identity), x)
 

@@ -290,34 +290,41 @@ class _Options(NamedTuple):
 
 
 HOLD_ULPS = 64
-"""`_hold_tol`'s rounding allowance, in units of the dtype's epsilon: a step solved
-from an exact state carries the rounding of ``J s − J s`` and of ``f``, a few dozen
-ulps for the cells here."""
+"""`_hold_band`'s rounding allowance, in units of the dtype's epsilon times the size
+of the state (at least 1): a step solved from an exact state carries the rounding of
+``J s − J s`` and of ``f``, a few dozen ulps for the cells here."""
 
 
-def _hold_tol(tol: float, dtype: Any) -> float:
-  """The residual below which a step counts as exact and is held (`_hold`):
-  ``min(tol, max(tol², HOLD_ULPS·ε))``. Holding at ``tol`` itself would freeze
-  steps Newton's next iteration would still sharpen quadratically (to about tol²),
-  and the result would end near ``tol`` everywhere instead of far below it; at the
-  dtype's rounding there is nothing left to sharpen."""
-  eps = float(jnp.finfo(dtype).eps)
-  return min(tol, max(tol * tol, HOLD_ULPS * eps))
+def _hold_band(r: Array, fx: Array, tol: float) -> Array:
+  """Each sequence's prefix ``[T, B]`` of steps exact to rounding: every residual
+  ``|s − f| = r`` up to t within ``min(tol, max(tol², HOLD_ULPS·ε·max(1, |f|)))``
+  (``r``, ``fx``: ``[T, B, S]``; a NaN residual is outside). Newton holds a step once
+  two iterates in a row put it in this band (`_hold`), so every step gets one more
+  Newton step after it first enters it: holding at ``tol`` itself would freeze steps
+  that step would still sharpen quadratically (to about tol²), and results would
+  end near ``tol`` instead of far below it."""
+  eps = float(jnp.finfo(r.dtype).eps)
+  allowance = HOLD_ULPS * eps * jnp.maximum(1.0, jnp.abs(fx))
+  limit = jnp.minimum(tol, jnp.maximum(tol * tol, allowance))
+  bad = ~jnp.all(r <= limit, axis=-1)  # [T, B]
+  T = bad.shape[0]
+  first_bad = jnp.where(jnp.any(bad, axis=0), jnp.argmax(bad, axis=0), T)
+  return jnp.arange(T)[:, None] < first_bad[None]
 
 
 def _hold(done: Array, traj: Array, a: Array, b: Array) -> tuple[Array, Array]:
   """The linear recurrence ``s_t = a_t s_{t-1} + b_t`` made to keep each sequence's
-  exact prefix (``done: [T, B]``, every residual up to t within `_hold_tol`) where it
-  is: ``a_t = 0``, ``b_t`` the current iterate there. Newton's step would move those
-  steps by rounding only, but the scan forms products of the Jacobians from t = 1,
-  and on chaotic dynamics those grow like e^{λ₁t}: in float32 that rounding, so
-  amplified, swamped the first unconverged step and DEER stalled short of the
-  trajectory (g = 3, T = 500). Held, the first unconverged step is solved from an
-  exact state, so each iteration converges at least one more step (the ELK paper's
-  T-iteration bound holds in floating point) and the products start there.
+  exact prefix (``done: [T, B]``, see `_hold_band`) where it is: ``a_t = 0``,
+  ``b_t`` the current iterate there. Newton's step would move those steps by
+  rounding only, but the scan forms products of the Jacobians from t = 1, and on
+  chaotic dynamics those grow like e^{λ₁t}: in float32 that rounding, so amplified,
+  swamped the first unconverged step and DEER stalled short of the trajectory
+  (g = 3, T = 500). Held, the first unheld step is solved from an exact state, so
+  each iteration makes at least one more step exact (the ELK paper's T-iteration
+  bound holds in floating point, one iteration later) and the products start there.
 
-  ``a`` is ``[T, B, S]`` (diagonals) or ``[T, B, S, S, 1]`` (full Jacobians with a
-  trailing axis, so one broadcast serves both); ``b`` and ``traj`` are ``[T, B, S]``.
+  ``a`` is ``[T, B, S]`` (diagonals) or ``[T, B, S, S]`` (full Jacobians); ``b``
+  and ``traj`` are ``[T, B, S]``.
   """
   keep = done.reshape(done.shape + (1,) * (a.ndim - 2))
   return jnp.where(keep, jnp.zeros((), a.dtype), a), jnp.where(done[..., None], traj, b)
@@ -364,8 +371,8 @@ def _newton(
   and go on to ``max_iters``: with DEER's exact Jacobians each iteration fixes at
   least one more step, so a budget of T reaches the trajectory even where the
   linearised dynamics overflow on the way (chaotic cells). DEER and quasi-DEER hold
-  each sequence's converged prefix fixed (`_hold`), which keeps that bound in
-  floating point.
+  each sequence's exact prefix fixed (`_hold`), which keeps that bound in floating
+  point.
 
   ELK is Levenberg–Marquardt on the merit ``Σ_t ‖s_t − f(s_{t-1}, x_t)‖²``: its
   linearisation is the Gauss–Newton model of that sum, so a step that lowers it is
@@ -381,29 +388,27 @@ def _newton(
   """
   method = opts.method
 
+  holds = method in ("deer", "quasi")
+
   def residual(traj: Array) -> tuple[Array, Array, Array, Array]:
     """The largest residual, the merit (ELK's only; 0 otherwise), ``f`` at every
     step of ``traj``, which the next iteration's linearisation reuses (one
-    evaluation of f per iteration), and the exact prefix ``[T, B]``: the steps before
-    each sequence's first residual above `_hold_tol`."""
+    evaluation of f per iteration), and the exact prefix ``[T, B]`` (`_hold_band`;
+    all False for the methods that hold nothing)."""
     fx = prob.f_all(params, _shifted(s0, traj), xs, mask)
     r = jnp.abs(traj - fx)
     merit = jnp.sum(r * r) if method == "elk" else jnp.zeros((), r.dtype)
-    per_step = jnp.max(r, axis=-1)  # [T, B]
-    bad = ~(per_step <= _hold_tol(opts.tol, r.dtype))  # a NaN residual is not converged
-    first_bad = jnp.where(jnp.any(bad, axis=0), jnp.argmax(bad, axis=0), per_step.shape[0])
-    done = jnp.arange(per_step.shape[0])[:, None] < first_bad[None]  # [T, B]
-    return jnp.max(per_step), merit, fx, done
+    band = _hold_band(r, fx, opts.tol) if holds else jnp.zeros(r.shape[:2], bool)
+    return jnp.max(r), merit, fx, band
 
   def body(state: tuple[Any, ...]) -> tuple[Any, ...]:
-    k, traj, fx, res, merit, done, hist, bad, lam, repairs = state
+    k, traj, fx, res, merit, band, done, hist, bad, lam, repairs = state
     prev = _shifted(s0, traj)  # fx = f(prev, xs), from the last residual
     if method in ("deer", "elk"):  # s_t = J_t s_{t-1} + b_t, J_t: [T, B, S, S]
       jac = prob.jacobians(params, prev, xs, mask)
       b = fx - (jac @ prev[..., None])[..., 0]
       if method == "deer":
-        jac, b = _hold(done, traj, jac[..., None], b)
-        new = linear_scan.solve(jac[..., 0], b, s0, diag=False)
+        new = linear_scan.solve(*_hold(done, traj, jac, b), s0, diag=False)
       else:
         new = kalman.lm_smooth(jac, b, s0, traj, lam)
     else:  # the diagonals only: [T, B, S]
@@ -414,7 +419,7 @@ def _newton(
       else:
         new = _damped_solve(a, b, s0, traj, lam)
     if method == "elk":  # Levenberg–Marquardt: take the step only if it helps; adapt λ
-      new_res, new_merit, new_fx, new_done = residual(new)
+      new_res, new_merit, new_fx, _ = residual(new)
       finite = jnp.all(jnp.isfinite(new)) & jnp.isfinite(new_merit)
       better = finite & ~(new_merit > merit)
       lam = jnp.where(better, lam / 2, jnp.minimum(lam * 2, LAMBDA_MAX))
@@ -422,25 +427,27 @@ def _newton(
       fx = jnp.where(better, new_fx, fx)
       res = jnp.where(better, new_res, res)
       merit = jnp.where(better, new_merit, merit)
-      done = jnp.where(better, new_done, done)
     else:  # quasi-ELK (a fixed λ, as the paper) and the undamped methods: every step
       traj, nonfinite, repaired = _repair(new, traj)
-      res, merit, fx, done = residual(traj)
+      last_band = band
+      res, merit, fx, band = residual(traj)
+      done = last_band & band  # exact in two iterates in a row: held from now on
       bad = bad | nonfinite
       repairs = repairs + repaired.astype(repairs.dtype)
     hist = hist.at[k].set(res)
-    return k + 1, traj, fx, res, merit, done, hist, bad, lam, repairs
+    return k + 1, traj, fx, res, merit, band, done, hist, bad, lam, repairs
 
   def cond(state: tuple[Any, ...]) -> Array:
     k, _, _, res, *_ = state
     return (k < opts.max_iters) & ~(res <= opts.tol)  # a NaN residual keeps iterating
 
-  res0, merit0, fx0, done0 = residual(guess)
+  res0, merit0, fx0, band0 = residual(guess)
   hist0 = jnp.full((opts.max_iters,), jnp.nan, res0.dtype)
   lam0 = jnp.asarray(opts.damping, res0.dtype)
   zero = jnp.asarray(0)
-  state0 = (zero, guess, fx0, res0, merit0, done0, hist0, jnp.asarray(False), lam0, zero)
-  k, traj, _, res, _, _, hist, bad, _, repairs = lax.while_loop(cond, body, state0)
+  done0 = jnp.zeros_like(band0)  # nothing held before the first iteration
+  state0 = (zero, guess, fx0, res0, merit0, band0, done0, hist0, jnp.asarray(False), lam0, zero)
+  k, traj, _, res, *_, hist, bad, _, repairs = lax.while_loop(cond, body, state0)
   finite = jnp.all(jnp.isfinite(traj))
   bad = bad | ~finite
   return traj, (k, (res <= opts.tol) & finite, res, hist, bad, repairs)
