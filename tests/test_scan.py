@@ -279,9 +279,14 @@ def test_traced_lengths_are_clipped_identically_in_both_directions(reverse, key)
   raw, clipped = _clip_cases()
   got = jax.jit(lambda L: rj.scan(cell, params, xs, lengths=L, reverse=reverse))(raw)
   assert_trees_close(got, rj.scan(cell, params, xs, lengths=clipped, reverse=reverse), 0, 0)
-  got = jax.jit(lambda L: rj.parallel_scan(cell, params, xs, lengths=L, reverse=reverse)[:2])(raw)
-  want = rj.parallel_scan(cell, params, xs, lengths=clipped, reverse=reverse)[:2]
+  # parallel_scan: the same compiled program given the raw and the clipped lengths (an
+  # iterative solve compiled apart, as the eager call is, may round its last ulp
+  # differently under the suite's XLA flags; that is not the clipping under test)
+  solve = jax.jit(lambda L: rj.parallel_scan(cell, params, xs, lengths=L, reverse=reverse)[:2])
+  got, want = solve(raw), solve(clipped)
   assert_trees_close(got, want, 0, 0)
+  eager = rj.parallel_scan(cell, params, xs, lengths=clipped, reverse=reverse)[:2]
+  assert_trees_close(got, eager, 0, 1e-15)
   assert bool(jnp.all(jnp.isfinite(got[1])))
 
 
