@@ -16,7 +16,7 @@ nothing); ``λ → ∞`` stays at ``o``.
 
 Both passes are associative scans (Särkkä & García-Fernández 2021), O(log T) deep,
 run as `blocked_scan.prefix`: ``lax.associative_scan`` would compile the costly
-combine below 2·log₂T times over (5 s of a 6 s first ELK call at S = 12, T = 200).
+combine about 2·log₂T times over (5 s of a 6 s first ELK call at S = 12, T = 200).
 
 *Filter.* Element t is the filter of step t alone, given ``s_{t-1}``:
 ``p(s_t | s_{t-1}, o_t) = N(F_t s_{t-1} + u_t, C_t)`` and, in information form,
